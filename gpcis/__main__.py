@@ -1,0 +1,7 @@
+"""``python -m gpcis`` is the ``gpcis`` command."""
+
+import sys
+
+from gpcis.cli import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+"""gpcis subpackage."""
+
+__all__: list[str] = []

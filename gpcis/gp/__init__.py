@@ -1,0 +1,37 @@
+"""GP classification on any features: kernels, click posterior, pathwise sampler, L_VI, head.
+
+Knows nothing about images; :mod:`gpcis.models` composes it with backbones.
+"""
+
+from gpcis.gp.head import GPHead, GPHeadConfig, GPHeadOutput, check_gp_inputs
+from gpcis.gp.kernels import ARDRBFKernel, FourierFeatureKernel, LogPositive
+from gpcis.gp.losses import vi_loss
+from gpcis.gp.pathwise import (
+    click_gram_cholesky,
+    pathwise_posterior,
+    predictive_variance,
+    prior_path,
+    solve_clicks,
+    update_path,
+)
+from gpcis.gp.variational import AmortizedClickPosterior
+from gpcis.gp.weights import WeightPrior
+
+__all__ = [
+    "ARDRBFKernel",
+    "AmortizedClickPosterior",
+    "FourierFeatureKernel",
+    "GPHead",
+    "GPHeadConfig",
+    "GPHeadOutput",
+    "LogPositive",
+    "WeightPrior",
+    "check_gp_inputs",
+    "click_gram_cholesky",
+    "pathwise_posterior",
+    "predictive_variance",
+    "prior_path",
+    "solve_clicks",
+    "update_path",
+    "vi_loss",
+]

@@ -1,0 +1,254 @@
+"""The GP head: GP classification of test points from labelled click points (supplement Alg. S2).
+
+Works on any features: a segmentation model passes per-pixel features, a deep-kernel
+user passes the output of any feature extractor.
+
+Example:
+    >>> head = GPHead(in_dim=2)
+    >>> out = head(x_test, x_click, labels, valid)      # x_test (B, M, 2), x_click (B, N, 2)
+    >>> prob = torch.sigmoid(out.mean)                  # (B, M)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor, nn
+
+from gpcis.gp.kernels import ARDRBFKernel, FourierFeatureKernel
+from gpcis.gp.losses import vi_loss
+from gpcis.gp.pathwise import click_gram_cholesky, predictive_variance, update_path
+from gpcis.gp.variational import AmortizedClickPosterior
+from gpcis.gp.weights import WeightPrior
+
+__all__ = ["GPHeadConfig", "GPHeadOutput", "GPHead", "check_gp_inputs"]
+
+
+@dataclass
+class GPHeadConfig:
+    """Configuration of :class:`GPHead`.
+
+    Attributes:
+        num_features: number of random Fourier features l (256 for ResNet50/HRNet18s,
+            128 for SegFormer-B0 in the paper).
+        prior: ``"learned"`` (paper: learned Theta, tau, mu_w, sigma_w) or
+            ``"spectral"`` (Wilson et al. 2020: frequencies from k_eta's spectral density).
+        learn_weight_prior: learn ``mu_w, sigma_w`` (default: True for ``"learned"``,
+            False -- i.e. ``w ~ N(0, I)`` -- for ``"spectral"``).
+        mlp_hidden: hidden width of the amortisation MLP of ``m_xi``.
+        click_variance: ``sigma^2`` of ``q(f_n)`` (0.01).
+        train_noise: ``eps^2`` in training (0.01).
+        eval_noise: ``eps^2`` at evaluation; small, so that the posterior mean
+            interpolates the click values (``sign f(x_c) = y_c``).
+        use_prior_path: include ``Phi(X) w`` (ablation: function-space update only).
+        use_update_path: include the update term (ablation: weight-space prior only).
+        vi_reduction: see :func:`gpcis.gp.losses.vi_loss`.
+        vi_quad_scale: see :func:`gpcis.gp.losses.vi_loss`.
+        init_log_outputscale: initial ``log eta0`` (0).
+        init_log_precision: initial ``log eta_t`` (-1).
+        seed: seed of the initial random draws (Theta, tau, mu_w).
+    """
+
+    num_features: int = 256
+    prior: Literal["learned", "spectral"] = "learned"
+    learn_weight_prior: Optional[bool] = None
+    mlp_hidden: int = 32
+    click_variance: float = 0.01
+    train_noise: float = 0.01
+    eval_noise: float = 1e-4
+    use_prior_path: bool = True
+    use_update_path: bool = True
+    vi_reduction: Literal["sum_clicks", "mean_clicks"] = "sum_clicks"
+    vi_quad_scale: float = 0.5
+    init_log_outputscale: float = 0.0
+    init_log_precision: float = -1.0
+    seed: int = 0
+
+
+@dataclass
+class GPHeadOutput:
+    """Result of :meth:`GPHead.forward`.
+
+    Attributes:
+        mean: ``(B, M)`` latent function on the mean path (``w = mu_w``, ``f_n = m_xi``):
+            logits of the foreground probability.
+        samples: ``(S, B, M)`` joint pathwise samples, or ``None`` when ``num_samples=0``.
+        variance: ``(B, M)`` marginal posterior variance (Eq. S5), or ``None``.
+        vi_loss: scalar L_VI (Eq. S1).
+        click_mean: ``(B, N)`` ``m_xi`` at the clicks (0 at padding).
+    """
+
+    mean: Tensor
+    samples: Optional[Tensor]
+    variance: Optional[Tensor]
+    vi_loss: Tensor
+    click_mean: Tensor
+
+
+def check_gp_inputs(
+    x_test: Tensor, x_click: Tensor, labels: Tensor, valid: Tensor, in_dim: Optional[int] = None
+) -> Tensor:
+    """Validate the GP head's inputs; return labels mapped to {-1, +1}.
+
+    Raises:
+        ValueError: naming the offending argument (shape, dtype, non-finite values,
+            labels outside {-1, +1} / {0, 1}).
+    """
+    for name, t in (("x_test", x_test), ("x_click", x_click)):
+        if not isinstance(t, Tensor) or t.dim() != 3:
+            raise ValueError(f"{name} must be a (B, M, D) tensor, got {getattr(t, 'shape', type(t))}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains NaN or Inf values")
+    b, _, d = x_test.shape
+    if in_dim is not None and d != in_dim:
+        raise ValueError(f"x_test has feature dimension {d}, the head expects in_dim={in_dim}")
+    if x_click.shape[0] != b or x_click.shape[2] != d:
+        raise ValueError(
+            f"x_click must have shape ({b}, N, {d}) to match x_test {tuple(x_test.shape)}, "
+            f"got {tuple(x_click.shape)}"
+        )
+    n = x_click.shape[1]
+    if not isinstance(valid, Tensor) or valid.shape != (b, n):
+        raise ValueError(f"valid must have shape ({b}, {n}), got {tuple(getattr(valid, 'shape', ()))}")
+    if valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a bool tensor, got {valid.dtype}")
+    if not isinstance(labels, Tensor) or labels.shape != (b, n):
+        raise ValueError(f"labels must have shape ({b}, {n}), got {tuple(getattr(labels, 'shape', ()))}")
+    lab = labels[valid].to(x_test.dtype)
+    if not torch.isfinite(lab).all():
+        raise ValueError("labels contain NaN or Inf values")
+    if lab.numel() and ((lab == -1) | (lab == 1)).all():
+        pass
+    elif lab.numel() and ((lab == 0) | (lab == 1)).all():
+        labels = labels.to(x_test.dtype) * 2 - 1
+    elif lab.numel():
+        raise ValueError("labels must be in {-1, +1} (or {0, 1}) at valid clicks")
+    return labels.to(x_test.dtype) * valid.to(x_test.dtype)
+
+
+class GPHead(nn.Module):
+    """GP classification head with an amortized click posterior and a pathwise sampler.
+
+    Parts (all GPyTorch / linear_operator objects where they exist):
+
+    * ``kernel`` -- :class:`ARDRBFKernel` k_eta (Eq. S2), eta in log space;
+    * ``rff`` -- :class:`FourierFeatureKernel` Phi (Eq. S14) of the prior path;
+    * ``weight_prior`` -- :class:`WeightPrior` w ~ N(mu_w, sigma_w^2 I) (Eq. S13);
+    * ``posterior`` -- :class:`AmortizedClickPosterior` q(f_n) (Eq. S10-S11).
+
+    ``forward`` returns the mean path, optional joint samples (Eq. S15), the marginal
+    variance (Eq. S5) and L_VI (Eq. S1). In ``train()`` mode the update uses
+    ``eps^2 = train_noise``, in ``eval()`` mode ``eval_noise``.
+
+    Args:
+        in_dim: feature dimension D.
+        config: :class:`GPHeadConfig`.
+    """
+
+    def __init__(self, in_dim: int, config: Optional[GPHeadConfig] = None) -> None:
+        super().__init__()
+        self.config = config = config or GPHeadConfig()
+        self.in_dim = int(in_dim)
+        gen = torch.Generator().manual_seed(config.seed)
+        self.kernel = ARDRBFKernel(
+            ard_num_dims=in_dim,
+            init_log_outputscale=config.init_log_outputscale,
+            init_log_precision=config.init_log_precision,
+        )
+        self.rff = FourierFeatureKernel(
+            config.num_features,
+            in_dim,
+            mode=config.prior,
+            base_kernel=self.kernel if config.prior == "spectral" else None,
+            generator=gen,
+        )
+        learn_w = config.learn_weight_prior
+        if learn_w is None:
+            learn_w = config.prior == "learned"
+        self.weight_prior = WeightPrior(config.num_features, learnable=learn_w, generator=gen)
+        self.posterior = AmortizedClickPosterior(in_dim, config.mlp_hidden, config.click_variance)
+
+    @property
+    def noise(self) -> float:
+        """``eps^2`` in use: ``train_noise`` in training mode, ``eval_noise`` in eval mode."""
+        return self.config.train_noise if self.training else self.config.eval_noise
+
+    def forward(
+        self,
+        x_test: Tensor,
+        x_click: Tensor,
+        labels: Tensor,
+        valid: Tensor,
+        num_samples: int = 0,
+        return_variance: bool = False,
+        generator: Optional[torch.Generator] = None,
+    ) -> GPHeadOutput:
+        """Classify test points from clicks.
+
+        Args:
+            x_test: ``(B, M, D)`` test inputs.
+            x_click: ``(B, N, D)`` click inputs (``N`` may be 0).
+            labels: ``(B, N)`` click labels in {-1, +1} (or {0, 1}).
+            valid: ``(B, N)`` bool; padded clicks have no effect.
+            num_samples: ``S``; 0 returns the mean path only.
+            return_variance: also return the marginal variance (Eq. S5).
+            generator: random generator for the draws of ``w`` and ``f_n``.
+
+        Returns:
+            :class:`GPHeadOutput`.
+        """
+        labels = check_gp_inputs(x_test, x_click, labels, valid, self.in_dim)
+        if num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        cfg = self.config
+        b, m, _ = x_test.shape
+        n = x_click.shape[1]
+        noise = self.noise
+        dtype = x_test.dtype
+        vmask = valid.to(dtype)
+
+        click_mean = self.posterior.mean(x_click, labels, valid)  # (B, N)
+        # Weights and click values: index 0 is the mean path, 1..S the samples.
+        w_mean = self.weight_prior.mean.to(dtype).expand(1, b, -1)
+        f_mean = click_mean.unsqueeze(0)
+        if num_samples > 0:
+            w = torch.cat([w_mean, self.weight_prior.sample(num_samples, torch.Size([b]), generator).to(dtype)])
+            device = generator.device if generator is not None else x_test.device
+            eps = torch.randn((num_samples, b, n), generator=generator, device=device, dtype=dtype).to(x_test.device)
+            f_draw = click_mean + (self.posterior.variance**0.5) * eps * vmask
+            f_click = torch.cat([f_mean, f_draw])
+        else:
+            w, f_click = w_mean, f_mean
+
+        out = x_test.new_zeros(w.shape[0], b, m)
+        prior_click = x_click.new_zeros(w.shape[0], b, n)
+        if cfg.use_prior_path:
+            phi_test = self.rff.features(x_test)
+            out = out + torch.einsum("bml,sbl->sbm", phi_test, w)
+            if n:
+                prior_click = torch.einsum("bnl,sbl->sbn", self.rff.features(x_click), w)
+        chol = click_gram_cholesky(self.kernel, x_click, valid, noise) if n else None
+        if cfg.use_update_path and n:
+            out = out + update_path(self.kernel, x_test, x_click, f_click - prior_click, valid, noise, chol)
+
+        variance = None
+        if return_variance:
+            variance = predictive_variance(
+                self.kernel, x_test, x_click, valid, noise, click_variance=self.posterior.variance, chol=chol
+            )
+        if n:
+            bce_f = f_click[1:] if num_samples > 0 else f_click
+            loss = vi_loss(click_mean, bce_f, labels, valid, chol, cfg.vi_reduction, cfg.vi_quad_scale)
+        else:
+            loss = x_test.new_zeros(()) + 0.0 * click_mean.sum()
+        return GPHeadOutput(
+            mean=out[0],
+            samples=out[1:] if num_samples > 0 else None,
+            variance=variance,
+            vi_loss=loss,
+            click_mean=click_mean,
+        )

@@ -1,0 +1,210 @@
+"""Kernels of the GPCIS GP layer, as GPyTorch kernels.
+
+* :class:`ARDRBFKernel` -- the kernel k_eta of the paper (supplement Eq. S2):
+  ``k(x, x') = eta0 * exp(-1/2 * sum_t eta_t (x_t - x'_t)^2)`` with the amplitude
+  ``eta0`` and the per-dimension precisions ``eta_t`` learned in log space.
+* :class:`FourierFeatureKernel` -- the random-Fourier-feature (RFF) prior of the
+  decoupled sampler (Eq. S13-S14): ``Phi(x) = sqrt(2/l) * cos(Theta^T x + tau)``; its
+  ``forward`` is the low-rank operator ``Phi(x1) Phi(x2)^T``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+import torch
+from gpytorch.constraints import Positive
+from gpytorch.kernels import Kernel
+from linear_operator.operators import LinearOperator, LowRankRootLinearOperator, MatmulLinearOperator
+from torch import Tensor
+
+__all__ = ["LogPositive", "ARDRBFKernel", "FourierFeatureKernel"]
+
+
+def LogPositive() -> Positive:
+    """A GPyTorch ``Positive`` constraint whose raw value is the log of the value.
+
+    ``Positive(transform=torch.exp)`` alone would keep GPyTorch's default softplus
+    inverse, so setting a value would not read back the same value; both directions are
+    given here.
+    """
+    return Positive(transform=torch.exp, inv_transform=torch.log)
+
+
+class ARDRBFKernel(Kernel):
+    r"""ARD squared-exponential kernel with amplitude and precisions in log space.
+
+    .. math:: k_\eta(x, x') = \eta_0 \exp\big(-\tfrac12 \sum_{t=1}^D \eta_t (x_t - x'_t)^2\big)
+
+    (GPCIS supplement Eq. S2.) Parameters are ``raw_outputscale = log eta0`` (shape
+    ``batch_shape``) and ``raw_precision = log eta_t`` (shape ``(*batch_shape, 1, D)``),
+    initialised at ``log eta0 = 0`` and ``log eta_t = -1`` as in the paper.
+
+    Args:
+        ard_num_dims: input dimension D.
+        batch_shape: kernel batch shape (independent hyperparameters per batch entry).
+        init_log_outputscale: initial ``log eta0``.
+        init_log_precision: initial ``log eta_t`` (all t).
+    """
+
+    has_lengthscale = False
+
+    def __init__(
+        self,
+        ard_num_dims: int,
+        batch_shape: Optional[torch.Size] = None,
+        init_log_outputscale: float = 0.0,
+        init_log_precision: float = -1.0,
+        **kwargs,
+    ) -> None:
+        if ard_num_dims < 1:
+            raise ValueError(f"ard_num_dims must be >= 1, got {ard_num_dims}")
+        super().__init__(ard_num_dims=ard_num_dims, batch_shape=batch_shape or torch.Size([]), **kwargs)
+        self.register_parameter(
+            "raw_outputscale",
+            torch.nn.Parameter(torch.full(self.batch_shape, float(init_log_outputscale))),
+        )
+        self.register_constraint("raw_outputscale", LogPositive())
+        self.register_parameter(
+            "raw_precision",
+            torch.nn.Parameter(torch.full((*self.batch_shape, 1, ard_num_dims), float(init_log_precision))),
+        )
+        self.register_constraint("raw_precision", LogPositive())
+
+    @property
+    def outputscale(self) -> Tensor:
+        """Amplitude eta0, shape ``batch_shape``."""
+        return self.raw_outputscale_constraint.transform(self.raw_outputscale)
+
+    @outputscale.setter
+    def outputscale(self, value: Tensor | float) -> None:
+        value = torch.as_tensor(value, dtype=self.raw_outputscale.dtype, device=self.raw_outputscale.device)
+        self.initialize(raw_outputscale=self.raw_outputscale_constraint.inverse_transform(value))
+
+    @property
+    def precision(self) -> Tensor:
+        """Precisions eta_t (inverse squared lengthscales), shape ``(*batch_shape, 1, D)``."""
+        return self.raw_precision_constraint.transform(self.raw_precision)
+
+    @precision.setter
+    def precision(self, value: Tensor | float) -> None:
+        value = torch.as_tensor(value, dtype=self.raw_precision.dtype, device=self.raw_precision.device)
+        value = value.expand_as(self.raw_precision)
+        self.initialize(raw_precision=self.raw_precision_constraint.inverse_transform(value))
+
+    def scale_inputs(self, x: Tensor) -> Tensor:
+        """``x * sqrt(eta)``: the inputs in which the kernel is isotropic with unit precision."""
+        return x * self.precision.sqrt()
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor:
+        """Kernel matrix ``(..., n1, n2)``, or its diagonal ``(..., n1)`` when ``diag``."""
+        x1_ = self.scale_inputs(x1)
+        x2_ = self.scale_inputs(x2)
+        sq = self.covar_dist(x1_, x2_, square_dist=True, diag=diag, **params)
+        scale = self.outputscale
+        scale = scale.unsqueeze(-1) if diag else scale.unsqueeze(-1).unsqueeze(-1)
+        return scale * torch.exp(-0.5 * sq)
+
+
+class FourierFeatureKernel(Kernel):
+    r"""Random-Fourier-feature kernel ``k(x, x') = Phi(x)^T Phi(x')`` (supplement Eq. S13-S14).
+
+    .. math:: \Phi(x) = a\,\sqrt{2/l}\,\cos(\Theta^\top x + \tau), \quad
+              \Theta \in \mathbb{R}^{D\times l},\ \tau \in [0, 2\pi)^l
+
+    Two modes:
+
+    * ``"learned"`` (the paper): ``Theta`` and ``tau`` are trainable parameters,
+      initialised ``theta_r ~ N(0, I_D)`` and ``tau_r ~ U(0, 2 pi)``; ``a = 1``.
+    * ``"spectral"`` (Wilson et al., 2020): ``Theta = diag(sqrt(eta)) E`` with
+      ``E ~ N(0, I)`` drawn once and kept as a buffer, ``a = sqrt(eta0)``, where eta
+      are the current hyperparameters of ``base_kernel`` (an :class:`ARDRBFKernel`).
+      Then ``E[Phi Phi^T] = k_eta`` and the pathwise sample is a sample of the same GP.
+
+    Args:
+        num_features: number of basis functions l.
+        ard_num_dims: input dimension D.
+        mode: ``"learned"`` or ``"spectral"``.
+        base_kernel: the :class:`ARDRBFKernel` whose spectral density is sampled
+            (required for ``"spectral"``, ignored otherwise).
+        generator: random generator for the initial draws (reproducibility).
+    """
+
+    has_lengthscale = False
+
+    def __init__(
+        self,
+        num_features: int,
+        ard_num_dims: int,
+        mode: Literal["learned", "spectral"] = "learned",
+        base_kernel: Optional[ARDRBFKernel] = None,
+        generator: Optional[torch.Generator] = None,
+        **kwargs,
+    ) -> None:
+        if num_features < 1:
+            raise ValueError(f"num_features must be >= 1, got {num_features}")
+        if mode not in ("learned", "spectral"):
+            raise ValueError(f"mode must be 'learned' or 'spectral', got {mode!r}")
+        super().__init__(ard_num_dims=ard_num_dims, **kwargs)
+        self.num_features = int(num_features)
+        self.mode = mode
+        theta = torch.randn(ard_num_dims, num_features, generator=generator)
+        tau = torch.rand(num_features, generator=generator) * (2 * math.pi)
+        if mode == "learned":
+            self.register_parameter("theta", torch.nn.Parameter(theta))
+            self.register_parameter("tau", torch.nn.Parameter(tau))
+            self.base_kernel = None
+        else:
+            if not isinstance(base_kernel, ARDRBFKernel):
+                raise ValueError("mode='spectral' needs base_kernel, an ARDRBFKernel")
+            if base_kernel.ard_num_dims != ard_num_dims:
+                raise ValueError(
+                    f"base_kernel has {base_kernel.ard_num_dims} input dims, expected {ard_num_dims}"
+                )
+            self.register_buffer("theta", theta)
+            self.register_buffer("tau", tau)
+            self.base_kernel = base_kernel
+
+    def resample(self, generator: Optional[torch.Generator] = None) -> None:
+        """Draw new frequencies and phases in place (a fresh random prior)."""
+        with torch.no_grad():
+            self.theta.copy_(torch.randn(self.theta.shape, generator=generator).to(self.theta))
+            self.tau.copy_((torch.rand(self.tau.shape, generator=generator) * 2 * math.pi).to(self.tau))
+
+    def frequencies(self) -> Tensor:
+        """Effective frequencies Theta, ``(D, l)`` (``(*batch, D, l)`` for a batched base kernel)."""
+        if self.mode == "learned":
+            return self.theta
+        return self.base_kernel.precision.sqrt().mT * self.theta
+
+    def amplitude(self) -> Tensor:
+        """Feature amplitude ``a`` (1 when learned, ``sqrt(eta0)`` when spectral)."""
+        if self.mode == "learned":
+            return torch.ones((), dtype=self.theta.dtype, device=self.theta.device)
+        return self.base_kernel.outputscale.sqrt()
+
+    def features(self, x: Tensor) -> Tensor:
+        """The feature map Phi(x) (Eq. S14).
+
+        Args:
+            x: ``(..., n, D)`` inputs.
+
+        Returns:
+            ``(..., n, l)`` features ``a * sqrt(2/l) * cos(x Theta + tau)``.
+        """
+        proj = x @ self.frequencies() + self.tau
+        scale = self.amplitude() * math.sqrt(2.0 / self.num_features)
+        if scale.dim() > 0:
+            scale = scale.unsqueeze(-1).unsqueeze(-1)
+        return scale * torch.cos(proj)
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor | LinearOperator:
+        """``Phi(x1) Phi(x2)^T`` as a low-rank LinearOperator (its diagonal when ``diag``)."""
+        phi1 = self.features(x1)
+        if diag:
+            phi2 = phi1 if x1 is x2 else self.features(x2)
+            return (phi1 * phi2).sum(-1)
+        if x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2)):
+            return LowRankRootLinearOperator(phi1)
+        return MatmulLinearOperator(phi1, self.features(x2).mT)

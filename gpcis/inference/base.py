@@ -1,0 +1,44 @@
+"""The interface every interactive segmentation method implements (models and baselines)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from gpcis.clicks import Click
+
+__all__ = ["PredictionResult", "InteractiveSegmenter"]
+
+
+@dataclass
+class PredictionResult:
+    """Output of one prediction, all arrays at the image's resolution.
+
+    Attributes:
+        mask: ``(H, W)`` bool, the segmentation (``prob > threshold``).
+        prob: ``(H, W)`` float32 foreground probability in [0, 1].
+        std: ``(H, W)`` float32 posterior standard deviation of the latent function
+            (GP methods only), else ``None``.
+    """
+
+    mask: np.ndarray
+    prob: np.ndarray
+    std: Optional[np.ndarray] = None
+
+
+@runtime_checkable
+class InteractiveSegmenter(Protocol):
+    """Anything that segments one image from clicks.
+
+    ``set_image`` takes an ``(H, W, 3)`` uint8 RGB image and caches what it can;
+    ``predict`` takes every click so far (in order, :class:`gpcis.Click`, row/col
+    convention) and the previous mask, and returns a :class:`PredictionResult`.
+    """
+
+    def set_image(self, image: np.ndarray) -> None: ...
+
+    def predict(
+        self, clicks: Sequence[Click], prev_mask: Optional[np.ndarray] = None
+    ) -> PredictionResult: ...

@@ -1,0 +1,35 @@
+"""Shared test fixtures: seeds, the optional shared data sets, device markers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# The machine has 2 cores; keep every test single-threaded and deterministic.
+torch.set_num_threads(int(os.environ.get("GPCIS_TEST_THREADS", "1")))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("GPCIS_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="CUDA is not available")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """The folder ``../shared/datasets`` beside the checkout; the test skips when absent."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"shared data sets not found at {SHARED_DATASETS}")
+    return SHARED_DATASETS
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

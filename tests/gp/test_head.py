@@ -1,0 +1,146 @@
+"""GPHead: gradients, input validation, label conventions, L_VI against a direct formula."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gpcis.gp import GPHead, GPHeadConfig, click_gram_cholesky, vi_loss
+from tests.gp.reference import rbf
+
+
+def _inputs(b=2, m=30, n=4, d=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x_test = torch.randn(b, m, d, generator=g)
+    x_click = torch.randn(b, n, d, generator=g)
+    labels = torch.tensor([[1.0, -1.0, 1.0, -1.0]] * b)[:, :n]
+    valid = torch.ones(b, n, dtype=torch.bool)
+    return x_test, x_click, labels, valid
+
+
+@pytest.mark.parametrize("prior", ["learned", "spectral"])
+def test_gradients_reach_every_parameter(prior):
+    head = GPHead(5, GPHeadConfig(num_features=32, prior=prior, learn_weight_prior=True))
+    x_test, x_click, labels, valid = _inputs()
+    x_test.requires_grad_(True)
+    out = head(x_test, x_click, labels, valid, num_samples=2, return_variance=True)
+    (out.samples.sum() + out.mean.sum() + out.vi_loss + out.variance.sum()).backward()
+    for name, p in head.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert x_test.grad is not None and x_test.grad.abs().sum() > 0
+    expected = {
+        "kernel.raw_outputscale",
+        "kernel.raw_precision",
+        "weight_prior.mean",
+        "weight_prior.raw_variance",
+        "posterior.mlp.0.weight",
+        "posterior.mlp.0.bias",
+        "posterior.mlp.2.weight",
+        "posterior.mlp.2.bias",
+    }
+    if prior == "learned":
+        expected |= {"rff.theta", "rff.tau"}
+    assert {n for n, _ in head.named_parameters()} == expected
+
+
+def test_output_shapes_and_modes():
+    head = GPHead(5, GPHeadConfig(num_features=16))
+    x_test, x_click, labels, valid = _inputs()
+    out = head(x_test, x_click, labels, valid)
+    assert out.mean.shape == (2, 30) and out.samples is None and out.variance is None
+    assert out.click_mean.shape == (2, 4) and out.vi_loss.shape == ()
+    out = head(x_test, x_click, labels, valid, num_samples=3, return_variance=True)
+    assert out.samples.shape == (3, 2, 30) and out.variance.shape == (2, 30)
+    assert head.noise == head.config.train_noise
+    head.eval()
+    assert head.noise == head.config.eval_noise
+
+
+def test_click_mean_sign_is_the_label_and_01_labels_are_accepted():
+    head = GPHead(5, GPHeadConfig(num_features=16)).eval()
+    x_test, x_click, labels, valid = _inputs()
+    out = head(x_test, x_click, labels, valid)
+    assert torch.equal(torch.sign(out.click_mean), labels)
+    out01 = head(x_test, x_click, (labels + 1) / 2, valid)
+    torch.testing.assert_close(out01.mean, out.mean)
+
+
+def test_generator_makes_samples_reproducible():
+    head = GPHead(5, GPHeadConfig(num_features=16))
+    x_test, x_click, labels, valid = _inputs()
+    a = head(x_test, x_click, labels, valid, num_samples=2, generator=torch.Generator().manual_seed(3))
+    b = head(x_test, x_click, labels, valid, num_samples=2, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a.samples, b.samples)
+
+
+def test_vi_loss_matches_direct_formula():
+    """sum_c BCE(y_c, f_c) + 1/2 m^T (K + eps^2 I)^-1 m, averaged over items; numpy float64."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
+    m = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    f = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([[1.0, -1.0, 1.0, 1.0], [-1.0, 1.0, 1.0, -1.0]], dtype=torch.float64)
+    valid = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    head = GPHead(3).double()
+    chol = click_gram_cholesky(head.kernel, x, valid, 0.01)
+    got = vi_loss(m * valid, f, y, valid, chol).item()
+    eta0 = head.kernel.outputscale.item()
+    eta = head.kernel.precision.detach().numpy().ravel()
+    per_item = []
+    for i in range(2):
+        idx = valid[i].numpy()
+        xi, mi, fi, yi = x[i].numpy()[idx], m[i].numpy()[idx], f[i].numpy()[idx], y[i].numpy()[idx]
+        p = 1 / (1 + np.exp(-fi))
+        t = (yi + 1) / 2
+        bce = -(t * np.log(p) + (1 - t) * np.log(1 - p)).sum()
+        a = rbf(xi, xi, eta0, eta) + 0.01 * np.eye(len(xi))
+        per_item.append(bce + 0.5 * mi @ np.linalg.solve(a, mi))
+    assert got == pytest.approx(np.mean(per_item), rel=1e-10)
+    mean_clicks = vi_loss(m * valid, f, y, valid, chol, reduction="mean_clicks", quad_scale=1.0).item()
+    assert np.isfinite(mean_clicks)
+    with pytest.raises(ValueError, match="reduction"):
+        vi_loss(m, f, y, valid, chol, reduction="bogus")
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda a: a.update(x_test=a["x_test"][0]), "x_test"),
+        (lambda a: a.update(x_test=a["x_test"][..., :4]), "in_dim"),
+        (lambda a: a.update(x_click=a["x_click"][:1]), "x_click"),
+        (lambda a: a.update(x_click=a["x_click"][..., :4]), "x_click"),
+        (lambda a: a.update(x_test=a["x_test"].long()), "x_test"),
+        (lambda a: a.update(x_test=a["x_test"].index_fill(1, torch.tensor([0]), float("nan"))), "x_test"),
+        (lambda a: a.update(x_click=a["x_click"].index_fill(1, torch.tensor([0]), float("inf"))), "x_click"),
+        (lambda a: a.update(labels=a["labels"] * 2), "labels"),
+        (lambda a: a.update(labels=a["labels"][:, :2]), "labels"),
+        (lambda a: a.update(valid=a["valid"][:, :2]), "valid"),
+        (lambda a: a.update(valid=a["valid"].float()), "valid"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_the_argument(mutate, match):
+    head = GPHead(5, GPHeadConfig(num_features=8))
+    x_test, x_click, labels, valid = _inputs()
+    args = dict(x_test=x_test, x_click=x_click, labels=labels, valid=valid)
+    mutate(args)
+    with pytest.raises(ValueError, match=match):
+        head(**args)
+
+
+def test_negative_num_samples_is_an_error():
+    head = GPHead(5, GPHeadConfig(num_features=8))
+    with pytest.raises(ValueError, match="num_samples"):
+        head(*_inputs(), num_samples=-1)
+
+
+def test_ablation_switches_drop_their_path():
+    x_test, x_click, labels, valid = _inputs()
+    full = GPHead(5, GPHeadConfig(num_features=16)).eval()
+    prior_only = GPHead(5, GPHeadConfig(num_features=16, use_update_path=False)).eval()
+    update_only = GPHead(5, GPHeadConfig(num_features=16, use_prior_path=False)).eval()
+    prior_only.load_state_dict(full.state_dict())
+    update_only.load_state_dict(full.state_dict())
+    a, b, c = (h(x_test, x_click, labels, valid).mean for h in (full, prior_only, update_only))
+    torch.testing.assert_close(b, full.rff.features(x_test) @ full.weight_prior.mean)
+    assert not torch.allclose(a, b) and not torch.allclose(a, c)

@@ -1,0 +1,134 @@
+"""Kernels against closed forms written independently in float64."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from linear_operator.operators import LinearOperator
+
+from gpcis.gp import ARDRBFKernel, FourierFeatureKernel
+
+
+def _rbf_reference(x1: np.ndarray, x2: np.ndarray, eta0: float, eta: np.ndarray) -> np.ndarray:
+    out = np.empty((x1.shape[0], x2.shape[0]))
+    for i in range(x1.shape[0]):
+        for j in range(x2.shape[0]):
+            out[i, j] = eta0 * math.exp(-0.5 * float(np.sum(eta * (x1[i] - x2[j]) ** 2)))
+    return out
+
+
+def test_ard_rbf_initialisation_is_the_papers():
+    k = ARDRBFKernel(ard_num_dims=4)
+    assert torch.allclose(k.raw_outputscale, torch.tensor(0.0))
+    assert torch.allclose(k.raw_precision, torch.full((1, 4), -1.0))
+    assert torch.allclose(k.outputscale, torch.tensor(1.0))
+    assert torch.allclose(k.precision, torch.full((1, 4), math.exp(-1.0)))
+
+
+def test_ard_rbf_matches_brute_force_float64():
+    g = torch.Generator().manual_seed(1)
+    x1 = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    x2 = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    k = ARDRBFKernel(3).double()
+    k.outputscale = 1.7
+    k.precision = torch.tensor([0.3, 2.0, 5.0], dtype=torch.float64)
+    ref = _rbf_reference(x1.numpy(), x2.numpy(), 1.7, np.array([0.3, 2.0, 5.0]))
+    got = k(x1, x2).to_dense().detach().numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14)
+    diag = k(x1, x1, diag=True).detach().numpy()
+    np.testing.assert_allclose(diag, np.full(7, 1.7), rtol=1e-12)
+
+
+def test_ard_rbf_batch_shapes():
+    k = ARDRBFKernel(2, batch_shape=torch.Size([3]))
+    x = torch.randn(3, 6, 2)
+    assert k(x).to_dense().shape == (3, 6, 6)
+    assert k(x, diag=True).shape == (3, 6)
+    k2 = ARDRBFKernel(2)
+    assert k2(torch.randn(4, 5, 2), torch.randn(4, 3, 2)).to_dense().shape == (4, 5, 3)
+
+
+@pytest.mark.parametrize("value", [1e-3, 0.37, 1.0, 42.0])
+def test_log_space_parameters_round_trip(value):
+    k = ARDRBFKernel(3)
+    k.outputscale = value
+    assert k.outputscale.item() == pytest.approx(value, rel=1e-6)
+    assert k.raw_outputscale.item() == pytest.approx(math.log(value), rel=1e-6, abs=1e-7)
+    k.precision = torch.tensor([value, 2 * value, 3 * value])
+    np.testing.assert_allclose(k.precision.detach().numpy().ravel(), [value, 2 * value, 3 * value], rtol=1e-6)
+    np.testing.assert_allclose(
+        k.raw_precision.detach().numpy().ravel(), np.log([value, 2 * value, 3 * value]), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_rff_forward_is_low_rank_operator_and_matches_features():
+    rff = FourierFeatureKernel(16, 3, mode="learned", generator=torch.Generator().manual_seed(0))
+    x = torch.randn(5, 3)
+    y = torch.randn(4, 3)
+    kxx = rff(x).evaluate_kernel() if hasattr(rff(x), "evaluate_kernel") else rff(x)
+    assert isinstance(kxx, LinearOperator)
+    phi_x, phi_y = rff.features(x), rff.features(y)
+    assert phi_x.shape == (5, 16)
+    torch.testing.assert_close(rff(x, y).to_dense(), phi_x @ phi_y.T)
+    torch.testing.assert_close(rff(x, diag=True), (phi_x**2).sum(-1))
+    # learned mode: Phi = sqrt(2/l) cos(x Theta + tau) with Theta, tau parameters
+    torch.testing.assert_close(phi_x, math.sqrt(2 / 16) * torch.cos(x @ rff.theta + rff.tau))
+    names = {n for n, _ in rff.named_parameters()}
+    assert names == {"theta", "tau"}
+
+
+def test_spectral_rff_frequencies_are_buffers_tied_to_the_base_kernel():
+    base = ARDRBFKernel(2)
+    rff = FourierFeatureKernel(8, 2, mode="spectral", base_kernel=base)
+    own_buffers = {n for n, _ in rff.named_buffers() if not n.startswith("base_kernel.")}
+    assert own_buffers == {"theta", "tau"}
+    assert not any(n.startswith(("theta", "tau")) for n, _ in rff.named_parameters())
+    base.precision = torch.tensor([4.0, 9.0])
+    base.outputscale = 2.0
+    x = torch.randn(3, 2)
+    expected = math.sqrt(2.0) * math.sqrt(2 / 8) * torch.cos(x @ (torch.tensor([[2.0], [3.0]]) * rff.theta) + rff.tau)
+    torch.testing.assert_close(rff.features(x), expected)
+
+
+def test_spectral_rff_error_matches_closed_form_and_decays_as_inverse_sqrt_l():
+    """E[(Phi Phi^T - K)_ij^2] = eta0^2 (1 - rho^2 + rho^4 / 2) / l with rho = K_ij / eta0.
+
+    Derivation: one feature pair contributes 2 eta0 cos(a) cos(b) = eta0 [cos(a-b) + cos(a+b)],
+    a-b = w^T (x-x'), a+b = w^T (x+x') + 2 tau. With tau ~ U(0, 2 pi) the second term has mean
+    0, variance 1/2 and no covariance with the first; the first has mean rho and variance
+    (1 + E cos(2 w^T d))/2 - rho^2 = (1 + rho^4)/2 - rho^2. The l features are i.i.d., so
+    the variance of the average is that over l. We estimate the mean squared error over
+    R = 40 independent draws and all entries; relative tolerance 15% (the estimate averages
+    40 * 28 partly dependent squared errors, relative s.d. well below 5%).
+    """
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, dtype=torch.float64)
+    base = ARDRBFKernel(3).double()
+    base.outputscale = 1.5
+    base.precision = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    k = base(x).to_dense().detach()
+    rho = k / 1.5
+    theory_per_l = (1.5**2 * (1 - rho**2 + rho**4 / 2)).mean().item()
+    rmse = []
+    for l in (64, 256, 1024, 4096):
+        errs = []
+        for r in range(40):
+            rff = FourierFeatureKernel(
+                l, 3, mode="spectral", base_kernel=base, generator=torch.Generator().manual_seed(1000 * l + r)
+            ).double()
+            errs.append(((rff(x).to_dense() - k) ** 2).mean().item())
+        mse = float(np.mean(errs))
+        assert mse == pytest.approx(theory_per_l / l, rel=0.15)
+        rmse.append(math.sqrt(mse))
+    slope = np.polyfit(np.log([64, 256, 1024, 4096]), np.log(rmse), 1)[0]
+    assert slope == pytest.approx(-0.5, abs=0.05)
+
+
+def test_unknown_rff_mode_and_missing_base_kernel_are_errors():
+    with pytest.raises(ValueError, match="mode"):
+        FourierFeatureKernel(4, 2, mode="bogus")
+    with pytest.raises(ValueError, match="base_kernel"):
+        FourierFeatureKernel(4, 2, mode="spectral")

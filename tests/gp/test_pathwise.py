@@ -1,0 +1,233 @@
+"""Pathwise sampler vs the exact GP posterior (float64 reference in tests/gp/reference.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gpcis.gp import (
+    ARDRBFKernel,
+    FourierFeatureKernel,
+    GPHead,
+    GPHeadConfig,
+    click_gram_cholesky,
+    pathwise_posterior,
+    predictive_variance,
+    update_path,
+)
+from tests.gp.reference import exact_posterior, rbf
+
+ETA0, ETA = 1.3, np.array([2.0, 0.5])
+
+
+def _kernel(dtype=torch.float64) -> ARDRBFKernel:
+    k = ARDRBFKernel(2).to(dtype)
+    k.outputscale = ETA0
+    k.precision = torch.tensor(ETA, dtype=dtype)
+    return k
+
+
+def _problem(n=5, m=6, seed=0):
+    rng = np.random.default_rng(seed)
+    xn = rng.normal(size=(n, 2))
+    xs = np.concatenate([xn[:2] + 0.05, rng.normal(size=(m - 2, 2))])
+    fn = rng.normal(size=n)
+    return xs, xn, fn
+
+
+def test_update_path_is_the_exact_posterior_mean_float64():
+    xs, xn, fn = _problem()
+    k = _kernel()
+    valid = torch.ones(1, 5, dtype=torch.bool)
+    got = update_path(k, torch.tensor(xs)[None], torch.tensor(xn)[None], torch.tensor(fn)[None], valid, 0.01)
+    mu, _ = exact_posterior(xs, xn, fn, ETA0, ETA, 0.01)
+    np.testing.assert_allclose(got[0].detach().numpy(), mu, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("click_variance", [None, 0.01, 0.2])
+def test_predictive_variance_is_the_exact_diagonal_float64(click_variance):
+    xs, xn, fn = _problem()
+    k = _kernel()
+    valid = torch.ones(1, 5, dtype=torch.bool)
+    var = predictive_variance(
+        k, torch.tensor(xs)[None], torch.tensor(xn)[None], valid, 1e-3, click_variance=click_variance
+    )
+    _, cov = exact_posterior(xs, xn, fn, ETA0, ETA, 1e-3, click_variance)
+    np.testing.assert_allclose(var[0].detach().numpy(), np.diag(cov), rtol=1e-8, atol=1e-10)
+
+
+def test_mean_path_equals_closed_form_float64():
+    """Mean path Phi(X*) mu_w + K*n A^-1 (m - Phi(Xn) mu_w), the closed form in float64."""
+    xs, xn, _ = _problem()
+    head = GPHead(2, GPHeadConfig(num_features=64)).double()
+    head.kernel.outputscale = ETA0
+    head.kernel.precision = torch.tensor(ETA)
+    labels = torch.tensor([[1.0, -1.0, 1.0, 1.0, -1.0]], dtype=torch.float64)
+    valid = torch.ones(1, 5, dtype=torch.bool)
+    out = head(torch.tensor(xs)[None], torch.tensor(xn)[None], labels, valid)
+    m = out.click_mean[0].detach().numpy()
+    mu_w = head.weight_prior.mean.detach().numpy()
+    theta, tau = head.rff.theta.detach().numpy(), head.rff.tau.detach().numpy()
+    phi = lambda x: np.sqrt(2 / 64) * np.cos(x @ theta + tau)  # noqa: E731
+    a = rbf(xn, xn, ETA0, ETA) + 0.01 * np.eye(5)
+    ref = phi(xs) @ mu_w + rbf(xs, xn, ETA0, ETA) @ np.linalg.solve(a, m - phi(xn) @ mu_w)
+    np.testing.assert_allclose(out.mean[0].detach().numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("eval_mode", [False, True])
+def test_spectral_pathwise_samples_match_exact_posterior_moments(eval_mode):
+    """4,000 samples (40 prior draws Theta x 100 samples) vs N(mu, Sigma) of Eqs. S4/S5.
+
+    Given Theta, f_* is Gaussian with mean mu (independent of Theta: the prior path has mean
+    0 under w ~ N(0, I)) and a covariance that is linear in the RFF Gram matrix, whose
+    expectation over Theta is K. So the pooled samples of independent Theta draws have mean
+    mu and covariance Sigma exactly: the only error is Monte Carlo. Its standard error is
+    estimated by batch means over the 40 independent groups, and every entry must lie within
+    5 standard errors (two-sided p ~ 6e-7 per entry under normality of group means); the
+    test also checks that the standard errors are small (< 6% of max diag Sigma), so it has
+    power. Train mode: noise = click variance = 0.01; eval mode: noise 1e-3 < s^2 = 0.01.
+    """
+    xs, xn, _ = _problem()
+    cfg = GPHeadConfig(num_features=256, prior="spectral", train_noise=0.01, eval_noise=1e-3, click_variance=0.01)
+    head = GPHead(2, cfg).double()
+    head.kernel.outputscale = ETA0
+    head.kernel.precision = torch.tensor(ETA)
+    head.train(not eval_mode)
+    labels = torch.tensor([[1.0, -1.0, 1.0, 1.0, -1.0]], dtype=torch.float64)
+    valid = torch.ones(1, 5, dtype=torch.bool)
+    x_test, x_click = torch.tensor(xs)[None], torch.tensor(xn)[None]
+    groups_mean, groups_cov = [], []
+    with torch.no_grad():
+        for g in range(40):
+            head.rff.resample(torch.Generator().manual_seed(10_000 + g))
+            out = head(x_test, x_click, labels, valid, num_samples=100, generator=torch.Generator().manual_seed(g))
+            s = out.samples[:, 0].numpy()  # (100, 6)
+            groups_mean.append(s.mean(0))
+            groups_cov.append(np.cov(s.T))
+        m = out.click_mean[0].numpy()
+        var_fn = out.variance
+    noise = 1e-3 if eval_mode else 0.01
+    mu, sigma = exact_posterior(xs, xn, m, ETA0, ETA, noise, click_variance=0.01)
+    gm, gc = np.array(groups_mean), np.array(groups_cov)
+    se_mean = gm.std(0, ddof=1) / np.sqrt(40)
+    se_cov = gc.std(0, ddof=1) / np.sqrt(40)
+    assert se_cov.max() < 0.06 * np.diag(sigma).max()
+    assert np.all(np.abs(gm.mean(0) - mu) <= 5 * se_mean + 1e-12)
+    assert np.all(np.abs(gc.mean(0) - sigma) <= 5 * se_cov + 1e-12)
+    assert var_fn is None
+
+
+def _padded_problem(seed=0, d=3):
+    g = torch.Generator().manual_seed(seed)
+    counts = [0, 2, 5]
+    x_test = torch.randn(3, 40, d, generator=g, dtype=torch.float64)
+    x_click = torch.randn(3, 5, d, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 2, (3, 5), generator=g).double() * 2 - 1
+    valid = torch.zeros(3, 5, dtype=torch.bool)
+    for i, c in enumerate(counts):
+        valid[i, :c] = True
+    # garbage in the padding must not matter
+    x_click = torch.where(valid[..., None], x_click, torch.full_like(x_click, 7.0))
+    labels = torch.where(valid, labels, torch.full_like(labels, -1.0))
+    return x_test, x_click, labels, valid, counts
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_with_padding_equals_per_item_loop(training):
+    x_test, x_click, labels, valid, counts = _padded_problem()
+    head = GPHead(3, GPHeadConfig(num_features=32)).double().train(training)
+    out = head(x_test, x_click, labels, valid, return_variance=True)
+    vis = []
+    for i, c in enumerate(counts):
+        o = head(x_test[i : i + 1], x_click[i : i + 1, :c], labels[i : i + 1, :c], valid[i : i + 1, :c], return_variance=True)
+        torch.testing.assert_close(out.mean[i], o.mean[0], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(out.variance[i], o.variance[0], rtol=1e-10, atol=1e-10)
+        vis.append(o.vi_loss)
+    torch.testing.assert_close(out.vi_loss, torch.stack(vis).mean(), rtol=1e-10, atol=1e-10)
+
+
+def test_pathwise_samples_batch_with_padding_equals_loop():
+    x_test, x_click, labels, valid, counts = _padded_problem(1)
+    k = _kernel_d(3)
+    rff = FourierFeatureKernel(16, 3, generator=torch.Generator().manual_seed(0)).double()
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(4, 3, 16, generator=g, dtype=torch.float64)
+    f = torch.randn(4, 3, 5, generator=g, dtype=torch.float64)
+    out = pathwise_posterior(k, rff, x_test, x_click, f, w, valid, 0.01)
+    for i, c in enumerate(counts):
+        o = pathwise_posterior(
+            k, rff, x_test[i : i + 1], x_click[i : i + 1, :c], f[:, i : i + 1, :c], w[:, i : i + 1], valid[i : i + 1, :c], 0.01
+        )
+        torch.testing.assert_close(out[:, i], o[:, 0], rtol=1e-10, atol=1e-10)
+
+
+def _kernel_d(d):
+    k = ARDRBFKernel(d).double()
+    k.precision = torch.full((d,), 0.8, dtype=torch.float64)
+    return k
+
+
+def test_zero_clicks_returns_the_prior():
+    head = GPHead(3, GPHeadConfig(num_features=32)).eval()
+    x = torch.randn(2, 10, 3)
+    empty = torch.zeros(2, 0, 3)
+    out = head(x, empty, torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.bool), num_samples=2, return_variance=True)
+    torch.testing.assert_close(out.mean, head.rff.features(x) @ head.weight_prior.mean)
+    torch.testing.assert_close(out.variance, torch.full((2, 10), head.kernel.outputscale.item()))
+    assert out.samples.shape == (2, 2, 10)
+    assert out.vi_loss.item() == 0.0
+
+
+@pytest.mark.parametrize("num_clicks", [1, 5, 100])
+def test_eval_noise_interpolates_the_click_labels(num_clicks):
+    g = torch.Generator().manual_seed(num_clicks)
+    head = GPHead(8, GPHeadConfig(num_features=64)).eval()
+    x_click = torch.randn(2, num_clicks, 8, generator=g)
+    labels = torch.randint(0, 2, (2, num_clicks), generator=g).float() * 2 - 1
+    valid = torch.ones(2, num_clicks, dtype=torch.bool)
+    with torch.no_grad():
+        out = head(x_click, x_click, labels, valid, return_variance=True)
+    assert torch.isfinite(out.mean).all()
+    assert torch.equal(torch.sign(out.mean), labels)
+    # eps^2 = 1e-4 << m: the mean at a click is m_xi up to the relative residual eps^2 / (eps^2 + lambda)
+    torch.testing.assert_close(out.mean, out.click_mean, rtol=0.02, atol=0.02)
+    assert (out.variance < 0.02).all()
+
+
+def test_duplicate_and_near_identical_clicks_give_finite_results():
+    head = GPHead(4, GPHeadConfig(num_features=32)).eval()
+    base = torch.randn(1, 1, 4)
+    x_click = torch.cat([base, base, base + 1e-7, torch.randn(1, 2, 4)], dim=1)
+    labels = torch.tensor([[1.0, 1.0, 1.0, -1.0, 1.0]])
+    valid = torch.ones(1, 5, dtype=torch.bool)
+    out = head(torch.randn(1, 50, 4), x_click, labels, valid, num_samples=3, return_variance=True)
+    for t in (out.mean, out.samples, out.variance, out.vi_loss):
+        assert torch.isfinite(t).all()
+    # same place with opposite labels: no interpolant exists, but nothing blows up
+    labels2 = torch.tensor([[1.0, -1.0, 1.0, -1.0, 1.0]])
+    out2 = head(x_click, x_click, labels2, valid, return_variance=True)
+    assert torch.isfinite(out2.mean).all() and torch.isfinite(out2.vi_loss)
+    # and the un-duplicated clicks are still right
+    assert torch.sign(out.mean[0, 0]) == 1
+
+
+def test_cholesky_has_identity_at_padding():
+    k = _kernel_d(2)
+    x = torch.randn(1, 3, 2, dtype=torch.float64)
+    valid = torch.tensor([[True, False, True]])
+    chol = click_gram_cholesky(k, x, valid, 0.01)
+    a = chol @ chol.mT
+    assert a[0, 1, 1].item() == pytest.approx(1.0)
+    assert a[0, 0, 1].item() == 0.0 and a[0, 1, 2].item() == 0.0
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    x_test, x_click, labels, valid, _ = _padded_problem(3)
+    head = GPHead(3, GPHeadConfig(num_features=32)).eval()
+    cpu = head(x_test.float(), x_click.float(), labels.float(), valid, return_variance=True)
+    head_cuda = head.to("cuda")
+    gpu = head_cuda(x_test.float().cuda(), x_click.float().cuda(), labels.float().cuda(), valid.cuda(), return_variance=True)
+    torch.testing.assert_close(gpu.mean.cpu(), cpu.mean, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gpu.variance.cpu(), cpu.variance, rtol=1e-4, atol=1e-4)
