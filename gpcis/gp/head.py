@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from gpcis.gp.kernels import ARDRBFKernel, FourierFeatureKernel
 from gpcis.gp.losses import vi_loss
-from gpcis.gp.pathwise import click_gram_cholesky, predictive_variance, update_path
+from gpcis.gp.pathwise import click_gram_cholesky, predictive_variance, prior_path, update_path
 from gpcis.gp.variational import AmortizedClickPosterior
 from gpcis.gp.weights import WeightPrior
 
@@ -227,10 +227,9 @@ class GPHead(nn.Module):
         out = x_test.new_zeros(w.shape[0], b, m)
         prior_click = x_click.new_zeros(w.shape[0], b, n)
         if cfg.use_prior_path:
-            phi_test = self.rff.features(x_test)
-            out = out + torch.einsum("bml,sbl->sbm", phi_test, w)
+            out = out + prior_path(self.rff, x_test, w)
             if n:
-                prior_click = torch.einsum("bnl,sbl->sbn", self.rff.features(x_click), w)
+                prior_click = prior_path(self.rff, x_click, w)
         chol = click_gram_cholesky(self.kernel, x_click, valid, noise) if n else None
         if cfg.use_update_path and n:
             out = out + update_path(self.kernel, x_test, x_click, f_click - prior_click, valid, noise, chol)

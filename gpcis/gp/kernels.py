@@ -184,6 +184,27 @@ class FourierFeatureKernel(Kernel):
             return torch.ones((), dtype=self.theta.dtype, device=self.theta.device)
         return self.base_kernel.outputscale.sqrt()
 
+    def feature_scale(self) -> Tensor:
+        """The constant factor ``a * sqrt(2/l)`` of Phi (scalar, or ``batch_shape`` when spectral)."""
+        return self.amplitude() * math.sqrt(2.0 / self.num_features)
+
+    def cos_features(self, x: Tensor) -> Tensor:
+        """The unscaled feature map ``cos(x Theta + tau)``, ``(..., n, D) -> (..., n, l)``.
+
+        ``Phi(x) = feature_scale() * cos_features(x)``; the prior path folds the scale into
+        the weights, which saves one pass over the ``(n, l)`` array. Under
+        ``torch.no_grad`` (inference) the cosine is taken in place.
+        """
+        theta = self.frequencies()
+        if theta.dim() == 2:
+            flat = torch.addmm(self.tau, x.reshape(-1, x.shape[-1]), theta)
+            proj = flat.reshape(*x.shape[:-1], self.num_features)
+        else:
+            proj = x @ theta + self.tau
+        if torch.is_grad_enabled() and (proj.requires_grad or x.requires_grad):
+            return torch.cos(proj)
+        return proj.cos_()
+
     def features(self, x: Tensor) -> Tensor:
         """The feature map Phi(x) (Eq. S14).
 
@@ -193,11 +214,10 @@ class FourierFeatureKernel(Kernel):
         Returns:
             ``(..., n, l)`` features ``a * sqrt(2/l) * cos(x Theta + tau)``.
         """
-        proj = x @ self.frequencies() + self.tau
-        scale = self.amplitude() * math.sqrt(2.0 / self.num_features)
+        scale = self.feature_scale()
         if scale.dim() > 0:
             scale = scale.unsqueeze(-1).unsqueeze(-1)
-        return scale * torch.cos(proj)
+        return scale * self.cos_features(x)
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor | LinearOperator:
         """``Phi(x1) Phi(x2)^T`` as a low-rank LinearOperator (its diagonal when ``diag``)."""

@@ -107,15 +107,21 @@ def solve_clicks(chol: Tensor, rhs: Tensor) -> Tensor:
 def prior_path(rff: FourierFeatureKernel, x: Tensor, w: Tensor) -> Tensor:
     """Prior path ``Phi(x) w`` (Eq. S13).
 
+    The scale of Phi is folded into ``w`` (``Phi w = cos(x Theta + tau) (a sqrt(2/l) w)``),
+    so the ``(M, l)`` feature array is touched once.
+
     Args:
         rff: the feature map.
-        x: ``(B, M, D)`` inputs (or precomputed features ``(B, M, l)`` -- see below).
+        x: ``(B, M, D)`` inputs.
         w: ``(S, B, l)`` weights (one draw per sample and batch item).
 
     Returns:
         ``(S, B, M)``.
     """
-    return torch.einsum("bml,sbl->sbm", rff.features(x), w)
+    scale = rff.feature_scale()
+    if scale.dim() > 0:  # batched spectral kernel: one amplitude per batch item
+        scale = scale.unsqueeze(-1)
+    return torch.einsum("bml,sbl->sbm", rff.cos_features(x), w * scale)
 
 
 def update_path(
