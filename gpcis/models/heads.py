@@ -1,0 +1,254 @@
+"""Segmentation heads: deep features + image + clicks -> logits at the input resolution.
+
+Two heads share one interface (:class:`SegHead`):
+
+* :class:`GPSegHead` -- GPCIS: pixel-wise Gaussian-process classification on the
+  (L2-normalized) deep features and the image colour, conditioned on the clicks through
+  :class:`gpcis.gp.GPHead` (Zhou et al., CVPR 2023, Sec. 3 and supplement Alg. S2).
+* :class:`ConvHead` -- RITM: a learned 1x1 convolution classifier on the same features,
+  the baseline the paper replaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gpcis.clicks import ClickBatch
+from gpcis.gp import GPHead, GPHeadConfig
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "normalize_image",
+    "HeadOutput",
+    "SegHead",
+    "GPSegHead",
+    "ConvHead",
+    "gather_at_clicks",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_image(image: Tensor) -> Tensor:
+    """ImageNet mean/std normalization.
+
+    Args:
+        image: ``(B, 3, H, W)`` float in [0, 1].
+
+    Returns:
+        ``(B, 3, H, W)`` ``(image - mean) / std`` per channel.
+    """
+    mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+@dataclass
+class HeadOutput:
+    """What a segmentation head returns.
+
+    Attributes:
+        logits: ``(B, 1, H, W)`` logits at the input resolution.
+        aux_loss: scalar auxiliary loss to add to the segmentation loss
+            (``alpha * L_VI`` for the GP head, 0 for the conv head).
+        std: ``(B, 1, H, W)`` posterior standard deviation of the latent function, or
+            ``None`` (not asked for, or a head without uncertainty).
+        samples: ``(S, B, 1, H, W)`` pathwise posterior samples of the latent function
+            when ``num_samples > 0`` was drawn, else ``None``.
+    """
+
+    logits: Tensor
+    aux_loss: Tensor
+    std: Tensor | None = None
+    samples: Tensor | None = None
+
+
+def _upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def gather_at_clicks(x: Tensor, coords: Tensor, width: int) -> Tensor:
+    """Gather per-pixel vectors at click positions.
+
+    Args:
+        x: ``(B, M, D)`` pixel vectors in row-major order (``M = H * W``).
+        coords: ``(B, N, 2)`` ``(row, col)`` pixel coordinates (rounded to the nearest
+            pixel and clamped into the image, so padded entries are harmless).
+        width: image width ``W``.
+
+    Returns:
+        ``(B, N, D)`` the vectors at ``x[b, row * W + col]``.
+    """
+    b, m, d = x.shape
+    height = m // width
+    rows = coords[..., 0].round().long().clamp(0, height - 1)
+    cols = coords[..., 1].round().long().clamp(0, width - 1)
+    idx = rows * width + cols  # (B, N)
+    return x.gather(1, idx.unsqueeze(-1).expand(b, idx.shape[1], d))
+
+
+class SegHead(nn.Module):
+    """Interface of a segmentation head (subclasses implement :meth:`forward`)."""
+
+    def forward(  # pragma: no cover - interface
+        self,
+        features: Tensor,
+        image: Tensor,
+        clicks: ClickBatch,
+        num_samples: int | None = None,
+        return_std: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> HeadOutput:
+        """Predict logits at the input resolution.
+
+        Args:
+            features: ``(B, d, h, w)`` backbone features (stride 4).
+            image: ``(B, 3, H, W)`` the input image in [0, 1].
+            clicks: the clicks, in pixels of the ``H x W`` image.
+            num_samples: posterior samples to draw (GP head only); ``None`` = the
+                head's default.
+            return_std: also return the posterior standard deviation (GP head only).
+            generator: random generator for the posterior samples (GP head only).
+
+        Returns:
+            :class:`HeadOutput` with ``logits`` of shape ``(B, 1, H, W)``.
+        """
+        raise NotImplementedError
+
+
+class ConvHead(SegHead):
+    """RITM's classifier: a 1x1 convolution ``d -> 1`` on the features, bilinearly upsampled
+    to the input size. ``aux_loss`` is 0 and ``std`` is always ``None``.
+
+    Args:
+        in_channels: feature width ``d`` (``Backbone.out_channels``).
+    """
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be positive, got {in_channels}")
+        self.in_channels = in_channels
+        self.classifier = nn.Conv2d(in_channels, 1, kernel_size=1)
+
+    def forward(
+        self,
+        features: Tensor,
+        image: Tensor,
+        clicks: ClickBatch,
+        num_samples: int | None = None,
+        return_std: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> HeadOutput:
+        logits = _upsample(self.classifier(features), tuple(image.shape[-2:]))
+        return HeadOutput(logits=logits, aux_loss=features.new_zeros(()), std=None, samples=None)
+
+
+class GPSegHead(SegHead):
+    """GPCIS head: GP classification of every pixel given the clicked pixels.
+
+    Pixel features (supplement Alg. S2, line 3)::
+
+        X = [ upsample(normalize_L2(features)) , normalize_imagenet(image) ]   (B, d+3, H, W)
+
+    (the image part is dropped when ``use_image=False``, for the ablation). The clicked
+    pixels' rows of ``X`` with their +-1 labels condition :class:`gpcis.gp.GPHead`, which
+    returns the latent function ``f`` at all ``M = H * W`` pixels (the pathwise posterior,
+    supplement Eq. S15). The logits are ``f``:
+
+    * training mode: one pathwise posterior **sample** (the paper trains on samples,
+      supplement Alg. S1), unless ``num_samples=0`` asks for the mean path;
+    * eval mode: the **mean path** (``w = mu_w``, ``f_n = m_xi``); samples are drawn
+      only if asked for.
+
+    ``aux_loss = vi_weight * L_VI`` (supplement Eq. S1, the amortized variational loss on
+    the clicks). ``std = sqrt(predictive variance)`` (supplement Eq. S5) when asked for.
+
+    Args:
+        in_channels: backbone feature width ``d``.
+        config: the GP layer's configuration (``num_features`` = ``l``, the number of
+            random Fourier features: 256 for ResNet50/HRNet18s, 128 for SegFormer-B0).
+        vi_weight: ``alpha``, the weight of ``L_VI`` in ``aux_loss``.
+        use_image: concatenate the normalized image to the features (``D = d + 3``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        config: GPHeadConfig | None = None,
+        vi_weight: float = 1.0,
+        use_image: bool = True,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be positive, got {in_channels}")
+        if vi_weight < 0:
+            raise ValueError(f"vi_weight must be >= 0, got {vi_weight}")
+        self.in_channels = in_channels
+        self.use_image = bool(use_image)
+        self.vi_weight = float(vi_weight)
+        self.feature_dim = in_channels + (3 if self.use_image else 0)
+        self.gp = GPHead(self.feature_dim, config if config is not None else GPHeadConfig())
+
+    def pixel_features(self, features: Tensor, image: Tensor) -> Tensor:
+        """The GP inputs ``X`` at every pixel.
+
+        Args:
+            features: ``(B, d, h, w)`` backbone features.
+            image: ``(B, 3, H, W)`` image in [0, 1].
+
+        Returns:
+            ``(B, D, H, W)`` with ``D = d + 3`` (or ``d`` without the image).
+        """
+        x = _upsample(F.normalize(features, p=2, dim=1), tuple(image.shape[-2:]))
+        if self.use_image:
+            x = torch.cat([x, normalize_image(image).to(x.dtype)], dim=1)
+        return x
+
+    def forward(
+        self,
+        features: Tensor,
+        image: Tensor,
+        clicks: ClickBatch,
+        num_samples: int | None = None,
+        return_std: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> HeadOutput:
+        if num_samples is None:
+            num_samples = 1 if self.training else 0
+        if num_samples < 0:
+            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        b, _, h, w = image.shape
+        x = self.pixel_features(features, image)  # (B, D, H, W)
+        x_test = x.flatten(2).transpose(1, 2)  # (B, M, D)
+        x_click = gather_at_clicks(x_test, clicks.coords, w)  # (B, N, D)
+        out = self.gp(
+            x_test,
+            x_click,
+            clicks.labels.to(x.dtype),
+            clicks.valid,
+            num_samples=num_samples,
+            return_variance=return_std,
+            generator=generator,
+        )
+        samples = None
+        if out.samples is not None and num_samples > 0:
+            samples = out.samples.reshape(num_samples, b, 1, h, w)
+        if self.training and samples is not None:
+            logits = samples[0]
+        else:
+            logits = out.mean.reshape(b, 1, h, w)
+        std = None
+        if return_std:
+            if out.variance is None:
+                raise RuntimeError("GPHead returned no variance although return_variance=True")
+            std = out.variance.clamp_min(0).sqrt().reshape(b, 1, h, w)
+        return HeadOutput(logits=logits, aux_loss=self.vi_weight * out.vi_loss, std=std, samples=samples)

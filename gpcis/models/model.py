@@ -1,0 +1,229 @@
+"""SegmentationModel: click encoder + backbone + head as one module, and its config.
+
+Data flow (one forward pass)::
+
+    image (B,3,H,W) in [0,1] ----------------- ImageNet-normalize --> backbone(image, side)
+    clicks -> disk maps (B,2,H,W) --+                                     |
+    prev_mask (B,1,H,W) ------------+--> Conv1S --> side ------------------+
+                                                                        features (B,d,H/4,W/4)
+                                                                              |
+                                                    head(features, image, clicks) -> logits (B,1,H,W)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from gpcis.clicks import ClickBatch, disk_maps
+from gpcis.gp import GPHeadConfig
+from gpcis.models.backbones import create_backbone
+from gpcis.models.click_encoder import Conv1S
+from gpcis.models.heads import ConvHead, GPSegHead, HeadOutput, SegHead, normalize_image
+
+__all__ = ["ModelConfig", "ModelOutput", "SegmentationModel"]
+
+HEADS = ("gp", "conv")
+
+
+@dataclass
+class ModelConfig:
+    """Configuration of a :class:`SegmentationModel` (saved in checkpoints as a dict).
+
+    Attributes:
+        backbone: backbone name for :func:`gpcis.models.backbones.create_backbone`
+            (``tiny``, ``resnet50``, ``hrnet18s``, ``segformer_b0``, ``efflite0``).
+        head: ``"gp"`` (GPCIS) or ``"conv"`` (RITM's 1x1 conv classifier).
+        gp: configuration of the GP layer (used by the ``"gp"`` head only).
+        vi_weight: ``alpha``, weight of ``L_VI`` in the model's ``aux_loss``.
+        click_radius: radius (input pixels) of the click disks (5 in RITM/GPCIS).
+        use_image_in_kernel: append the normalized image to the GP features (D = d + 3).
+        pretrained: backbone initialisation (``False``, ``True`` = ImageNet weights, or a
+            path to a local state dict, stored as ``str``); ignored when weights come from
+            a checkpoint.
+        name: registry name the config was made from (informational).
+    """
+
+    backbone: str = "tiny"
+    head: str = "gp"
+    gp: GPHeadConfig = field(default_factory=GPHeadConfig)
+    vi_weight: float = 1.0
+    click_radius: float = 5.0
+    use_image_in_kernel: bool = True
+    pretrained: bool | str = False
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pretrained, os.PathLike):
+            self.pretrained = os.fspath(self.pretrained)  # plain str: checkpoint-safe
+        if isinstance(self.gp, dict):
+            self.gp = GPHeadConfig(**self.gp)
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ValueError(f"backbone must be a non-empty string, got {self.backbone!r}")
+        if self.click_radius <= 0:
+            raise ValueError(f"click_radius must be > 0, got {self.click_radius}")
+        if self.vi_weight < 0:
+            raise ValueError(f"vi_weight must be >= 0, got {self.vi_weight}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (``dataclasses.asdict``), as stored in checkpoints."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are a ``ValueError`` naming them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"model config must be a dict, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig field(s) {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("gp"), dict):
+            gp_known = {f.name for f in dataclasses.fields(GPHeadConfig)}
+            gp_unknown = sorted(set(data["gp"]) - gp_known)
+            if gp_unknown:
+                raise ValueError(f"unknown GPHeadConfig field(s) {gp_unknown}; known: {sorted(gp_known)}")
+            data["gp"] = GPHeadConfig(**data["gp"])
+        return cls(**data)
+
+
+@dataclass
+class ModelOutput:
+    """What :meth:`SegmentationModel.forward` returns.
+
+    Attributes:
+        logits: ``(B, 1, H, W)`` logits at the input resolution.
+        aux_loss: scalar (``alpha * L_VI`` for GP heads, 0 for the conv head).
+        std: ``(B, 1, H, W)`` posterior std of the latent function (GP head, when asked).
+        samples: ``(S, B, 1, H, W)`` posterior samples when ``num_samples > 0``, else None.
+    """
+
+    logits: Tensor
+    aux_loss: Tensor
+    std: Tensor | None = None
+    samples: Tensor | None = None
+
+
+class SegmentationModel(nn.Module):
+    """An interactive segmentation network: Conv1S click encoder + backbone + head.
+
+    Args:
+        config: the :class:`ModelConfig`.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise ValueError(f"config must be a ModelConfig, got {type(config).__name__}")
+        self.config = config
+        self.backbone = create_backbone(config.backbone, pretrained=config.pretrained)
+        self.click_encoder = Conv1S(
+            side_channels=int(self.backbone.side_channels), side_stride=int(self.backbone.side_stride)
+        )
+        d = int(self.backbone.out_channels)
+        self.head: SegHead
+        if config.head == "gp":
+            self.head = GPSegHead(
+                d, config.gp, vi_weight=config.vi_weight, use_image=config.use_image_in_kernel
+            )
+        else:
+            self.head = ConvHead(d)
+
+    # ------------------------------------------------------------------ parameters
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the (possibly pretrained) backbone: trained at 0.1x lr in the paper."""
+        return self.backbone.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """All other parameters: the click encoder (Conv1S) and the head."""
+        backbone_ids = {id(p) for p in self.backbone.parameters()}
+        return (p for p in self.parameters() if id(p) not in backbone_ids)
+
+    # ------------------------------------------------------------------ forward
+    def _check_inputs(
+        self, image: Tensor, clicks: ClickBatch, prev_mask: Tensor | None, num_samples: int | None
+    ) -> None:
+        if not isinstance(image, Tensor):
+            raise ValueError(f"image must be a torch.Tensor, got {type(image).__name__}")
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
+        if not image.is_floating_point():
+            raise ValueError(f"image must be a float tensor in [0, 1], got dtype {image.dtype}")
+        if image.numel() > 0:
+            lo, hi = float(image.min()), float(image.max())
+            if lo < -1e-3 or hi > 1 + 1e-3:
+                raise ValueError(
+                    f"image values must lie in [0, 1] (got [{lo:.3g}, {hi:.3g}]); pass RGB/255, "
+                    "the model applies the ImageNet normalization itself"
+                )
+        if not isinstance(clicks, ClickBatch):
+            raise ValueError(f"clicks must be a gpcis.clicks.ClickBatch, got {type(clicks).__name__}")
+        b, _, h, w = image.shape
+        if clicks.batch_size != b:
+            raise ValueError(f"clicks has batch size {clicks.batch_size}, image has {b}")
+        if clicks.max_clicks:
+            coords = clicks.coords[clicks.valid]
+            if coords.numel() and (
+                bool((coords < 0).any())
+                or bool((coords[:, 0] > h - 1).any())
+                or bool((coords[:, 1] > w - 1).any())
+            ):
+                raise ValueError(
+                    f"clicks: a valid click lies outside the {h}x{w} image (rows 0..{h - 1}, cols 0..{w - 1})"
+                )
+        if prev_mask is not None:
+            if not isinstance(prev_mask, Tensor) or tuple(prev_mask.shape) != (b, 1, h, w):
+                shape = tuple(prev_mask.shape) if isinstance(prev_mask, Tensor) else type(prev_mask).__name__
+                raise ValueError(f"prev_mask must have shape {(b, 1, h, w)}, got {shape}")
+        if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 0):
+            raise ValueError(f"num_samples must be None or an int >= 0, got {num_samples!r}")
+
+    def encode_clicks(self, clicks: ClickBatch, prev_mask: Tensor | None, size: tuple[int, int]) -> Tensor:
+        """The 3 click maps: ``(B, 3, H, W)`` = positive disks, negative disks, previous mask."""
+        disks = disk_maps(clicks, size, radius=self.config.click_radius)
+        if prev_mask is None:
+            prev = disks.new_zeros(disks.shape[0], 1, *size)
+        else:
+            prev = prev_mask.to(disks.dtype)
+        return torch.cat([disks, prev], dim=1)
+
+    def forward(
+        self,
+        image: Tensor,
+        clicks: ClickBatch,
+        prev_mask: Tensor | None = None,
+        num_samples: int | None = None,
+        return_std: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> ModelOutput:
+        """Segment.
+
+        Args:
+            image: ``(B, 3, H, W)`` float RGB in [0, 1].
+            clicks: clicks in pixels of the ``H x W`` image (zero clicks are valid).
+            prev_mask: ``(B, 1, H, W)`` previous prediction in [0, 1], or ``None`` (empty).
+            num_samples: GP posterior samples (``None``: 1 in training, 0 in eval).
+            return_std: also return the GP posterior std (``None`` for the conv head).
+            generator: random generator for the GP posterior samples (reproducible draws).
+
+        Returns:
+            :class:`ModelOutput` with ``logits`` of shape ``(B, 1, H, W)``.
+        """
+        self._check_inputs(image, clicks, prev_mask, num_samples)
+        clicks = clicks.to(image.device)
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        maps = self.encode_clicks(clicks, prev_mask, size).to(image.dtype)
+        side = self.click_encoder(maps)
+        features = self.backbone(normalize_image(image), side)
+        out: HeadOutput = self.head(
+            features, image, clicks, num_samples=num_samples, return_std=return_std, generator=generator
+        )
+        return ModelOutput(logits=out.logits, aux_loss=out.aux_loss, std=out.std, samples=out.samples)

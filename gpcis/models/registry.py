@@ -1,0 +1,125 @@
+"""The model registry: every network the paper compares, created by name.
+
+``gpcis_<backbone>`` models use the GP head (GPCIS), ``ritm_<backbone>`` their RITM twins
+with the 1x1 conv classifier on the same backbone and click encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from gpcis.gp import GPHeadConfig
+from gpcis.models.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from gpcis.models.model import ModelConfig, SegmentationModel
+
+__all__ = ["create_model", "list_models", "model_config", "FULL_SIZE_MODELS"]
+
+# Number of random Fourier features l of the GP head per backbone (paper Sec. 4.1:
+# 256 for ResNet50 / HRNet18s, 128 for SegFormer-B0).
+_GP_FEATURES = {"tiny": 128, "resnet50": 256, "hrnet18s": 256, "segformer_b0": 128, "efflite0": 256}
+
+
+def _factory(backbone: str, head: str) -> Callable[[], ModelConfig]:
+    def make() -> ModelConfig:
+        prefix = "gpcis" if head == "gp" else "ritm"
+        return ModelConfig(
+            backbone=backbone,
+            head=head,
+            gp=GPHeadConfig(num_features=_GP_FEATURES[backbone]),
+            name=f"{prefix}_{backbone}",
+        )
+
+    return make
+
+
+_REGISTRY: dict[str, Callable[[], ModelConfig]] = {
+    f"{prefix}_{backbone}": _factory(backbone, head)
+    for backbone in _GP_FEATURES
+    for prefix, head in (("gpcis", "gp"), ("ritm", "conv"))
+}
+
+#: Models at paper scale (the complexity benchmark covers these).
+FULL_SIZE_MODELS = tuple(
+    f"{p}_{b}" for b in ("resnet50", "hrnet18s", "segformer_b0", "efflite0") for p in ("ritm", "gpcis")
+)
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def model_config(name: str, **overrides: Any) -> ModelConfig:
+    """The :class:`ModelConfig` of a registered model, with optional field overrides.
+
+    Args:
+        name: a name from :func:`list_models`.
+        **overrides: :class:`ModelConfig` fields to replace (e.g. ``use_image_in_kernel``).
+
+    Raises:
+        ValueError: unknown name or unknown field.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model name {name!r}; known models: {', '.join(list_models())}")
+    config = _REGISTRY[name]()
+    if overrides:
+        fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        bad = sorted(set(overrides) - fields)
+        if bad:
+            raise ValueError(f"unknown ModelConfig field(s) {bad}; known: {sorted(fields)}")
+        config = dataclasses.replace(config, **overrides)
+    return config
+
+
+def create_model(
+    name: str | None = None,
+    pretrained: bool | str = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> SegmentationModel:
+    """Build a model by name and/or from a checkpoint.
+
+    Args:
+        name: a registered name (see :func:`list_models`); may be omitted when
+            ``checkpoint`` is given (the model is rebuilt from the file's config).
+        pretrained: backbone initialisation: ``False``, ``True`` (ImageNet weights) or a
+            path to a local backbone state dict. Ignored with ``checkpoint``.
+        checkpoint: a file written by :func:`gpcis.models.save_checkpoint`.
+        **overrides: :class:`ModelConfig` fields to replace (without ``checkpoint``).
+
+    Returns:
+        The model, in eval mode when loaded from a checkpoint, else in train mode.
+
+    Raises:
+        ValueError: unknown name/field, neither name nor checkpoint, or a checkpoint of a
+            different model than ``name``.
+        FileNotFoundError, CheckpointError: an unusable checkpoint file.
+    """
+    if checkpoint is None:
+        if name is None:
+            raise ValueError("create_model needs a model name or a checkpoint; known models: "
+                             + ", ".join(list_models()))
+        return SegmentationModel(model_config(name, pretrained=pretrained, **overrides))
+    if overrides:
+        raise ValueError(f"config overrides {sorted(overrides)} cannot be combined with a checkpoint")
+    if name is not None and name not in _REGISTRY:
+        raise ValueError(f"unknown model name {name!r}; known models: {', '.join(list_models())}")
+    data = load_checkpoint(checkpoint)
+    try:
+        config = ModelConfig.from_dict(data["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{checkpoint}: its model config cannot be used: {exc}") from None
+    if name is not None:
+        expected = _REGISTRY[name]()
+        if (config.backbone, config.head) != (expected.backbone, expected.head):
+            raise ValueError(
+                f"checkpoint {checkpoint} holds a {config.name or config.backbone + '/' + config.head} "
+                f"model (backbone {config.backbone!r}, head {config.head!r}), not {name!r}"
+            )
+    config = dataclasses.replace(config, pretrained=False)  # the weights come from the file
+    model = SegmentationModel(config)
+    load_model_weights(model, data, source=str(Path(checkpoint)))
+    return model.eval()

@@ -1,0 +1,153 @@
+"""Tests of gpcis.models.heads (GPSegHead, ConvHead, gather_at_clicks)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpcis.clicks import Click, ClickBatch
+from gpcis.gp import GPHead, GPHeadConfig
+from gpcis.models.heads import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ConvHead,
+    GPSegHead,
+    gather_at_clicks,
+    normalize_image,
+)
+
+D_FEAT = 8
+SMALL_GP = GPHeadConfig(num_features=32, mlp_hidden=8)
+
+
+def _inputs(b=2, h=16, w=20, fh=4, fw=5):
+    gen = torch.Generator().manual_seed(1)
+    features = torch.randn(b, D_FEAT, fh, fw, generator=gen)
+    image = torch.rand(b, 3, h, w, generator=gen)
+    clicks = ClickBatch.from_lists(
+        [[Click(3, 4, True), Click(12, 17, False), Click(0, 19, False)], [Click(15, 0, True)]][:b]
+    )
+    return features, image, clicks
+
+
+def test_normalize_image_matches_per_channel_formula():
+    image = torch.rand(1, 3, 4, 5)
+    out = normalize_image(image)
+    for c in range(3):
+        torch.testing.assert_close(out[0, c], (image[0, c] - IMAGENET_MEAN[c]) / IMAGENET_STD[c])
+
+
+def test_gather_at_clicks_matches_loop():
+    b, h, w, d = 2, 5, 7, 3
+    x = torch.randn(b, d, h, w)
+    coords = torch.tensor([[[0.0, 0.0], [4.0, 6.0], [2.2, 3.7]], [[1.0, 5.0], [3.0, 2.0], [0.0, 0.0]]])
+    got = gather_at_clicks(x.flatten(2).transpose(1, 2), coords, w)
+    for i in range(b):
+        for n in range(3):
+            r, c = int(round(coords[i, n, 0].item())), int(round(coords[i, n, 1].item()))
+            torch.testing.assert_close(got[i, n], x[i, :, r, c])
+
+
+def test_conv_head_constant_features_closed_form():
+    head = ConvHead(D_FEAT)
+    feat = torch.randn(1, D_FEAT, 1, 1).expand(2, D_FEAT, 4, 5)
+    image = torch.rand(2, 3, 16, 20)
+    out = head(feat, image, ClickBatch.empty(2))
+    expected = (head.classifier.weight.view(-1) @ feat[0, :, 0, 0]) + head.classifier.bias
+    assert out.logits.shape == (2, 1, 16, 20)
+    torch.testing.assert_close(out.logits, expected.view(1, 1, 1, 1).expand(2, 1, 16, 20))
+    assert out.aux_loss.item() == 0 and out.std is None and out.samples is None
+
+
+@pytest.mark.parametrize("use_image, dim", [(True, D_FEAT + 3), (False, D_FEAT)])
+def test_gp_feature_width(use_image, dim):
+    head = GPSegHead(D_FEAT, SMALL_GP, use_image=use_image)
+    assert head.feature_dim == dim and head.gp.in_dim == dim
+    features, image, _ = _inputs()
+    assert head.pixel_features(features, image).shape == (2, dim, 16, 20)
+
+
+def test_pixel_features_are_l2_normalized_features_and_normalized_image():
+    head = GPSegHead(D_FEAT, SMALL_GP)
+    features = torch.randn(1, D_FEAT, 6, 7) * 5
+    image = torch.rand(1, 3, 6, 7)  # same size: no interpolation
+    x = head.pixel_features(features, image)
+    torch.testing.assert_close(x[:, :D_FEAT].norm(dim=1), torch.ones(1, 6, 7))
+    torch.testing.assert_close(x[:, :D_FEAT], features / features.norm(dim=1, keepdim=True))
+    torch.testing.assert_close(x[:, D_FEAT:], normalize_image(image))
+
+
+def test_gp_head_equals_direct_gp_layer_call():
+    """The head's row-major flattening and click gathering agree with explicit indexing."""
+    torch.manual_seed(0)
+    head = GPSegHead(D_FEAT, SMALL_GP, vi_weight=0.5).eval()
+    features, image, clicks = _inputs()
+    out = head(features, image, clicks, return_std=True)
+    x = head.pixel_features(features, image)
+    b, d, h, w = x.shape
+    x_test = torch.stack([torch.stack([x[i, :, r, c] for r in range(h) for c in range(w)]) for i in range(b)])
+    x_click = torch.zeros(b, clicks.max_clicks, d)
+    for i in range(b):
+        for n in range(clicks.max_clicks):
+            r, c = clicks.coords[i, n].long().tolist()
+            x_click[i, n] = x[i, :, r, c]
+    ref = head.gp(x_test, x_click, clicks.labels, clicks.valid, return_variance=True)
+    torch.testing.assert_close(out.logits.reshape(b, -1), ref.mean)
+    torch.testing.assert_close(out.std.reshape(b, -1), ref.variance.sqrt())
+    torch.testing.assert_close(out.aux_loss, 0.5 * ref.vi_loss)
+
+
+def test_eval_mean_path_interpolates_click_labels():
+    """With the small eval noise the mean path's sign at a clicked pixel is the click's label."""
+    head = GPSegHead(D_FEAT, SMALL_GP).eval()
+    features, image, clicks = _inputs()
+    logits = head(features, image, clicks).logits
+    for i in range(clicks.batch_size):
+        for n in range(clicks.max_clicks):
+            if clicks.valid[i, n]:
+                r, c = clicks.coords[i, n].long().tolist()
+                assert torch.sign(logits[i, 0, r, c]) == clicks.labels[i, n]
+
+
+def test_training_mode_uses_one_sample_eval_uses_mean():
+    head = GPSegHead(D_FEAT, SMALL_GP)
+    features, image, clicks = _inputs()
+    head.train()
+    out = head(features, image, clicks, generator=torch.Generator().manual_seed(3))
+    assert out.samples.shape == (1, 2, 1, 16, 20)
+    torch.testing.assert_close(out.logits, out.samples[0])
+    again = head(features, image, clicks, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(again.logits, out.logits)  # explicit generator: reproducible
+    mean_path = head(features, image, clicks, num_samples=0)
+    assert mean_path.samples is None and not torch.allclose(mean_path.logits, out.logits)
+    head.eval()
+    out = head(features, image, clicks, num_samples=3)
+    assert out.samples.shape == (3, 2, 1, 16, 20)
+    torch.testing.assert_close(out.logits, head(features, image, clicks).logits)
+
+
+def test_gp_head_zero_clicks_and_backward():
+    head = GPSegHead(D_FEAT, SMALL_GP).train()
+    features, image, _ = _inputs()
+    features.requires_grad_(True)
+    out = head(features, image, ClickBatch.empty(2), return_std=True)
+    assert out.logits.shape == (2, 1, 16, 20) and torch.isfinite(out.logits).all()
+    assert (out.std >= 0).all()
+    (out.logits.sum() + out.aux_loss).backward()
+    assert features.grad is not None and torch.isfinite(features.grad).all()
+
+
+def test_negative_num_samples_rejected():
+    head = GPSegHead(D_FEAT, SMALL_GP)
+    features, image, clicks = _inputs()
+    with pytest.raises(ValueError, match="num_samples"):
+        head(features, image, clicks, num_samples=-1)
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="in_channels"):
+        GPSegHead(0, SMALL_GP)
+    with pytest.raises(ValueError, match="vi_weight"):
+        GPSegHead(4, SMALL_GP, vi_weight=-1)
+    with pytest.raises(ValueError, match="in_channels"):
+        ConvHead(0)

@@ -1,0 +1,222 @@
+"""Tests of gpcis.models.model (SegmentationModel, ModelConfig) and the complexity script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpcis.clicks import Click, ClickBatch
+from gpcis.gp import GPHeadConfig
+from gpcis.models import ModelConfig, SegmentationModel, create_model, save_checkpoint
+from gpcis.models.registry import FULL_SIZE_MODELS
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = 64
+
+
+def _batch(b=2, size=SIZE):
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(b, 3, size, size, generator=gen)
+    clicks = ClickBatch.from_lists(
+        [[Click(10, 12, True), Click(50, 40, False)], [Click(size - 1, 0, True)]][:b]
+    )
+    return image, clicks
+
+
+def _small_gp_model(**kw) -> SegmentationModel:
+    return SegmentationModel(ModelConfig(backbone="tiny", head="gp", gp=GPHeadConfig(num_features=32), **kw))
+
+
+@pytest.mark.parametrize("name", ["gpcis_tiny", "ritm_tiny"])
+def test_forward_backward_tiny(name):
+    model = create_model(name).train()
+    image, clicks = _batch()
+    prev = torch.rand(2, 1, SIZE, SIZE)
+    out = model(image, clicks, prev)
+    assert out.logits.shape == (2, 1, SIZE, SIZE) and out.aux_loss.dim() == 0
+    (out.logits.mean() + out.aux_loss).backward()
+    for part, params in (("backbone", model.backbone_parameters()), ("head", model.head_parameters())):
+        grads = [p.grad for p in params if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), part
+        assert any(g.abs().sum() > 0 for g in grads), part
+    assert model.click_encoder.scale.grad.abs() > 0
+
+
+@pytest.mark.parametrize("name", ["gpcis_tiny", "ritm_tiny"])
+def test_zero_clicks_and_empty_mask_are_valid(name):
+    model = create_model(name)
+    image, _ = _batch()
+    for mode in (model.train, model.eval):
+        mode()
+        out = model(image, ClickBatch.empty(2), None, return_std=True)
+        assert out.logits.shape == (2, 1, SIZE, SIZE) and torch.isfinite(out.logits).all()
+        assert (out.std is None) == (name == "ritm_tiny")
+
+
+def test_odd_input_size_output_matches_input():
+    model = _small_gp_model().eval()
+    image = torch.rand(1, 3, 37, 53)
+    out = model(image, ClickBatch.from_lists([[Click(36, 52, True)]]), return_std=True)
+    assert out.logits.shape == (1, 1, 37, 53) and out.std.shape == (1, 1, 37, 53)
+
+
+def test_gp_feature_width_is_d_plus_3():
+    model = _small_gp_model()
+    d = model.backbone.out_channels
+    assert model.head.gp.in_dim == d + 3
+    assert _small_gp_model(use_image_in_kernel=False).head.gp.in_dim == d
+
+
+def test_side_tensor_matches_backbone():
+    model = create_model("ritm_tiny")
+    assert model.click_encoder.side_channels == model.backbone.side_channels
+    assert model.click_encoder.side_stride == model.backbone.side_stride
+
+
+def test_eval_logits_agree_with_clicks_end_to_end():
+    """Coordinate convention end to end: the GP mean at each clicked pixel has the click's sign."""
+    model = _small_gp_model().eval()
+    image, clicks = _batch()
+    with torch.no_grad():
+        logits = model(image, clicks).logits
+    for i, lst in enumerate(clicks.to_lists()):
+        for c in lst:
+            assert torch.sign(logits[i, 0, c.row, c.col]).item() == c.label
+
+
+def test_inputs_change_the_output():
+    model = create_model("ritm_tiny").eval()
+    with torch.no_grad():
+        model.click_encoder.scale.fill_(1.0)
+    image, clicks = _batch()
+    with torch.no_grad():
+        base = model(image, clicks).logits
+        assert not torch.allclose(model(image, ClickBatch.empty(2)).logits, base)
+        assert not torch.allclose(model(image, clicks, torch.ones(2, 1, SIZE, SIZE)).logits, base)
+
+
+def test_training_samples_reproducible_with_generator():
+    model = _small_gp_model().train()
+    image, clicks = _batch()
+    a = model(image, clicks, generator=torch.Generator().manual_seed(5)).logits
+    b = model(image, clicks, generator=torch.Generator().manual_seed(5)).logits
+    torch.testing.assert_close(a, b)
+
+
+def test_parameter_groups_partition_the_model():
+    model = create_model("gpcis_tiny")
+    bb = {id(p) for p in model.backbone_parameters()}
+    hd = {id(p) for p in model.head_parameters()}
+    assert bb and hd and not (bb & hd)
+    assert bb | hd == {id(p) for p in model.parameters()}
+    assert {id(p) for p in model.click_encoder.parameters()} <= hd
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (dict(image=torch.rand(2, 1, SIZE, SIZE)), "image must have shape"),
+        (dict(image=torch.randint(0, 255, (2, 3, SIZE, SIZE), dtype=torch.uint8)), "float"),
+        (dict(image=torch.rand(2, 3, SIZE, SIZE) * 255), r"\[0, 1\]"),
+        (dict(clicks=ClickBatch.empty(3)), "batch size"),
+        (dict(clicks=ClickBatch.from_lists([[Click(SIZE, 0, True)], []])), "outside"),
+        (dict(clicks="click"), "ClickBatch"),
+        (dict(prev_mask=torch.zeros(2, 1, SIZE, SIZE - 1)), "prev_mask"),
+        (dict(num_samples=-2), "num_samples"),
+    ],
+)
+def test_bad_inputs_raise_value_error(args, match):
+    model = create_model("ritm_tiny")
+    image, clicks = _batch()
+    kwargs = dict(image=image, clicks=clicks, prev_mask=None, num_samples=None)
+    kwargs.update(args)
+    with pytest.raises(ValueError, match=match):
+        model(**kwargs)
+
+
+def test_config_validation_and_dict_round_trip():
+    with pytest.raises(ValueError, match="head"):
+        ModelConfig(head="mlp")
+    with pytest.raises(ValueError, match="click_radius"):
+        ModelConfig(click_radius=0)
+    cfg = ModelConfig(backbone="tiny", gp=GPHeadConfig(num_features=64), name="x")
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown ModelConfig field"):
+        ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    assert ModelConfig(pretrained=Path("/weights.pth")).pretrained == "/weights.pth"  # str: checkpoint-safe
+    with pytest.raises(ValueError, match="config must be a ModelConfig"):
+        SegmentationModel({"backbone": "tiny"})
+
+
+def _load_complexity_script():
+    spec = importlib.util.spec_from_file_location("model_complexity", REPO / "benchmarks" / "model_complexity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_complexity_script_on_tiny_models(tmp_path, capsys):
+    """Script logic: parts add up, MACs = FLOPs / 2, the conv head's MACs are h/4*w/4*d."""
+    script = _load_complexity_script()
+    out = tmp_path / "rows.json"
+    assert script.main(["--models", "gpcis_tiny,ritm_tiny", "--size", "64", "--json", str(out)]) == 0
+    assert "gpcis_tiny" in capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert {(r["model"], r["part"]) for r in rows} == {
+        (m, p) for m in ("gpcis_tiny", "ritm_tiny") for p in ("total", "backbone", "head")
+    }
+    get = {(r["model"], r["part"]): r for r in rows}
+    for m in ("gpcis_tiny", "ritm_tiny"):
+        for key in ("gflops", "mparams"):
+            assert get[m, "total"][key] == pytest.approx(get[m, "backbone"][key] + get[m, "head"][key])
+    model = create_model("ritm_tiny")
+    d = model.backbone.out_channels
+    assert get["ritm_tiny", "head"]["gflops"] == pytest.approx((64 // 4) ** 2 * d / 1e9)  # 1x1 conv d -> 1
+    assert get["ritm_tiny", "head"]["mparams"] == pytest.approx((d + 1) / 1e6)
+    assert get["ritm_tiny", "total"]["mparams"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
+    # same backbone and click encoder in both twins
+    assert get["gpcis_tiny", "backbone"]["gflops"] == pytest.approx(get["ritm_tiny", "backbone"]["gflops"])
+    # GP head at M = 64*64 pixels costs at least the random-feature product M * D * l
+    gp = create_model("gpcis_tiny").head
+    assert get["gpcis_tiny", "head"]["gflops"] >= 64 * 64 * gp.feature_dim * gp.gp.config.num_features / 1e9
+
+
+# ResNet50 / HRNet18s take 4-18 s each on one CPU core (mostly saving/loading ~150 MB): slow.
+_HEAVY = ("resnet50", "hrnet18s")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n.split("_", 1)[1] in _HEAVY else n for n in FULL_SIZE_MODELS],
+)
+def test_full_size_train_step_and_checkpoint_round_trip(name, tmp_path):
+    """Every full-size model at one small input: a train step, then a checkpoint round trip."""
+    model = create_model(name).train()
+    image, clicks = _batch(b=1)
+    out = model(image, clicks)
+    assert out.logits.shape == (1, 1, SIZE, SIZE)
+    (out.logits.mean() + out.aux_loss).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    torch.optim.SGD(model.parameters(), lr=1e-3).step()
+    model.eval()
+    path = save_checkpoint(tmp_path / f"{name}.pt", model)
+    loaded = create_model(checkpoint=path)
+    with torch.no_grad():
+        assert torch.equal(model(image, clicks).logits, loaded(image, clicks).logits)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["gpcis_tiny", "ritm_tiny"])
+def test_cuda_forward_parity(name):
+    model = create_model(name).eval()
+    image, clicks = _batch()
+    with torch.no_grad():
+        cpu = model(image, clicks, return_std=True)
+        gpu = model.cuda()(image.cuda(), clicks.to("cuda"), return_std=True)
+    torch.testing.assert_close(gpu.logits.cpu(), cpu.logits, rtol=1e-3, atol=1e-3)
+    if cpu.std is not None:
+        torch.testing.assert_close(gpu.std.cpu(), cpu.std, rtol=1e-3, atol=1e-3)
