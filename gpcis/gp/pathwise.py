@@ -104,11 +104,49 @@ def solve_clicks(chol: Tensor, rhs: Tensor) -> Tensor:
     return sol.squeeze(0) if squeeze else sol
 
 
+class _CosFeatureMatmul(torch.autograd.Function):
+    """``cos(x Theta + tau) @ w`` with a hand-written backward.
+
+    The ``(B, M, l)`` feature array is the largest tensor of the GP layer (M = every
+    pixel); autograd's generic backward passes over it five times (sin, neg, mul and two
+    layout copies). This backward passes over it three times and never forms Phi's
+    transpose. Inputs: ``x (B, M, D)``, ``theta (D, l)``, ``tau (l,)``, ``w (B, l, S)``;
+    output ``(B, M, S)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, theta: Tensor, tau: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
+        b, m, d = x.shape
+        proj = torch.addmm(tau, x.reshape(b * m, d), theta).view(b, m, -1)
+        cos = torch.cos(proj)
+        ctx.save_for_backward(x, theta, w, proj, cos)
+        return torch.bmm(cos, w)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, theta, w, proj, cos = ctx.saved_tensors
+        grad_x = grad_theta = grad_tau = grad_w = None
+        if ctx.needs_input_grad[3]:
+            grad_w = torch.bmm(cos.transpose(1, 2), grad)
+        if any(ctx.needs_input_grad[:3]):
+            # d/dproj = -sin(proj) * (grad @ w^T); the minus sign goes on the small results.
+            g = torch.sin(proj).mul_(torch.bmm(grad, w.transpose(1, 2)))  # (B, M, l)
+            b, m, l = g.shape
+            if ctx.needs_input_grad[0]:
+                grad_x = -(g @ theta.T)
+            if ctx.needs_input_grad[1]:
+                grad_theta = -(x.reshape(b * m, -1).T @ g.view(b * m, l))
+            if ctx.needs_input_grad[2]:
+                grad_tau = -g.sum(dim=(0, 1))
+        return grad_x, grad_theta, grad_tau, grad_w
+
+
 def prior_path(rff: FourierFeatureKernel, x: Tensor, w: Tensor) -> Tensor:
     """Prior path ``Phi(x) w`` (Eq. S13).
 
     The scale of Phi is folded into ``w`` (``Phi w = cos(x Theta + tau) (a sqrt(2/l) w)``),
-    so the ``(M, l)`` feature array is touched once.
+    so the ``(M, l)`` feature array is formed once, and its backward is fused
+    (:class:`_CosFeatureMatmul`).
 
     Args:
         rff: the feature map.
@@ -121,7 +159,15 @@ def prior_path(rff: FourierFeatureKernel, x: Tensor, w: Tensor) -> Tensor:
     scale = rff.feature_scale()
     if scale.dim() > 0:  # batched spectral kernel: one amplitude per batch item
         scale = scale.unsqueeze(-1)
-    return torch.einsum("bml,sbl->sbm", rff.cos_features(x), w * scale)
+    w_bls = (w * scale).permute(1, 2, 0)  # (B, l, S)
+    theta = rff.frequencies()
+    if theta.dim() != 2:
+        return torch.einsum("bml,sbl->sbm", rff.cos_features(x), w * scale)
+    if not torch.is_grad_enabled() or not any(t.requires_grad for t in (x, theta, rff.tau, w_bls)):
+        out = torch.bmm(rff.cos_features(x), w_bls)
+    else:
+        out = _CosFeatureMatmul.apply(x, theta, rff.tau, w_bls)
+    return out.permute(2, 0, 1)
 
 
 def update_path(

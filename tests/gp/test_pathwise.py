@@ -231,3 +231,21 @@ def test_cuda_matches_cpu():
     gpu = head_cuda(x_test.float().cuda(), x_click.float().cuda(), labels.float().cuda(), valid.cuda(), return_variance=True)
     torch.testing.assert_close(gpu.mean.cpu(), cpu.mean, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gpu.variance.cpu(), cpu.variance, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["learned", "spectral"])
+def test_prior_path_fused_backward_passes_gradcheck(mode):
+    from gpcis.gp.pathwise import prior_path
+
+    base = ARDRBFKernel(3).double()
+    rff = FourierFeatureKernel(6, 3, mode=mode, base_kernel=base, generator=torch.Generator().manual_seed(0)).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 6, dtype=torch.float64, requires_grad=True)
+    params = [p for p in (*rff.parameters(), *base.parameters())]
+
+    def f(x, w, *ps):
+        return prior_path(rff, x, w)
+
+    assert torch.autograd.gradcheck(f, (x, w, *params))
+    # and it equals the plain formula Phi(x) w
+    torch.testing.assert_close(prior_path(rff, x, w), torch.einsum("bml,sbl->sbm", rff.features(x), w))
