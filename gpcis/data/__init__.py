@@ -1,3 +1,73 @@
-"""gpcis subpackage."""
+"""Data: readers of the standard layouts, a synthetic data set, augmentation, target
+crop, and the training click sampler."""
 
-__all__: list[str] = []
+from gpcis.data.datasets import (
+    DATASET_NAMES,
+    IMAGE_SUFFIXES,
+    BerkeleyDataset,
+    CocoMValDataset,
+    DavisDataset,
+    GrabCutDataset,
+    ImageFolderDataset,
+    PascalVOCDataset,
+    Sample,
+    SBDDataset,
+    SegmentationDataset,
+    get_dataset,
+    read_image,
+    read_mask,
+)
+from gpcis.data.sampler import MultiPointSampler, decay_probs
+from gpcis.data.synthetic import SyntheticConfig, SyntheticDataset, make_synthetic_sample
+from gpcis.data.transforms import (
+    AugmentConfig,
+    Box,
+    augment,
+    color_jitter,
+    crop_box_around,
+    crop_resize,
+    expand_box,
+    hflip,
+    paste_back,
+    point_from_crop,
+    point_to_crop,
+    random_crop,
+    random_scale,
+    resize_sample,
+)
+
+__all__ = [
+    "DATASET_NAMES",
+    "IMAGE_SUFFIXES",
+    "Sample",
+    "SegmentationDataset",
+    "GrabCutDataset",
+    "BerkeleyDataset",
+    "DavisDataset",
+    "CocoMValDataset",
+    "SBDDataset",
+    "PascalVOCDataset",
+    "ImageFolderDataset",
+    "get_dataset",
+    "read_image",
+    "read_mask",
+    "SyntheticConfig",
+    "SyntheticDataset",
+    "make_synthetic_sample",
+    "AugmentConfig",
+    "augment",
+    "resize_sample",
+    "random_scale",
+    "random_crop",
+    "hflip",
+    "color_jitter",
+    "Box",
+    "expand_box",
+    "crop_box_around",
+    "crop_resize",
+    "paste_back",
+    "point_to_crop",
+    "point_from_crop",
+    "MultiPointSampler",
+    "decay_probs",
+]

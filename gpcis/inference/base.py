@@ -9,7 +9,7 @@ import numpy as np
 
 from gpcis.clicks import Click
 
-__all__ = ["PredictionResult", "InteractiveSegmenter"]
+__all__ = ["PredictionResult", "InteractiveSegmenter", "check_image"]
 
 
 @dataclass
@@ -42,3 +42,20 @@ class InteractiveSegmenter(Protocol):
     def predict(
         self, clicks: Sequence[Click], prev_mask: Optional[np.ndarray] = None
     ) -> PredictionResult: ...
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Validate an ``(H, W, 3)`` uint8 RGB image; ``ValueError`` naming ``image`` otherwise.
+
+    Returns:
+        the same array.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must have shape (H, W, 3) (RGB), got {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 RGB, got dtype {image.dtype}")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f"image is too small: {image.shape}")
+    return image

@@ -1,0 +1,523 @@
+"""Readers for the standard interactive-segmentation data layouts.
+
+Every reader yields :class:`Sample` objects: an RGB ``uint8`` image, the object mask(s)
+to segment, an ignore mask, and the *other* annotated objects of the image (``others``,
+used only by the training click sampler for negative clicks; never evaluated). Readers of
+instance-annotated layouts (SBD, PASCAL VOC) yield one sample per instance: ``masks`` is
+that instance, ``others`` the rest of the image's instances.
+
+Layouts (as RITM distributes them):
+
+=============  ====================================================================
+GrabCut        ``data_GT/`` images, ``boundary_GT/*.bmp`` masks; 128 = ignore, >128 = object
+Berkeley       ``images/``, ``masks/``; same values as GrabCut
+DAVIS          ``img/``, ``gt/``; any nonzero value = object
+COCO_MVal      ``img/``, ``gt/``; any nonzero value = object
+SBD            ``img/*.jpg``, ``inst/*.mat`` (``GTinst.Segmentation``), ``train.txt``/``val.txt``
+PascalVOC      ``JPEGImages/``, ``SegmentationObject/*.png`` (palette indices, 255 = ignore),
+               ``ImageSets/Segmentation/{train,val}.txt``
+ImageFolder    ``images/``, ``masks/`` (a user's own data); nonzero = object
+=============  ====================================================================
+
+Images and masks are paired by file stem, so names with spaces and any of the suffixes
+in :data:`IMAGE_SUFFIXES` (in any case: ``.JPG``, ``.bmp``...) work. Every problem
+(missing folder, image without mask, unreadable file, size mismatch) raises a
+``ValueError`` naming the file; with ``skip_bad=True`` the reader instead checks every
+pair up front, drops the bad ones, lists them in :attr:`SegmentationDataset.skipped` and
+emits one warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Sample",
+    "SegmentationDataset",
+    "GrabCutDataset",
+    "BerkeleyDataset",
+    "DavisDataset",
+    "CocoMValDataset",
+    "SBDDataset",
+    "PascalVOCDataset",
+    "ImageFolderDataset",
+    "DATASET_NAMES",
+    "get_dataset",
+    "read_image",
+    "read_mask",
+]
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class Sample:
+    """One segmentation sample.
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 RGB image.
+        masks: the objects to segment, each ``(H, W)`` bool (one for every reader here;
+            evaluation treats each as a separate object).
+        ignore: ``(H, W)`` bool, ``True`` where the label is unknown (excluded from
+            losses, metrics and click sampling).
+        name: an identifier (the image file stem, plus ``#k`` for instance ``k``).
+        others: other annotated objects of the image, each ``(H, W)`` bool (sources of
+            negative training clicks; not segmentation targets).
+    """
+
+    image: np.ndarray
+    masks: list[np.ndarray]
+    ignore: np.ndarray
+    name: str
+    others: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The target object mask ``masks[0]`` (``(H, W)`` bool)."""
+        return self.masks[0]
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` if shapes or dtypes are inconsistent."""
+        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
+            raise ValueError(f"sample {self.name!r}: image must be (H, W, 3) uint8, got "
+                             f"{self.image.shape} {self.image.dtype}")
+        hw = self.image.shape[:2]
+        if not self.masks:
+            raise ValueError(f"sample {self.name!r}: no object masks")
+        for label, group in (("masks", self.masks), ("others", self.others)):
+            for k, m in enumerate(group):
+                if m.shape != hw or m.dtype != bool:
+                    raise ValueError(f"sample {self.name!r}: {label}[{k}] must be {hw} bool, got {m.shape} {m.dtype}")
+        if self.ignore.shape != hw or self.ignore.dtype != bool:
+            raise ValueError(f"sample {self.name!r}: ignore must be {hw} bool, got "
+                             f"{self.ignore.shape} {self.ignore.dtype}")
+
+
+def _imread_any(path: Path, flags: int) -> np.ndarray:
+    # np.fromfile + imdecode copes with any file name (spaces, non-ASCII) on every OS.
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    try:
+        buf = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as err:
+        raise ValueError(f"cannot read file {path}: {err}") from err
+    img = cv2.imdecode(buf, flags) if buf.size else None
+    if img is None:
+        raise ValueError(f"cannot decode image file {path} (unreadable or not an image)")
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB.
+
+    Raises:
+        ValueError: naming ``path`` if it is missing or cannot be decoded.
+    """
+    path = Path(path)
+    img = _imread_any(path, cv2.IMREAD_COLOR)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask file as ``(H, W)`` uint8 (channel 0 for colour files, as RITM does).
+
+    Raises:
+        ValueError: naming ``path`` if it is missing or cannot be decoded.
+    """
+    path = Path(path)
+    m = _imread_any(path, cv2.IMREAD_UNCHANGED)
+    if m.ndim == 3:
+        m = m[:, :, 0]
+    if m.dtype != np.uint8:
+        if m.dtype == np.uint16:
+            m = (m > 0).astype(np.uint8) * 255 if m.max() > 255 else m.astype(np.uint8)
+        else:
+            m = m.astype(np.uint8)
+    return m
+
+
+def _require_dir(path: Path) -> Path:
+    if not path.is_dir():
+        raise ValueError(f"data folder not found: {path}")
+    return path
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _index_by_stem(files: Sequence[Path]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in files:
+        if p.stem in out:
+            raise ValueError(f"two files share the stem {p.stem!r}: {out[p.stem]} and {p}")
+        out[p.stem] = p
+    return out
+
+
+@dataclass
+class _Entry:
+    """What a reader needs to load one sample (paths plus reader-specific extras)."""
+
+    name: str
+    image: Path
+    mask: Path
+    extra: dict = field(default_factory=dict)
+
+
+class SegmentationDataset:
+    """Base class: a list of entries and a per-layout loader.
+
+    Subclasses build ``self.entries`` and implement :meth:`_load`. Indexing returns a
+    validated :class:`Sample`.
+
+    Args:
+        skip_bad: when ``True``, every entry is loaded once up front; entries that fail
+            (unreadable file, size mismatch, ...) are dropped, recorded in
+            :attr:`skipped` as ``(file, reason)`` and reported by one warning. When
+            ``False`` (default) problems raise ``ValueError`` naming the file.
+    """
+
+    name: str = "dataset"
+
+    def __init__(self, entries: list[_Entry], skip_bad: bool = False,
+                 skipped: list[tuple[str, str]] | None = None) -> None:
+        self.entries = entries
+        self.skip_bad = skip_bad
+        self.skipped: list[tuple[str, str]] = list(skipped or [])
+        if skip_bad:
+            good = []
+            for e in entries:
+                try:
+                    self._load(e).validate()
+                except ValueError as err:
+                    self.skipped.append((str(e.image), str(err)))
+                else:
+                    good.append(e)
+            self.entries = good
+        if self.skipped:
+            warnings.warn(f"{type(self).__name__}: skipped {len(self.skipped)} bad item(s); first: "
+                          f"{self.skipped[0][0]} ({self.skipped[0][1]}); see .skipped", stacklevel=2)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> Sample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        sample = self._load(self.entries[index])
+        sample.validate()
+        return sample
+
+    def _load(self, entry: _Entry) -> Sample:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def _check_size(image: np.ndarray, mask: np.ndarray, entry: _Entry) -> None:
+        if image.shape[:2] != mask.shape[:2]:
+            raise ValueError(f"size mismatch: image {entry.image} is {image.shape[1]}x{image.shape[0]} "
+                             f"but mask {entry.mask} is {mask.shape[1]}x{mask.shape[0]} (WxH)")
+
+
+def _pair_folders(image_dir: Path, mask_dir: Path, skip_bad: bool
+                  ) -> tuple[list[_Entry], list[tuple[str, str]]]:
+    """Pair every image in ``image_dir`` with the mask of the same stem in ``mask_dir``."""
+    _require_dir(image_dir)
+    _require_dir(mask_dir)
+    images = _list_images(image_dir)
+    masks = _index_by_stem(_list_images(mask_dir))
+    entries, skipped = [], []
+    for img in images:
+        mask = masks.get(img.stem)
+        if mask is None:
+            msg = f"image {img} has no mask named {img.stem}.* in {mask_dir}"
+            if not skip_bad:
+                raise ValueError(msg)
+            skipped.append((str(img), msg))
+            continue
+        entries.append(_Entry(img.stem, img, mask))
+    if not entries and not skipped:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {image_dir}")
+    return entries, skipped
+
+
+class _PairedFolderDataset(SegmentationDataset):
+    """Images and single-object masks in two folders, paired by stem."""
+
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+
+    def __init__(self, root: str | Path, skip_bad: bool = False) -> None:
+        self.root = _require_dir(Path(root))
+        entries, skipped = _pair_folders(self.root / self.images_dir, self.root / self.masks_dir, skip_bad)
+        super().__init__(entries, skip_bad=skip_bad, skipped=skipped)
+
+    def _decode(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map raw mask values to ``(object, ignore)``; default: nonzero = object."""
+        return raw > 0, np.zeros(raw.shape, dtype=bool)
+
+    def _load(self, entry: _Entry) -> Sample:
+        image = read_image(entry.image)
+        raw = read_mask(entry.mask)
+        self._check_size(image, raw, entry)
+        obj, ignore = self._decode(raw)
+        return Sample(image, [obj], ignore, entry.name)
+
+
+class GrabCutDataset(_PairedFolderDataset):
+    """GrabCut: ``data_GT/`` images, ``boundary_GT/`` masks (0 bg, 128 ignore band, 255 object)."""
+
+    name = "GrabCut"
+    images_dir = "data_GT"
+    masks_dir = "boundary_GT"
+
+    def _decode(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return raw > 128, raw == 128
+
+
+class BerkeleyDataset(GrabCutDataset):
+    """Berkeley: ``images/``, ``masks/`` (same values as GrabCut)."""
+
+    name = "Berkeley"
+    images_dir = "images"
+    masks_dir = "masks"
+
+
+class DavisDataset(_PairedFolderDataset):
+    """DAVIS (RITM's 345-frame set): ``img/``, ``gt/``; nonzero = object."""
+
+    name = "DAVIS"
+    images_dir = "img"
+    masks_dir = "gt"
+
+
+class CocoMValDataset(DavisDataset):
+    """COCO-MVal: ``img/``, ``gt/``; nonzero = object."""
+
+    name = "COCO_MVal"
+
+
+class ImageFolderDataset(_PairedFolderDataset):
+    """A user's own data: images and masks in two folders, paired by file stem.
+
+    Args:
+        root: folder containing ``images_dir`` and ``masks_dir``.
+        images_dir: sub-folder of images.
+        masks_dir: sub-folder of masks (same stems, any image suffix).
+        ignore_value: mask value meaning "unknown" (e.g. 255 for VOC-style masks);
+            ``None`` (default): no ignore label. Any other nonzero value = object.
+        skip_bad: see :class:`SegmentationDataset`.
+    """
+
+    name = "ImageFolder"
+
+    def __init__(self, root: str | Path, images_dir: str = "images", masks_dir: str = "masks",
+                 ignore_value: int | None = None, skip_bad: bool = False) -> None:
+        if ignore_value is not None and not 0 < int(ignore_value) <= 255:
+            raise ValueError(f"ignore_value must be in 1..255 or None, got {ignore_value}")
+        self.images_dir = images_dir
+        self.masks_dir = masks_dir
+        self.ignore_value = ignore_value
+        super().__init__(root, skip_bad=skip_bad)
+
+    def _decode(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.ignore_value is None:
+            return raw > 0, np.zeros(raw.shape, dtype=bool)
+        ignore = raw == self.ignore_value
+        return (raw > 0) & ~ignore, ignore
+
+
+def _read_split(path: Path) -> list[str]:
+    if not path.is_file():
+        raise ValueError(f"split file not found: {path}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _instances_sample(image: np.ndarray, inst: np.ndarray, ignore: np.ndarray, k: int, name: str) -> Sample:
+    ids = [i for i in np.unique(inst) if i not in (0, 255, k)]
+    return Sample(image, [inst == k], ignore, f"{name}#{k}", others=[inst == i for i in ids])
+
+
+class _InstanceDataset(SegmentationDataset):
+    """Shared logic of instance-annotated layouts: one sample per (image, instance id)."""
+
+    def _read_instances(self, entry: _Entry) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _build(self, pairs: list[_Entry], skip_bad: bool, skipped: list[tuple[str, str]],
+               progress: bool) -> list[_Entry]:
+        entries = []
+        it = pairs
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(pairs, desc=f"indexing {self.name}", leave=False)
+        for e in it:
+            try:
+                inst, _ = self._read_instances(e)
+            except ValueError as err:
+                if not skip_bad:
+                    raise
+                skipped.append((str(e.mask), str(err)))
+                continue
+            for k in np.unique(inst):
+                if k == 0 or k == 255:
+                    continue
+                entries.append(_Entry(e.name, e.image, e.mask, {"instance": int(k)}))
+        return entries
+
+    def _load(self, entry: _Entry) -> Sample:
+        image = read_image(entry.image)
+        inst, ignore = self._read_instances(entry)
+        self._check_size(image, inst, entry)
+        return _instances_sample(image, inst, ignore, entry.extra["instance"], entry.name)
+
+
+class SBDDataset(_InstanceDataset):
+    """SBD: ``img/<id>.jpg``, ``inst/<id>.mat`` (``GTinst.Segmentation``), ``<split>.txt``.
+
+    One sample per instance; ``others`` are the other instances of the image. Indexing
+    reads every ``.mat`` once at construction (a tqdm bar shows progress).
+
+    Args:
+        root: the SBD ``dataset`` folder.
+        split: ``"train"`` or ``"val"`` (reads ``<root>/<split>.txt``).
+        skip_bad: see :class:`SegmentationDataset`.
+        progress: show a progress bar while indexing.
+    """
+
+    name = "SBD"
+
+    def __init__(self, root: str | Path, split: str = "train", skip_bad: bool = False,
+                 progress: bool = True) -> None:
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        self.root = _require_dir(Path(root))
+        img_dir = _require_dir(self.root / "img")
+        inst_dir = _require_dir(self.root / "inst")
+        ids = _read_split(self.root / f"{split}.txt")
+        images = _index_by_stem(_list_images(img_dir))
+        pairs, skipped = [], []
+        for i in ids:
+            img = images.get(i)
+            mat = inst_dir / f"{i}.mat"
+            problem = None
+            if img is None:
+                problem = f"image {i!r} listed in {split}.txt not found in {img_dir}"
+            elif not mat.is_file():
+                problem = f"image {img} has no instance file {mat}"
+            if problem:
+                if not skip_bad:
+                    raise ValueError(problem)
+                skipped.append((str(img or i), problem))
+                continue
+            pairs.append(_Entry(i, img, mat))
+        entries = self._build(pairs, skip_bad, skipped, progress)
+        super().__init__(entries, skip_bad=skip_bad, skipped=skipped)
+
+    def _read_instances(self, entry: _Entry) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.io import loadmat
+
+        try:
+            mat = loadmat(str(entry.mask))
+            inst = np.asarray(mat["GTinst"][0]["Segmentation"][0]).astype(np.int32)
+        except Exception as err:  # scipy raises many types on corrupt files
+            raise ValueError(f"cannot read SBD instance file {entry.mask}: {err}") from err
+        if inst.ndim != 2:
+            raise ValueError(f"SBD instance file {entry.mask}: Segmentation is not 2-D ({inst.shape})")
+        return inst, np.zeros(inst.shape, dtype=bool)
+
+
+class PascalVOCDataset(_InstanceDataset):
+    """PASCAL VOC: ``JPEGImages/``, ``SegmentationObject/*.png`` (palette indices; 255 = ignore).
+
+    One sample per instance; ``others`` are the other instances of the image.
+
+    Args:
+        root: the ``VOC2012`` folder.
+        split: ``"train"`` / ``"val"`` / ``"trainval"``
+            (``ImageSets/Segmentation/<split>.txt``).
+        skip_bad: see :class:`SegmentationDataset`.
+        progress: show a progress bar while indexing.
+    """
+
+    name = "PascalVOC"
+
+    def __init__(self, root: str | Path, split: str = "val", skip_bad: bool = False,
+                 progress: bool = True) -> None:
+        self.root = _require_dir(Path(root))
+        img_dir = _require_dir(self.root / "JPEGImages")
+        obj_dir = _require_dir(self.root / "SegmentationObject")
+        ids = _read_split(self.root / "ImageSets" / "Segmentation" / f"{split}.txt")
+        images = _index_by_stem(_list_images(img_dir))
+        masks = _index_by_stem(_list_images(obj_dir))
+        pairs, skipped = [], []
+        for i in ids:
+            img, mask = images.get(i), masks.get(i)
+            problem = None
+            if img is None:
+                problem = f"image {i!r} listed in {split}.txt not found in {img_dir}"
+            elif mask is None:
+                problem = f"image {img} has no mask {i}.png in {obj_dir}"
+            if problem:
+                if not skip_bad:
+                    raise ValueError(problem)
+                skipped.append((str(img or i), problem))
+                continue
+            pairs.append(_Entry(i, img, mask))
+        entries = self._build(pairs, skip_bad, skipped, progress)
+        super().__init__(entries, skip_bad=skip_bad, skipped=skipped)
+
+    def _read_instances(self, entry: _Entry) -> tuple[np.ndarray, np.ndarray]:
+        # Palette PNGs: the indices are the instance ids; OpenCV would convert them to
+        # colours, so read them with Pillow (a torchvision dependency).
+        from PIL import Image, UnidentifiedImageError
+
+        if not entry.mask.is_file():
+            raise ValueError(f"file not found: {entry.mask}")
+        try:
+            with Image.open(entry.mask) as im:
+                inst = np.array(im if im.mode in ("P", "L") else im.convert("L")).astype(np.int32)
+        except (OSError, UnidentifiedImageError) as err:
+            raise ValueError(f"cannot read mask file {entry.mask}: {err}") from err
+        return inst, inst == 255
+
+
+_READERS: dict[str, Callable[..., SegmentationDataset]] = {
+    "GrabCut": GrabCutDataset,
+    "Berkeley": BerkeleyDataset,
+    "DAVIS": DavisDataset,
+    "SBD": SBDDataset,
+    "COCO_MVal": CocoMValDataset,
+    "PascalVOC": PascalVOCDataset,
+    "ImageFolder": ImageFolderDataset,
+}
+DATASET_NAMES: tuple[str, ...] = tuple(_READERS)
+
+
+def get_dataset(name: str, root: str | Path, **kwargs) -> SegmentationDataset:
+    """Build the reader for a named layout.
+
+    Args:
+        name: one of :data:`DATASET_NAMES` (case-insensitive): GrabCut, Berkeley, DAVIS,
+            SBD, COCO_MVal, PascalVOC, ImageFolder.
+        root: the data set folder.
+        **kwargs: passed to the reader (``skip_bad``, ``split``...).
+
+    Raises:
+        ValueError: for an unknown ``name`` (the message lists the known names) or any
+            problem with the data.
+    """
+    lookup = {k.lower(): v for k, v in _READERS.items()}
+    reader = lookup.get(str(name).lower())
+    if reader is None:
+        raise ValueError(f"unknown dataset name {name!r}; known names: {', '.join(DATASET_NAMES)}")
+    return reader(root, **kwargs)

@@ -1,0 +1,326 @@
+"""The demo web application (Flask): a page and a small JSON API over
+:class:`~gpcis.demo.session.AnnotationSession`.
+
+Routes (all API answers are JSON; errors are ``{"error": message}`` with a 4xx/5xx status):
+
+- ``GET /``: the page; ``GET /static/...``: its script and style (no CDN).
+- ``GET /api/info``: method name, sample names, limits, and the method's load error if any.
+- ``POST /api/image``: open an image, multipart ``file`` (upload) or form field ``sample``;
+  optional ``session`` to reuse that session's method. Starts a new annotation.
+- ``POST /api/click`` ``{session, row, col, positive}``; ``POST /api/undo | /api/reset |
+  /api/reset_all | /api/finish`` ``{session}``: each answers the new :func:`state`.
+- ``GET /api/save?session=...&kind=labels|current``: PNG download at the original size
+  (``labels``: indexed PNG, value ``k`` = object ``k``; ``current``: 0/255 mask).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import cv2
+import numpy as np
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from gpcis.clicks import Click
+from gpcis.demo.render import data_url, encode_jpeg, encode_png, heatmap_layer, label_png, mask_layer, object_color
+from gpcis.demo.samples import list_samples, load_sample
+from gpcis.demo.session import AnnotationSession, SessionStore, resize_mask
+from gpcis.inference.base import InteractiveSegmenter
+from gpcis.inference.cli import ImageTooLargeError, decode_image
+
+__all__ = ["DemoConfig", "create_app", "state"]
+
+log = logging.getLogger(__name__)
+_HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class DemoConfig:
+    """Settings of the demo server.
+
+    Attributes:
+        method_name: shown on the page.
+        max_upload_bytes: larger uploads are refused (413).
+        max_pixels: larger images are refused (413).
+        max_side: images are downscaled so their longer side is at most this for
+            segmentation (masks are saved at the original size); ``None``: never.
+        max_sessions: sessions kept in memory (least recently used dropped).
+        alpha: opacity of the mask fill.
+    """
+
+    method_name: str = "method"
+    max_upload_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_side: Optional[int] = 1024
+    max_sessions: int = 8
+    alpha: float = 0.5
+
+
+class DemoError(Exception):
+    """An error shown to the user: message and HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def state(session_id: str, sess: AnnotationSession, alpha: float = 0.5) -> dict[str, Any]:
+    """The JSON state of a session: clicks, counts, timings and the image layers.
+
+    Layers are PNG data URLs at the working resolution: ``mask`` (all objects, each in
+    its colour; ``None`` when there is none), ``prob`` and ``std`` (heat maps of the
+    current object; ``std`` only when the method gives it).
+    """
+    step = sess.current
+    masks = sess.all_masks()
+    colors = [object_color(k) for k in range(1, len(masks) + 1)]
+    layers: dict[str, Optional[str]] = {"mask": None, "prob": None, "std": None}
+    if masks:
+        layers["mask"] = data_url(encode_png(mask_layer(masks, colors, alpha)))
+    std_max = None
+    if step is not None:
+        layers["prob"] = data_url(encode_png(heatmap_layer(np.asarray(step.result.prob), vmax=1.0)))
+        if step.result.std is not None:
+            std = np.asarray(step.result.std, dtype=np.float32)
+            std_max = float(std.max())
+            layers["std"] = data_url(encode_png(heatmap_layer(std, colormap=cv2.COLORMAP_INFERNO)))
+    area = int(sess.current_mask.sum()) if step is not None else 0
+    sug = step.suggestion if step is not None else None
+    return {
+        "session": session_id,
+        "width": sess.size[1],
+        "height": sess.size[0],
+        "clicks": [{"row": c.row, "col": c.col, "positive": c.positive} for c in sess.clicks],
+        "num_clicks": len(sess.clicks),
+        "num_objects": len(sess.objects),
+        "object_color": "#%02x%02x%02x" % object_color(len(sess.objects) + 1),
+        "area": area,
+        "time_ms": None if step is None else 1000.0 * step.time_s,
+        "mean_time_ms": None if sess.mean_time_s is None else 1000.0 * sess.mean_time_s,
+        "has_std": step is not None and step.result.std is not None,
+        "std_max": std_max,
+        "suggestion": None
+        if sug is None
+        else {"row": sug.row, "col": sug.col, "source": sug.source, "positive": sug.positive},
+        "layers": layers,
+    }
+
+
+def create_app(
+    method_factory: Callable[[], InteractiveSegmenter],
+    config: Optional[DemoConfig] = None,
+    preload: bool = True,
+) -> Flask:
+    """Build the demo application.
+
+    Args:
+        method_factory: returns a fresh :class:`InteractiveSegmenter`; called once per
+            session (each user/tab gets its own instance). Its exceptions (a checkpoint
+            that does not load) become error messages on the page.
+        config: server settings.
+        preload: call the factory once now, so that a method that fails to load is
+            reported at start (on the page and in :attr:`Flask.config` ``GPCIS_LOAD_ERROR``)
+            and the first image opens fast.
+
+    Returns:
+        The Flask app; its state lives in ``app.extensions["gpcis_demo"]``.
+    """
+    cfg = config or DemoConfig()
+    app = Flask(
+        "gpcis.demo",
+        root_path=str(_HERE),
+        static_folder=str(_HERE / "static"),
+        template_folder=str(_HERE / "templates"),
+    )
+    app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes
+    app.config["GPCIS_LOAD_ERROR"] = None
+    store = SessionStore(cfg.max_sessions)
+    spare: list[InteractiveSegmenter] = []
+    spare_lock = threading.Lock()
+    app.extensions["gpcis_demo"] = {"store": store, "config": cfg}
+
+    def new_method() -> InteractiveSegmenter:
+        with spare_lock:
+            if spare:
+                return spare.pop()
+        try:
+            method = method_factory()
+        except Exception as err:
+            msg = f"could not create the segmentation method: {err}"
+            app.config["GPCIS_LOAD_ERROR"] = msg
+            log.exception("method factory failed")
+            raise DemoError(msg, 503) from err
+        app.config["GPCIS_LOAD_ERROR"] = None
+        return method
+
+    if preload:
+        try:
+            spare.append(new_method())
+        except DemoError:
+            pass  # reported on the page through /api/info
+
+    def get_session() -> tuple[str, AnnotationSession]:
+        data = request.get_json(silent=True) or {}
+        sid = data.get("session") or request.args.get("session") or request.form.get("session")
+        if not sid:
+            raise DemoError("session: missing; open an image first", 400)
+        try:
+            return sid, store.get(str(sid))
+        except KeyError:
+            raise DemoError("session expired or unknown: open the image again", 404) from None
+
+    # ------------------------------------------------------------------ errors
+    @app.errorhandler(DemoError)
+    def _demo_error(err: DemoError) -> tuple[Response, int]:
+        return jsonify(error=err.message), err.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> Any:
+        if not request.path.startswith("/api/"):
+            return err
+        msg = err.description or err.name
+        if err.code == 413:
+            msg = f"the upload is too large (limit {cfg.max_upload_bytes // (1024 * 1024)} MiB)"
+        return jsonify(error=msg), err.code or 500
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> tuple[Response, int]:
+        log.exception("demo request failed")
+        return jsonify(error=f"internal error: {type(err).__name__}: {err}"), 500
+
+    # ------------------------------------------------------------------ routes
+    @app.get("/")
+    def index() -> str:
+        return render_template("index.html", method_name=cfg.method_name, samples=list_samples())
+
+    @app.get("/api/info")
+    def info() -> Response:
+        return jsonify(
+            method=cfg.method_name,
+            samples=list_samples(),
+            max_upload_bytes=cfg.max_upload_bytes,
+            max_pixels=cfg.max_pixels,
+            max_side=cfg.max_side,
+            error=app.config["GPCIS_LOAD_ERROR"],
+        )
+
+    @app.post("/api/image")
+    def open_image() -> Response:
+        upload = request.files.get("file")
+        sample = request.form.get("sample")
+        if upload is not None and upload.filename:
+            try:
+                image = decode_image(upload.read(), f"upload {upload.filename!r}", cfg.max_pixels)
+            except ImageTooLargeError as err:
+                raise DemoError(str(err), 413) from err
+            except ValueError as err:
+                raise DemoError(str(err), 400) from err
+            name = upload.filename
+        elif sample:
+            try:
+                image = load_sample(sample)
+            except ValueError as err:
+                raise DemoError(str(err), 400) from err
+            name = sample
+        else:
+            raise DemoError("choose an image file or a sample first", 400)
+        old_sid = request.form.get("session")
+        old = None
+        if old_sid:
+            try:
+                old = store.get(old_sid)
+            except KeyError:
+                old = None
+        if old is not None:
+            with old.lock:
+                sess = AnnotationSession.open(old.method, image, cfg.max_side)
+            sid = store.put(sess, old_sid)
+        else:
+            sess = AnnotationSession.open(new_method(), image, cfg.max_side)
+            sid = store.put(sess)
+        out = state(sid, sess, cfg.alpha)
+        out.update(
+            name=name,
+            image=data_url(encode_jpeg(sess.image), "image/jpeg"),
+            original_width=int(image.shape[1]),
+            original_height=int(image.shape[0]),
+            set_image_ms=1000.0 * sess.set_image_s,
+        )
+        return jsonify(out)
+
+    @app.post("/api/click")
+    def click() -> Response:
+        sid, sess = get_session()
+        data = request.get_json(silent=True) or {}
+        try:
+            row, col = int(data["row"]), int(data["col"])
+        except (KeyError, TypeError, ValueError):
+            raise DemoError("click: row and col must be integers", 400) from None
+        positive = data.get("positive", True)
+        if not isinstance(positive, bool):
+            raise DemoError("click: positive must be true or false", 400)
+        with sess.lock:
+            try:
+                sess.add_click(Click(row, col, positive))
+            except ValueError as err:
+                raise DemoError(f"click: {err}", 400) from err
+            return jsonify(state(sid, sess, cfg.alpha))
+
+    def action(fn: Callable[[AnnotationSession], Any]) -> Response:
+        sid, sess = get_session()
+        with sess.lock:
+            try:
+                fn(sess)
+            except ValueError as err:
+                raise DemoError(str(err), 400) from err
+            return jsonify(state(sid, sess, cfg.alpha))
+
+    @app.post("/api/undo")
+    def undo() -> Response:
+        return action(AnnotationSession.undo)
+
+    @app.post("/api/reset")
+    def reset() -> Response:
+        return action(AnnotationSession.reset)
+
+    @app.post("/api/reset_all")
+    def reset_all() -> Response:
+        return action(AnnotationSession.reset_all)
+
+    @app.post("/api/finish")
+    def finish() -> Response:
+        return action(AnnotationSession.finish)
+
+    @app.get("/api/save")
+    def save() -> Response:
+        sid, sess = get_session()
+        kind = request.args.get("kind", "labels")
+        with sess.lock:
+            if kind == "labels":
+                labels = sess.label_map(original_size=True)
+                if not labels.any():
+                    raise DemoError("nothing to save yet: segment an object first", 400)
+                if labels.max() > 255:
+                    raise DemoError("more than 255 objects cannot be saved as one PNG", 400)
+                data, fname = label_png(labels), "masks.png"
+            elif kind == "current":
+                mask = sess.current_mask
+                if mask is None:
+                    raise DemoError("nothing to save yet: the current object has no clicks", 400)
+                full = resize_mask(mask, sess.original_size)
+                data, fname = encode_png(full.astype(np.uint8) * 255), "mask.png"
+            else:
+                raise DemoError(f"kind: expected 'labels' or 'current', got {kind!r}", 400)
+        return Response(
+            data,
+            mimetype="image/png",
+            headers={"Content-Disposition": f'attachment; filename="{fname}"'},
+        )
+
+    return app

@@ -1,0 +1,62 @@
+"""``gpcis demo``: serve the interactive demo page on a local port."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from gpcis.inference.cli import DEFAULT_METHOD, add_method_arguments, method_factory_from_args
+
+__all__ = ["add_parser", "run_demo"]
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Build the app from parsed options and serve it with werkzeug until Ctrl-C."""
+    from gpcis.demo.app import DemoConfig, create_app
+
+    try:
+        factory, description = method_factory_from_args(args)
+    except ValueError as err:
+        print(f"gpcis demo: error: {err}", file=sys.stderr)
+        return 2
+    if args.max_side is not None and args.max_side < 16:
+        print("gpcis demo: error: --max-side must be at least 16", file=sys.stderr)
+        return 2
+    config = DemoConfig(method_name=description, max_side=args.max_side or None)
+    print(f"gpcis demo: loading {description} ...", flush=True)
+    app = create_app(factory, config)
+    err = app.config["GPCIS_LOAD_ERROR"]
+    if err:
+        print(f"gpcis demo: warning: {err} (the page will show this error)", file=sys.stderr)
+    host = args.host
+    shown = f"[{host}]" if ":" in host else host
+    print(f"gpcis demo: open http://{shown}:{args.port}/ in a browser (Ctrl-C to stop)", flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print("gpcis demo: warning: the demo is reachable from other machines; it has no authentication",
+              file=sys.stderr)
+    app.run(host=host, port=args.port, threaded=True, debug=False, use_reloader=False)
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``gpcis demo`` on an ``argparse`` subparsers object and set ``func``."""
+    p = subparsers.add_parser(
+        "demo",
+        help="interactive segmentation in the browser",
+        description=(
+            "Serve a local web page for interactive segmentation: left click = object, "
+            f"right click = background. Default method: {DEFAULT_METHOD} (no weights needed)."
+        ),
+    )
+    add_method_arguments(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=1024,
+        help="downscale larger images to this longer side for segmentation; 0 = never (default: 1024)",
+    )
+    p.set_defaults(func=run_demo)
+    return p

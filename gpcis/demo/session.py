@@ -1,0 +1,264 @@
+"""Annotation state of one demo user: one image, its finished objects, and the clicks,
+predictions and undo history of the object being segmented. No web code here."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+
+from gpcis.clicks import Click, check_clicks_in_image
+from gpcis.demo.suggest import Suggestion, suggest_next_click
+from gpcis.inference.base import InteractiveSegmenter, PredictionResult
+
+__all__ = ["Step", "AnnotationSession", "SessionStore", "fit_image", "resize_mask"]
+
+
+def fit_image(image: np.ndarray, max_side: Optional[int]) -> np.ndarray:
+    """Downscale ``image`` (area interpolation) so that its longer side is at most ``max_side``.
+
+    Returns the image itself when it already fits or ``max_side`` is ``None``.
+    """
+    h, w = image.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return image
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))  # cv2 wants (width, height)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an ``(h, w)`` bool mask to ``size = (H, W)``: bilinear on 0/1, then ``> 0.5``."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape == tuple(size):
+        return mask.copy()
+    up = cv2.resize(mask.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return up > 0.5
+
+
+@dataclass
+class Step:
+    """The state after one click of the current object.
+
+    Attributes:
+        clicks: every click of the current object so far.
+        result: the method's prediction from those clicks.
+        suggestion: the suggested next click, or ``None``.
+        time_s: wall time of ``predict`` (seconds).
+    """
+
+    clicks: tuple[Click, ...]
+    result: PredictionResult
+    suggestion: Optional[Suggestion]
+    time_s: float
+
+
+@dataclass
+class AnnotationSession:
+    """One image being annotated with one method instance.
+
+    Objects are segmented one after another: clicks go to the current object; ``finish``
+    keeps its mask and starts the next. All masks are at the working resolution of
+    ``image``; :meth:`label_map` can scale them to ``original_size``.
+
+    Attributes:
+        method: the segmentation method (``set_image`` is called by :meth:`open`).
+        image: ``(H, W, 3)`` uint8 RGB working image.
+        original_size: ``(H0, W0)`` of the image as opened (before downscaling).
+        objects: finished object masks, ``(H, W)`` bool each.
+        history: one :class:`Step` per click of the current object.
+        set_image_s: wall time of ``set_image`` (seconds).
+    """
+
+    method: InteractiveSegmenter
+    image: np.ndarray
+    original_size: tuple[int, int]
+    objects: list[np.ndarray] = field(default_factory=list)
+    history: list[Step] = field(default_factory=list)
+    set_image_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def open(
+        cls, method: InteractiveSegmenter, image: np.ndarray, max_side: Optional[int] = None
+    ) -> "AnnotationSession":
+        """Start annotating ``image`` (``(H, W, 3)`` uint8 RGB), downscaled to ``max_side``."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        work = np.ascontiguousarray(fit_image(image, max_side))
+        t0 = time.perf_counter()
+        method.set_image(work)
+        return cls(method, work, image.shape[:2], set_image_s=time.perf_counter() - t0)
+
+    # ---------------------------------------------------------------- state
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the working image."""
+        return self.image.shape[0], self.image.shape[1]
+
+    @property
+    def current(self) -> Optional[Step]:
+        """The latest step of the current object, ``None`` before its first click."""
+        return self.history[-1] if self.history else None
+
+    @property
+    def clicks(self) -> tuple[Click, ...]:
+        """Clicks of the current object."""
+        return self.current.clicks if self.current else ()
+
+    @property
+    def current_mask(self) -> Optional[np.ndarray]:
+        """``(H, W)`` bool mask of the current object, ``None`` before its first click."""
+        return None if self.current is None else np.asarray(self.current.result.mask, dtype=bool)
+
+    @property
+    def mean_time_s(self) -> Optional[float]:
+        """Mean ``predict`` time over the current object's clicks."""
+        if not self.history:
+            return None
+        return float(np.mean([s.time_s for s in self.history]))
+
+    # ---------------------------------------------------------------- actions
+    def add_click(self, click: Click) -> Step:
+        """Add a click to the current object and predict.
+
+        The previous mask of the current object is passed as ``prev_mask``.
+
+        Raises:
+            ValueError: the click lies outside the image, or the method returns arrays of
+                the wrong shape.
+        """
+        check_clicks_in_image([click], *self.size)
+        clicks = self.clicks + (click,)
+        prev = self.current_mask
+        t0 = time.perf_counter()
+        result = self.method.predict(list(clicks), prev_mask=prev)
+        dt = time.perf_counter() - t0
+        for name in ("mask", "prob", "std"):
+            arr = getattr(result, name)
+            if arr is not None and np.asarray(arr).shape != self.size:
+                raise ValueError(
+                    f"the method returned {name} of shape {np.asarray(arr).shape} for a {self.size} image"
+                )
+        suggestion = suggest_next_click(self.method, result, clicks)
+        step = Step(clicks, result, suggestion, dt)
+        self.history.append(step)
+        return step
+
+    def undo(self) -> bool:
+        """Remove the last click of the current object (restoring the prediction before it).
+
+        Returns:
+            ``False`` when there was nothing to undo.
+        """
+        if not self.history:
+            return False
+        self.history.pop()
+        return True
+
+    def reset(self) -> None:
+        """Clear the current object's clicks (finished objects stay)."""
+        self.history.clear()
+
+    def reset_all(self) -> None:
+        """Clear the current object and every finished object."""
+        self.history.clear()
+        self.objects.clear()
+
+    def finish(self) -> int:
+        """Keep the current object's mask and start the next object.
+
+        Returns:
+            The number of finished objects.
+
+        Raises:
+            ValueError: the current object has no clicks or an empty mask.
+        """
+        mask = self.current_mask
+        if mask is None:
+            raise ValueError("nothing to finish: click on the object first")
+        if not mask.any():
+            raise ValueError("nothing to finish: the current mask is empty")
+        self.objects.append(mask.copy())
+        self.history.clear()
+        return len(self.objects)
+
+    def all_masks(self) -> list[np.ndarray]:
+        """Finished masks, then the current one when it has clicks."""
+        masks = list(self.objects)
+        if self.current_mask is not None:
+            masks.append(self.current_mask)
+        return masks
+
+    def label_map(self, original_size: bool = True) -> np.ndarray:
+        """Label map of all objects (finished ones and the current one): 0 = background,
+        ``k`` = object ``k`` in the order they were made; a later object wins overlaps.
+
+        Args:
+            original_size: scale the masks back to the image as it was opened.
+
+        Returns:
+            ``(H, W)`` uint8 (``uint16`` beyond 255 objects).
+        """
+        masks = self.all_masks()
+        size = self.original_size if original_size else self.size
+        dtype = np.uint8 if len(masks) < 256 else np.uint16
+        labels = np.zeros(size, dtype)
+        for k, m in enumerate(masks, start=1):
+            labels[resize_mask(m, size)] = k
+        return labels
+
+
+class SessionStore:
+    """Sessions keyed by random ids, at most ``max_sessions`` (least recently used dropped).
+
+    Thread safe; each session also carries its own lock for its actions.
+    """
+
+    def __init__(self, max_sessions: int = 8) -> None:
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        self.max_sessions = max_sessions
+        self._items: OrderedDict[str, AnnotationSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def get(self, session_id: str) -> AnnotationSession:
+        """The session ``session_id``.
+
+        Raises:
+            KeyError: unknown or expired id.
+        """
+        with self._lock:
+            sess = self._items[session_id]
+            self._items.move_to_end(session_id)
+            return sess
+
+    def put(self, session: AnnotationSession, session_id: Optional[str] = None) -> str:
+        """Store ``session`` under ``session_id`` (a new random id when ``None``)."""
+        sid = session_id or secrets.token_urlsafe(16)
+        with self._lock:
+            self._items[sid] = session
+            self._items.move_to_end(sid)
+            while len(self._items) > self.max_sessions:
+                self._items.popitem(last=False)
+        return sid
+
+    def method_of(self, session_id: Optional[str], factory: Callable[[], InteractiveSegmenter]) -> InteractiveSegmenter:
+        """The method instance of an existing session (reused for a new image), else a new one."""
+        if session_id:
+            with self._lock:
+                sess = self._items.get(session_id)
+            if sess is not None:
+                return sess.method
+        return factory()

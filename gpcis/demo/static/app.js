@@ -1,0 +1,216 @@
+// gpcis demo page: plain JavaScript, no dependencies. Talks to the JSON API of gpcis/demo/app.py.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const stage = $("stage"), base = $("base"), dots = $("dots");
+  const layers = { mask: $("layer-mask"), prob: $("layer-prob"), std: $("layer-std") };
+  let session = null;   // session id from the server
+  let current = null;   // last state
+  let queue = Promise.resolve();  // requests run one after another, in click order
+  let pending = 0;
+
+  function showMessage(text, kind) {
+    const m = $("message");
+    if (!text) { m.className = "hidden"; m.textContent = ""; return; }
+    m.textContent = text;
+    m.className = kind || "error";
+  }
+
+  function setBusy(delta) {
+    pending += delta;
+    $("busy").classList.toggle("hidden", pending === 0);
+  }
+
+  // Run fn (returning a fetch Response promise) in order; JSON errors become messages.
+  function request(fn) {
+    setBusy(1);
+    const p = queue.then(async () => {
+      let resp;
+      try {
+        resp = await fn();
+      } catch (e) {
+        showMessage("cannot reach the gpcis server: " + e);
+        return null;
+      }
+      let data = null;
+      try { data = await resp.json(); } catch (e) { data = null; }
+      if (!resp.ok) {
+        showMessage((data && data.error) || ("request failed: HTTP " + resp.status));
+        return null;
+      }
+      return data;
+    }).finally(() => setBusy(-1));
+    queue = p.catch(() => null);
+    return p;
+  }
+
+  function postJSON(url, body) {
+    return request(() => fetch(url, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    }));
+  }
+
+  function fmtMs(v) { return v === null || v === undefined ? "–" : (v < 10 ? v.toFixed(1) : v.toFixed(0)) + " ms"; }
+
+  function setLayer(img, url) {
+    if (url) { img.src = url; } else { img.removeAttribute("src"); }
+  }
+
+  function render(st) {
+    current = st;
+    setLayer(layers.mask, st.layers.mask);
+    setLayer(layers.prob, st.layers.prob);
+    setLayer(layers.std, st.layers.std);
+    updateToggles();
+    $("click-count").textContent = st.num_clicks;
+    $("object-count").textContent = st.num_objects;
+    $("object-index").textContent = st.num_objects + 1;
+    $("object-swatch").style.background = st.object_color;
+    $("area").textContent = st.area;
+    let t = fmtMs(st.time_ms);
+    if (st.mean_time_ms !== null && st.num_clicks > 1) t += " (mean " + fmtMs(st.mean_time_ms) + ")";
+    $("click-time").textContent = t;
+    stage.dataset.area = st.area;
+    stage.dataset.clicks = st.num_clicks;
+    drawDots();
+  }
+
+  function updateToggles() {
+    const st = current;
+    $("show-std-label").classList.toggle("disabled", !(st && st.has_std));
+    $("show-std").disabled = !!st && !st.has_std;
+    layers.prob.classList.toggle("hidden", !$("show-prob").checked || !st || !st.layers.prob);
+    layers.std.classList.toggle("hidden", !$("show-std").checked || !st || !st.layers.std);
+  }
+
+  function drawDots() {
+    const ctx = dots.getContext("2d");
+    ctx.clearRect(0, 0, dots.width, dots.height);
+    if (!current) return;
+    const r = Math.max(4, Math.round(0.009 * Math.max(dots.width, dots.height)));
+    for (const c of current.clicks) {
+      ctx.beginPath();
+      ctx.arc(c.col + 0.5, c.row + 0.5, r, 0, 2 * Math.PI);
+      ctx.fillStyle = c.positive ? "#16c22a" : "#e5231b";
+      ctx.fill();
+      ctx.lineWidth = Math.max(1.5, r / 3);
+      ctx.strokeStyle = "#ffffff";
+      ctx.stroke();
+    }
+    const s = current.suggestion;
+    if ($("show-suggest").checked && s) {
+      ctx.beginPath();
+      ctx.arc(s.col + 0.5, s.row + 0.5, 2 * r, 0, 2 * Math.PI);
+      ctx.lineWidth = Math.max(2, r / 2);
+      ctx.setLineDash([r, r / 2]);
+      ctx.strokeStyle = s.positive === true ? "#16c22a" : (s.positive === false ? "#e5231b" : "#ffd400");
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
+  }
+
+  function opened(st) {
+    if (!st) return;
+    session = st.session;
+    stage.dataset.session = session;
+    stage.classList.remove("empty");
+    base.onload = () => {
+      dots.width = st.width; dots.height = st.height;
+      render(st);
+      let note = "opened " + st.name + " (" + st.original_width + "×" + st.original_height + ")";
+      if (st.original_width !== st.width) note += ", segmented at " + st.width + "×" + st.height + "; masks are saved at full size";
+      showMessage(note + ". Left click on the object.", "info");
+    };
+    base.src = st.image;
+  }
+
+  function openSample() {
+    const form = new FormData();
+    form.append("sample", $("sample").value);
+    if (session) form.append("session", session);
+    request(() => fetch("/api/image", { method: "POST", body: form })).then(opened);
+  }
+
+  function openUpload() {
+    const f = $("upload").files[0];
+    if (!f) return;
+    const form = new FormData();
+    form.append("file", f, f.name);
+    if (session) form.append("session", session);
+    request(() => fetch("/api/image", { method: "POST", body: form })).then((st) => {
+      $("upload").value = "";
+      opened(st);
+    });
+  }
+
+  function pixelOf(ev) {
+    const rect = dots.getBoundingClientRect();
+    const col = Math.floor((ev.clientX - rect.left) * dots.width / rect.width);
+    const row = Math.floor((ev.clientY - rect.top) * dots.height / rect.height);
+    return {
+      row: Math.min(Math.max(row, 0), dots.height - 1),
+      col: Math.min(Math.max(col, 0), dots.width - 1),
+    };
+  }
+
+  function addClick(ev, positive) {
+    ev.preventDefault();
+    if (!session) return;
+    const p = pixelOf(ev);
+    if ($("negative-mode").checked) positive = false;
+    postJSON("/api/click", { session: session, row: p.row, col: p.col, positive: positive }).then((st) => {
+      if (st) { showMessage(""); render(st); }
+    });
+  }
+
+  function act(name) {
+    if (!session) { showMessage("open an image first"); return; }
+    postJSON("/api/" + name, { session: session }).then((st) => { if (st) { showMessage(""); render(st); } });
+  }
+
+  async function save(kind) {
+    if (!session) { showMessage("open an image first"); return; }
+    await queue;  // after the clicks already sent
+    let resp;
+    try {
+      resp = await fetch("/api/save?kind=" + kind + "&session=" + encodeURIComponent(session));
+    } catch (e) { showMessage("cannot reach the gpcis server: " + e); return; }
+    if (!resp.ok) {
+      let data = null;
+      try { data = await resp.json(); } catch (e) { data = null; }
+      showMessage((data && data.error) || ("save failed: HTTP " + resp.status));
+      return;
+    }
+    const blob = await resp.blob();
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = kind === "labels" ? "masks.png" : "mask.png";
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+    showMessage("saved " + a.download, "info");
+  }
+
+  dots.addEventListener("click", (ev) => addClick(ev, true));
+  dots.addEventListener("contextmenu", (ev) => addClick(ev, false));
+  $("open-sample").addEventListener("click", openSample);
+  $("upload").addEventListener("change", openUpload);
+  $("undo").addEventListener("click", () => act("undo"));
+  $("reset").addEventListener("click", () => act("reset"));
+  $("reset-all").addEventListener("click", () => act("reset_all"));
+  $("finish").addEventListener("click", () => act("finish"));
+  $("save-labels").addEventListener("click", () => save("labels"));
+  $("save-current").addEventListener("click", () => save("current"));
+  for (const id of ["show-prob", "show-std"]) $(id).addEventListener("change", updateToggles);
+  $("show-suggest").addEventListener("change", drawDots);
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (ev.key === "z") act("undo");
+    else if (ev.key === "r") act("reset");
+    else if (ev.key === "f") act("finish");
+  });
+
+  fetch("/api/info").then((r) => r.json()).then((info) => {
+    if (info.error) showMessage(info.error);
+  }).catch((e) => showMessage("cannot reach the gpcis server: " + e));
+})();

@@ -1,0 +1,187 @@
+"""The NoC evaluation loop: simulated user -> method -> IoU, per object, per data set.
+
+Every sample is one object: its target ``masks[0]`` (the readers emit one sample per
+instance; further masks are other objects and are not evaluated). The method sees the
+image (``set_image``), then for click ``k = 1..max``: the simulated user clicks on the
+errors of the previous prediction (:func:`gpcis.evaluation.clicker.next_click`), the
+method predicts from *all* clicks so far plus its previous mask, and the IoU (ignore
+pixels excluded) is recorded. The loop stops once the IoU reaches ``target_iou`` unless
+``all_clicks`` is set. An object still below ``target_iou`` after ``max_clicks`` clicks
+continues up to ``long_max_clicks`` clicks (for NoC100@90), again stopping at the target.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from gpcis.clicks import Click
+from gpcis.evaluation.clicker import next_click
+from gpcis.evaluation.metrics import aggregate, iou, noc
+from gpcis.inference.base import InteractiveSegmenter
+
+__all__ = ["EvalConfig", "ObjectRecord", "evaluate_object", "evaluate_dataset", "summarize"]
+
+
+@dataclass
+class EvalConfig:
+    """Settings of the protocol.
+
+    Attributes:
+        max_clicks: click budget of NoC@85/90 and the mIoU curve (20).
+        long_max_clicks: budget of NoC100@90 (100); ``None`` or <= ``max_clicks`` disables
+            the continuation and NoC100 is then not reported.
+        target_iou: stop once this IoU is reached (0.9).
+        thresh: foreground iff ``prob > thresh`` (0.5; RITM uses 0.49).
+        all_clicks: run every one of ``max_clicks`` clicks regardless of the IoU.
+        limit: evaluate at most this many samples of each data set (``None``: all).
+        progress: show a tqdm progress bar.
+    """
+
+    max_clicks: int = 20
+    long_max_clicks: Optional[int] = 100
+    target_iou: float = 0.9
+    thresh: float = 0.5
+    all_clicks: bool = False
+    limit: Optional[int] = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_clicks < 1:
+            raise ValueError(f"max_clicks must be >= 1, got {self.max_clicks}")
+        if not 0.0 < self.target_iou <= 1.0:
+            raise ValueError(f"target_iou must be in (0, 1], got {self.target_iou}")
+        if not 0.0 <= self.thresh < 1.0:
+            raise ValueError(f"thresh must be in [0, 1), got {self.thresh}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+
+    @property
+    def budget(self) -> int:
+        """The most clicks any object can receive."""
+        if self.long_max_clicks is None:
+            return self.max_clicks
+        return max(self.max_clicks, self.long_max_clicks)
+
+    @property
+    def reports_long(self) -> bool:
+        return self.long_max_clicks is not None and self.long_max_clicks > self.max_clicks
+
+
+@dataclass
+class ObjectRecord:
+    """Result of one object (one mask of one sample).
+
+    Attributes:
+        name: the sample name.
+        ious: IoU after each click made.
+        clicks: the simulated user's clicks.
+        noic: clicks whose own pixel was misclassified right after them.
+        seconds: total time spent in ``method.predict``.
+    """
+
+    name: str
+    ious: list[float] = field(default_factory=list)
+    clicks: list[Click] = field(default_factory=list)
+    noic: int = 0
+    seconds: float = 0.0
+
+
+def evaluate_object(
+    method: InteractiveSegmenter,
+    gt: np.ndarray,
+    ignore: Optional[np.ndarray],
+    config: EvalConfig,
+    name: str = "",
+) -> ObjectRecord:
+    """Run the click loop on one object; ``method.set_image`` must have been called.
+
+    Args:
+        method: anything with ``predict(clicks, prev_mask)`` returning a ``PredictionResult``.
+        gt: ``(H, W)`` bool object mask.
+        ignore: ``(H, W)`` bool ignore mask or ``None``.
+        config: protocol settings.
+        name: record name.
+    """
+    gt = np.asarray(gt, dtype=bool)
+    rec = ObjectRecord(name=name)
+    pred = np.zeros_like(gt)
+    prev_mask: Optional[np.ndarray] = None
+    reached_at: Optional[int] = None
+    for k in range(1, config.budget + 1):
+        if k > config.max_clicks:
+            # continuation for NoC100@90: only objects still below the target
+            if reached_at is not None or not config.reports_long:
+                break
+        click = next_click(gt, pred, ignore, rec.clicks)
+        rec.clicks.append(click)
+        t0 = time.perf_counter()
+        result = method.predict(list(rec.clicks), prev_mask)
+        rec.seconds += time.perf_counter() - t0
+        prob = np.asarray(result.prob)
+        if prob.shape != gt.shape:
+            raise ValueError(f"method returned prob of shape {prob.shape}, expected {gt.shape}")
+        pred = prob > config.thresh
+        prev_mask = pred
+        rec.ious.append(iou(pred, gt, ignore))
+        rec.noic += int(bool(pred[click.row, click.col]) != click.positive)
+        if reached_at is None and rec.ious[-1] >= config.target_iou:
+            reached_at = k
+        if reached_at is not None and not (config.all_clicks and k < config.max_clicks):
+            break
+    return rec
+
+
+def evaluate_dataset(
+    method: InteractiveSegmenter,
+    dataset: Sequence[Any],
+    config: EvalConfig = EvalConfig(),
+    desc: str = "",
+) -> list[ObjectRecord]:
+    """Evaluate ``method`` on every object of ``dataset``.
+
+    Args:
+        method: the interactive method.
+        dataset: indexable collection of samples with ``image`` (H, W, 3) uint8,
+            ``masks`` (list of (H, W) bool; ``masks[0]`` is evaluated), ``ignore``
+            ((H, W) bool or ``None``) and ``name``.
+        config: protocol settings.
+        desc: progress-bar label.
+
+    Returns:
+        One :class:`ObjectRecord` per object, in data-set order.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise ValueError(f"data set {desc!r} is empty")
+    if config.limit is not None:
+        n = min(n, config.limit)
+    records: list[ObjectRecord] = []
+    bar = tqdm(range(n), desc=desc or "evaluate", unit="img", disable=not config.progress)
+    for i in bar:
+        sample = dataset[i]
+        if not len(sample.masks):
+            raise ValueError(f"sample {sample.name!r} of data set {desc!r} has no object mask")
+        method.set_image(sample.image)
+        records.append(evaluate_object(method, sample.masks[0], sample.ignore, config, sample.name))
+        if records:
+            mean_noc = np.mean([noc(r.ious, config.target_iou, config.max_clicks) for r in records])
+            bar.set_postfix(noc=f"{mean_noc:.2f}")
+    return records
+
+
+def summarize(records: Iterable[ObjectRecord], config: EvalConfig) -> dict:
+    """Data-set metrics (see :func:`gpcis.evaluation.metrics.aggregate`) of the records."""
+    records = list(records)
+    return aggregate(
+        [r.ious for r in records],
+        [r.noic for r in records],
+        seconds=sum(r.seconds for r in records),
+        num_clicks=sum(len(r.ious) for r in records),
+        max_clicks=config.max_clicks,
+        long_max_clicks=config.long_max_clicks if config.reports_long else None,
+    )

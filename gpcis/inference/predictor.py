@@ -1,0 +1,254 @@
+"""Predictor: interactive segmentation of one image with a trained gpcis model.
+
+Two ways to drive it (both keep the predictor's own click history, so :meth:`undo`
+and :meth:`suggest_click` work either way):
+
+* **incremental** -- :meth:`Predictor.add_click` appends one click and predicts using
+  the predictor's previous probability map as the previous mask;
+* **stateless** (the :class:`~gpcis.inference.base.InteractiveSegmenter` protocol used by
+  the evaluation loop) -- :meth:`Predictor.predict` takes the *full* click list and an
+  optional previous mask. The list replaces the history. If ``prev_mask`` is ``None`` and
+  the list extends the history by new clicks, the previous probability map is used as
+  the previous mask; otherwise the previous mask is empty.
+
+With ``zoom_in`` (default), from the second click on the model sees the FocalClick/RITM
+target crop (:mod:`gpcis.inference.zoom`) and the result is mapped back. Inputs are
+zero-padded (bottom/right) to a multiple of ``size_divisor`` and the output cropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from gpcis.clicks import Click, ClickBatch, check_clicks_in_image
+from gpcis.inference.base import PredictionResult, check_image
+from gpcis.inference.zoom import CropClick, ZoomConfig, ZoomIn
+
+__all__ = ["Predictor"]
+
+
+def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+class Predictor:
+    """Interactive segmentation with a :class:`~gpcis.models.SegmentationModel`.
+
+    Args:
+        model: a model whose ``forward(image, clicks, prev_mask, return_std=...)`` returns
+            an object with ``logits`` ``(1, 1, h, w)`` and ``std`` ``(1, 1, h, w)`` or ``None``.
+        device: where to run (default: the model's device).
+        zoom_in: use the target crop from the second click on.
+        thresh: ``mask = prob > thresh``.
+        zoom: zoom-in settings (default :class:`ZoomConfig`).
+        size_divisor: pad model inputs to a multiple of this (the backbones' stride).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: Optional[torch.device | str] = None,
+        zoom_in: bool = True,
+        thresh: float = 0.5,
+        zoom: Optional[ZoomConfig] = None,
+        size_divisor: int = 32,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not 0.0 <= thresh < 1.0:
+            raise ValueError(f"thresh must be in [0, 1), got {thresh}")
+        if size_divisor < 1:
+            raise ValueError(f"size_divisor must be >= 1, got {size_divisor}")
+        if device is None:
+            p = next(iter(model.parameters()), None)
+            device = p.device if p is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.zoom_in = bool(zoom_in)
+        self.zoom = ZoomIn(zoom)
+        self.thresh = float(thresh)
+        self.size_divisor = int(size_divisor)
+        self._image: Optional[np.ndarray] = None
+        self._tensor: Optional[torch.Tensor] = None
+        self._clicks: list[Click] = []
+        self._results: list[Optional[PredictionResult]] = []
+
+    # ------------------------------------------------------------------ state
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the current image."""
+        self._require_image()
+        assert self._image is not None
+        return self._image.shape[0], self._image.shape[1]
+
+    @property
+    def clicks(self) -> list[Click]:
+        """A copy of the click history."""
+        return list(self._clicks)
+
+    @property
+    def result(self) -> Optional[PredictionResult]:
+        """The latest prediction (``None`` before the first)."""
+        return self._results[-1] if self._results else None
+
+    def _require_image(self) -> None:
+        if self._image is None:
+            raise RuntimeError("call set_image(image) before predicting")
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Set a new ``(H, W, 3)`` uint8 RGB image (clears the click history).
+
+        The full-image tensor (padded to ``size_divisor``) is cached on the device.
+        """
+        check_image(image)
+        self._image = np.ascontiguousarray(image)
+        self._tensor = self._pad(_to_tensor(self._image, self.device))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all clicks and predictions (the image stays)."""
+        self._clicks = []
+        self._results = []
+
+    # ------------------------------------------------------------------ prediction
+    def predict(
+        self, clicks: Optional[Sequence[Click]] = None, prev_mask: Optional[np.ndarray] = None
+    ) -> PredictionResult:
+        """Predict from the full click list (see the module docstring for the history rule).
+
+        Args:
+            clicks: every click so far, in order (``None``: the current history).
+            prev_mask: ``(H, W)`` bool or float in [0, 1] previous mask, or ``None``.
+
+        Returns:
+            :class:`PredictionResult` with ``mask`` ``(H, W)`` bool, ``prob`` ``(H, W)``
+            float32 and ``std`` ``(H, W)`` float32 for GP models (``None`` otherwise).
+
+        Raises:
+            RuntimeError: before :meth:`set_image`.
+            ValueError: a click outside the image or a ``prev_mask`` of the wrong shape.
+        """
+        self._require_image()
+        h, w = self.image_size
+        clicks = list(self._clicks if clicks is None else clicks)
+        check_clicks_in_image(clicks, h, w)
+        if prev_mask is not None:
+            prev = np.asarray(prev_mask)
+            if prev.shape != (h, w):
+                raise ValueError(f"prev_mask has shape {prev.shape}, expected {(h, w)}")
+            prev = prev.astype(np.float32)
+            results: list[Optional[PredictionResult]] = [None] * max(len(clicks) - 1, 0)
+        else:
+            n_old = len(self._clicks)
+            continues = n_old < len(clicks) and clicks[:n_old] == self._clicks and self.result is not None
+            prev = self.result.prob if continues and self.result is not None else None
+            if continues:
+                results = self._results + [None] * (len(clicks) - n_old - 1)
+            else:
+                results = [None] * max(len(clicks) - 1, 0)
+        result = self._run(clicks, prev)
+        self._clicks = clicks
+        self._results = results + [result] if clicks else []
+        return result
+
+    def add_click(self, click: Click) -> PredictionResult:
+        """Append one click to the history and predict (previous mask = previous prediction)."""
+        return self.predict(self._clicks + [click])
+
+    def undo(self) -> Optional[PredictionResult]:
+        """Remove the last click; returns the prediction for the remaining clicks (``None`` if none)."""
+        self._require_image()
+        if not self._clicks:
+            return None
+        self._clicks = self._clicks[:-1]
+        self._results = self._results[:-1]
+        if not self._clicks:
+            return None
+        if self._results[-1] is None:  # not computed in this session (stateless use): recompute
+            self._results[-1] = self._run(self._clicks, None)
+        return self._results[-1]
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        d = self.size_divisor
+        ph, pw = (-h) % d, (-w) % d
+        return torch.nn.functional.pad(x, (0, pw, 0, ph)) if ph or pw else x
+
+    @torch.no_grad()
+    def _forward(
+        self, image_t: torch.Tensor, size: tuple[int, int], clicks: Sequence[CropClick | Click],
+        prev: Optional[np.ndarray],
+    ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Run the model on a padded ``(1, 3, h', w')`` input; return ``(prob, std)`` ``(h, w)``."""
+        h, w = size
+        coords = torch.tensor([[[float(c.row), float(c.col)] for c in clicks]], dtype=torch.float32).view(1, -1, 2)
+        labels = torch.tensor([[1.0 if c.positive else -1.0 for c in clicks]], dtype=torch.float32).view(1, -1)
+        batch = ClickBatch(coords, labels, torch.ones_like(labels, dtype=torch.bool)).to(self.device)
+        prev_t = None
+        if prev is not None:
+            prev_t = self._pad(torch.from_numpy(np.ascontiguousarray(prev, dtype=np.float32)).to(self.device)[None, None])
+        out: Any = self.model(image_t, batch, prev_t, return_std=True)
+        prob = torch.sigmoid(out.logits[0, 0, :h, :w].float()).cpu().numpy()
+        std = getattr(out, "std", None)
+        std_np = std[0, 0, :h, :w].float().cpu().numpy() if std is not None else None
+        return prob, std_np
+
+    def _run(self, clicks: Sequence[Click], prev: Optional[np.ndarray]) -> PredictionResult:
+        assert self._image is not None and self._tensor is not None
+        h, w = self.image_size
+        if not clicks:
+            prob = np.zeros((h, w), np.float32)
+            return PredictionResult(mask=prob > self.thresh, prob=prob, std=None)
+        box = None
+        if self.zoom_in:
+            box = self.zoom.box(prev > self.thresh if prev is not None else None, clicks, (h, w))
+        if box is None:
+            prob, std = self._forward(self._tensor, (h, w), clicks, prev)
+        else:
+            size = self.zoom.crop_size(box)
+            crop_t = self._pad(_to_tensor(self.zoom.crop_image(self._image, box), self.device))
+            crop_prev = self.zoom.crop_map(prev, box) if prev is not None else None
+            prob_c, std_c = self._forward(crop_t, size, self.zoom.crop_clicks(clicks, box), crop_prev)
+            base = prev if prev is not None else np.zeros((h, w), np.float32)
+            prob = self.zoom.uncrop(prob_c, box, base)
+            std = self.zoom.uncrop(std_c, box, np.zeros((h, w), np.float32)) if std_c is not None else None
+        prob = np.clip(prob.astype(np.float32), 0.0, 1.0)
+        return PredictionResult(mask=prob > self.thresh, prob=prob, std=std)
+
+    # ------------------------------------------------------------------ active suggestion
+    def suggest_click(self, min_distance: float = 10.0) -> Optional[Click]:
+        """The most useful next click according to the model's uncertainty.
+
+        Score ``= std * (1 - |2 p - 1|)``: high posterior std of the latent function
+        (GP models; 1 when the model has no std) times closeness to the decision boundary,
+        restricted to pixels at least ``min_distance`` pixels from every click so far.
+        The returned click's label is the model's current guess at that pixel
+        (``prob > thresh``); the user keeps it or flips it.
+
+        Returns:
+            A :class:`Click`, or ``None`` before the first prediction or when every pixel is
+            too close to a click.
+        """
+        self._require_image()
+        res = self.result
+        if res is None:
+            return None
+        h, w = self.image_size
+        score = 1.0 - np.abs(2.0 * res.prob.astype(np.float64) - 1.0)
+        if res.std is not None:
+            score = score * res.std.astype(np.float64)
+        free = np.ones((h, w), np.uint8)
+        for c in self._clicks:
+            free[c.row, c.col] = 0
+        dist = cv2.distanceTransform(free, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        score = np.where(dist >= min_distance, score, -np.inf)
+        if not np.isfinite(score).any():
+            return None
+        row, col = np.unravel_index(int(np.argmax(score)), score.shape)
+        return Click(int(row), int(col), bool(res.prob[row, col] > self.thresh))

@@ -1,0 +1,134 @@
+"""Zoom-in (FocalClick / RITM target crop) for inference, recomputed on every click.
+
+From the second click on (``skip_clicks = 1``), the model sees a crop of the image: the
+box around the previous mask and the positive clicks, expanded ``expansion`` times
+about its centre, at least ``min_crop_size`` per side, moved inside the image, and resized
+so that its longer side is ``target_size`` (aspect ratio kept). The prediction is mapped
+back into the full image; outside the box the previous probability is kept.
+
+The box geometry and the crop/paste primitives are :mod:`gpcis.data.transforms`
+(:func:`crop_box_around`, :func:`crop_resize`, :func:`paste_back`,
+:func:`point_to_crop`); this module decides *when* and *how large* to crop and maps the
+clicks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+from gpcis.clicks import Click
+from gpcis.data.transforms import Box, crop_box_around, crop_resize, paste_back, point_to_crop
+
+__all__ = ["ZoomConfig", "ZoomIn", "CropClick"]
+
+
+@dataclass
+class ZoomConfig:
+    """Zoom-in settings (RITM's evaluation defaults).
+
+    Attributes:
+        target_size: longer side of the resized crop in pixels.
+        expansion: box side scale factor (1.4).
+        min_crop_size: minimum box side in full-image pixels (capped at the image size).
+        skip_clicks: no zoom while ``len(clicks) <= skip_clicks`` (the first click sees
+            the whole image).
+        size_divisor: the resized crop's sides are rounded to a multiple of this.
+    """
+
+    target_size: int = 400
+    expansion: float = 1.4
+    min_crop_size: int = 200
+    skip_clicks: int = 1
+    size_divisor: int = 1
+
+    def __post_init__(self) -> None:
+        if self.target_size < 8:
+            raise ValueError(f"target_size must be >= 8, got {self.target_size}")
+        if self.expansion < 1.0:
+            raise ValueError(f"expansion must be >= 1, got {self.expansion}")
+        if self.min_crop_size < 1:
+            raise ValueError(f"min_crop_size must be >= 1, got {self.min_crop_size}")
+        if self.skip_clicks < 0:
+            raise ValueError(f"skip_clicks must be >= 0, got {self.skip_clicks}")
+        if self.size_divisor < 1:
+            raise ValueError(f"size_divisor must be >= 1, got {self.size_divisor}")
+
+
+@dataclass(frozen=True)
+class CropClick:
+    """A click in crop coordinates (sub-pixel, pixel-centre convention)."""
+
+    row: float
+    col: float
+    positive: bool
+
+
+class ZoomIn:
+    """Target crop and its inverse for one prediction.
+
+    Args:
+        config: settings.
+    """
+
+    def __init__(self, config: Optional[ZoomConfig] = None) -> None:
+        self.config = config or ZoomConfig()
+
+    def box(
+        self, prev_mask: Optional[np.ndarray], clicks: Sequence[Click], image_size: tuple[int, int]
+    ) -> Optional[Box]:
+        """The crop box for this prediction, or ``None`` for no zoom.
+
+        Args:
+            prev_mask: ``(H, W)`` bool previous mask (or ``None``).
+            clicks: all clicks so far; the positive ones are framed.
+            image_size: ``(H, W)``.
+        """
+        if len(clicks) <= self.config.skip_clicks:
+            return None
+        positives = [c for c in clicks if c.positive]
+        has_mask = prev_mask is not None and bool(np.asarray(prev_mask).any())
+        if not positives and not has_mask:
+            return None
+        return crop_box_around(
+            np.asarray(prev_mask, dtype=bool) if prev_mask is not None else None,
+            positives,
+            image_size=image_size,
+            expand=self.config.expansion,
+            min_size=self.config.min_crop_size,
+        )
+
+    def crop_size(self, box: Box) -> tuple[int, int]:
+        """``(h, w)`` of the resized crop: longer side ``target_size``, aspect ratio kept."""
+        s = self.config.target_size / max(box.height, box.width)
+        d = self.config.size_divisor
+        h = max(d, int(round(box.height * s / d)) * d)
+        w = max(d, int(round(box.width * s / d)) * d)
+        return h, w
+
+    def crop_image(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """``(h, w, C)`` resized crop of an ``(H, W, C)`` image (bilinear)."""
+        return crop_resize(image, box, self.crop_size(box), interpolation=cv2.INTER_LINEAR)
+
+    def crop_map(self, values: np.ndarray, box: Box) -> np.ndarray:
+        """``(h, w)`` float32 resized crop of an ``(H, W)`` map (bilinear)."""
+        return crop_resize(np.asarray(values, dtype=np.float32), box, self.crop_size(box))
+
+    def crop_clicks(self, clicks: Sequence[Click], box: Box) -> list[CropClick]:
+        """Clicks inside the box, mapped to crop coordinates (clicks outside are dropped)."""
+        size = self.crop_size(box)
+        out = []
+        for c in clicks:
+            if box.top <= c.row < box.bottom and box.left <= c.col < box.right:
+                r, q = point_to_crop(c.row, c.col, box, size)
+                r = min(max(r, 0.0), size[0] - 1.0)
+                q = min(max(q, 0.0), size[1] - 1.0)
+                out.append(CropClick(r, q, c.positive))
+        return out
+
+    def uncrop(self, crop: np.ndarray, box: Box, base: np.ndarray) -> np.ndarray:
+        """Map an ``(h, w)`` crop-space map back into a copy of the full-image ``base`` ``(H, W)``."""
+        return paste_back(np.asarray(crop, dtype=np.float32), box, np.asarray(base, dtype=np.float32))

@@ -1,0 +1,663 @@
+"""The training loop: iterative click training of any registered model.
+
+One training step (GPCIS supplement Alg. S1, after RITM):
+
+1. a batch of augmented crops with clicks from :class:`gpcis.data.MultiPointSampler`;
+2. ``k ~ U{0..max_num_next_clicks}`` no-grad passes (model in eval mode), each adding one
+   click at the error region and feeding the probability back as the previous mask
+   (:func:`gpcis.training.iterative.iterative_prev_mask`);
+3. the training pass: ``loss = NFL(logits, target) + aux_loss``, where ``aux_loss`` is the
+   model's ``alpha * L_VI`` for GP heads (0 for conv heads); Adam (0.9, 0.999), the
+   backbone at ``lr * backbone_lr_mult``, a multi-step schedule (per epoch).
+
+Around it: tqdm progress, ``metrics.csv`` (one row per epoch) and ``steps.csv`` (one row
+per step) in ``out``, TensorBoard when installed, validation NoC@85/90 on a held-out
+split with the RITM simulated user (:mod:`gpcis.evaluation`), ``last.pt`` after every
+epoch (atomic, via :func:`gpcis.models.save_checkpoint`) and ``best.pt`` at the best
+validation NoC@90, exact resumption (weights, optimizer, scheduler, AMP scaler, RNG
+states, epoch, step), a checkpoint on Ctrl-C, mixed precision on CUDA only, and DDP
+under ``torchrun``.
+
+All randomness of the data (augmentation, click sampling) is drawn from generators
+seeded by ``(seed, epoch, index)``, and that of the iterative passes by
+``(seed, step, rank)``; the model's own randomness (GP posterior samples) uses the
+torch RNG, whose state is saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from gpcis.clicks import ClickBatch
+from gpcis.data.datasets import Sample, get_dataset
+from gpcis.data.sampler import MultiPointSampler
+from gpcis.data.synthetic import SyntheticConfig, SyntheticDataset
+from gpcis.data.transforms import AugmentConfig, augment, resize_sample
+from gpcis.training.distributed import (
+    DistInfo,
+    ResumableDistributedSampler,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+    wrap_ddp,
+)
+from gpcis.training.iterative import iterative_prev_mask
+from gpcis.training.losses import normalized_focal_loss
+
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "TrainingSamples",
+    "default_lr",
+    "build_datasets",
+    "collate",
+]
+
+#: The paper's learning rates per backbone (Sec. 4.1): 5e-3 for ResNet50 / SegFormer-B0,
+#: 5e-4 for HRNet18s; the small CPU models use 5e-4.
+_DEFAULT_LR = {"resnet50": 5e-3, "segformer_b0": 5e-3, "hrnet18s": 5e-4, "efflite0": 5e-4, "tiny": 5e-4}
+
+
+def default_lr(model_name: str) -> float:
+    """The default learning rate of a registered model (by its backbone)."""
+    for backbone, lr in _DEFAULT_LR.items():
+        if model_name.endswith("_" + backbone):
+            return lr
+    return 5e-4
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (saved into every checkpoint).
+
+    Attributes:
+        model: registered model name (``gpcis.models.list_models()``).
+        data: ``"synthetic"`` or a data-set folder.
+        dataset_type: reader name for ``data`` (see ``gpcis.data.DATASET_NAMES``);
+            ``None`` guesses from the folder name, then falls back to ``ImageFolder``.
+        split: split for readers that have them (SBD, PascalVOC).
+        epochs: number of epochs.
+        batch_size: images per step (per rank).
+        lr: head learning rate (``None``: :func:`default_lr`).
+        backbone_lr_mult: the backbone's lr factor (0.1).
+        milestones: epochs at which the lr is multiplied by ``lr_gamma``.
+        lr_gamma: the multi-step factor.
+        weight_decay: Adam weight decay.
+        max_num_next_clicks: at most this many iterative no-grad passes per step (3).
+        max_num_points: the click sampler's maximum clicks per sign (24).
+        crop_size: training crop ``(h, w)``; ``None``: 320x480 for real data, the
+            synthetic image size for synthetic data.
+        scale_range: random-scale range of the augmentation.
+        synthetic_samples: length of the synthetic training set.
+        synthetic_size: side of the synthetic images.
+        steps_per_epoch: cap on steps per epoch (``None``: the whole data set).
+        max_steps: stop (with a checkpoint) after this many steps in total.
+        time_budget_s: stop (validate, checkpoint) after this many seconds of training.
+        val_samples: size of the held-out validation split (0 disables validation).
+        val_every: validate every this many epochs (and after the last).
+        val_max_clicks: click budget of the validation NoC.
+        val_max_size: validation images are resized so their longer side is at most this.
+        seed: seed of everything random.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        amp: mixed precision (CUDA only; ignored on the CPU).
+        out: output folder (checkpoints, CSV logs).
+        num_workers: DataLoader worker processes.
+        pretrained: backbone initialisation (``False``, ``True`` or a local file).
+        resume: ``True`` continues from ``out/last.pt``; a path continues from that file.
+        skip_bad: skip (and report) unreadable samples instead of failing.
+        progress: show tqdm bars.
+    """
+
+    model: str = "gpcis_tiny"
+    data: str = "synthetic"
+    dataset_type: str | None = None
+    split: str = "train"
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float | None = None
+    backbone_lr_mult: float = 0.1
+    milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    weight_decay: float = 0.0
+    max_num_next_clicks: int = 3
+    max_num_points: int = 24
+    crop_size: tuple[int, int] | None = None
+    scale_range: tuple[float, float] = (0.75, 1.40)
+    synthetic_samples: int = 2000
+    synthetic_size: int = 96
+    steps_per_epoch: int | None = None
+    max_steps: int | None = None
+    time_budget_s: float | None = None
+    val_samples: int = 20
+    val_every: int = 1
+    val_max_clicks: int = 20
+    val_max_size: int | None = 320
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True
+    out: str = "runs/train"
+    num_workers: int = 0
+    pretrained: bool | str = False
+    resume: bool | str = False
+    skip_bad: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from gpcis.models import list_models
+
+        if self.model not in list_models():
+            raise ValueError(f"model: unknown name {self.model!r}; known: {', '.join(list_models())}")
+        for name in ("epochs", "batch_size", "val_every", "val_max_clicks", "synthetic_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("steps_per_epoch", "max_steps"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {v}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.max_num_next_clicks < 0 or self.val_samples < 0 or self.num_workers < 0:
+            raise ValueError("max_num_next_clicks, val_samples and num_workers must be >= 0")
+        if self.synthetic_size < 16:
+            raise ValueError(f"synthetic_size must be >= 16, got {self.synthetic_size}")
+        self.milestones = tuple(int(m) for m in self.milestones)
+        if self.crop_size is not None:
+            self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
+            if min(self.crop_size) < 8:
+                raise ValueError(f"crop_size must be at least 8x8, got {self.crop_size}")
+        self.scale_range = (float(self.scale_range[0]), float(self.scale_range[1]))
+        if self.data != "synthetic" and not Path(self.data).is_dir():
+            raise ValueError(f"data: folder not found: {self.data} (or use 'synthetic')")
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr if self.lr is not None else default_lr(self.model)
+
+    @property
+    def effective_crop(self) -> tuple[int, int]:
+        if self.crop_size is not None:
+            return self.crop_size
+        if self.data == "synthetic":
+            return (self.synthetic_size, self.synthetic_size)
+        return (320, 480)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- data
+_GUESS = {"grabcut": "GrabCut", "berkeley": "Berkeley", "davis": "DAVIS", "sbd": "SBD",
+          "coco_mval": "COCO_MVal", "voc": "PascalVOC", "pascal": "PascalVOC"}
+
+
+def _guess_type(folder: Path) -> str:
+    name = folder.name.lower()
+    for key, value in _GUESS.items():
+        if key in name:
+            return value
+    if (folder / "img").is_dir() and (folder / "gt").is_dir():
+        return "DAVIS"
+    return "ImageFolder"
+
+
+class _Subset:
+    def __init__(self, base: Any, indices: Sequence[int]) -> None:
+        self.base, self.indices = base, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.base[self.indices[i]]
+
+
+class _Resized:
+    """Validation view: samples resized so that the longer side is at most ``max_size``."""
+
+    def __init__(self, base: Any, max_size: int | None) -> None:
+        self.base, self.max_size = base, max_size
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> Sample:
+        s = self.base[i]
+        h, w = s.image.shape[:2]
+        if self.max_size is None or max(h, w) <= self.max_size:
+            return s
+        k = self.max_size / max(h, w)
+        size = (max(1, round(w * k)), max(1, round(h * k)))
+        near = lambda m: cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)  # noqa: E731
+        return Sample(cv2.resize(s.image, size, interpolation=cv2.INTER_AREA), [near(m) for m in s.masks],
+                      near(s.ignore), s.name, others=[near(m) for m in s.others])
+
+
+def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
+    """The training set and the held-out validation split of a configuration.
+
+    Synthetic data: two disjoint procedural sets (different seeds). A folder: a fixed
+    random ``val_samples`` of its samples (by ``seed``) are held out.
+    """
+    if config.data == "synthetic":
+        sc = SyntheticConfig(height=config.synthetic_size, width=config.synthetic_size)
+        train = SyntheticDataset(config.synthetic_samples, sc, seed=config.seed)
+        val = SyntheticDataset(config.val_samples, sc, seed=config.seed + 100_003) if config.val_samples else None
+        return train, val
+    kind = config.dataset_type or _guess_type(Path(config.data))
+    kwargs: dict[str, Any] = {"skip_bad": config.skip_bad}
+    if kind.lower() in ("sbd", "pascalvoc"):
+        kwargs["split"] = config.split
+    full = get_dataset(kind, config.data, **kwargs)
+    n = len(full)
+    n_val = min(config.val_samples, max(0, n - config.batch_size))
+    perm = np.random.default_rng(config.seed).permutation(n)
+    val_idx, train_idx = sorted(perm[:n_val].tolist()), sorted(perm[n_val:].tolist())
+    if len(train_idx) < config.batch_size:
+        raise ValueError(f"data: {config.data} has {n} samples, fewer than batch_size + val_samples")
+    return _Subset(full, train_idx), (_Subset(full, val_idx) if n_val else None)
+
+
+class TrainingSamples(Dataset):
+    """Augmented crops with sampled clicks; item ``i`` of epoch ``e`` depends on ``(seed, e, i)``.
+
+    Items are dicts: ``image`` ``(3, h, w)`` float in [0, 1], ``target`` ``(1, h, w)``
+    float, ``ignore`` ``(1, h, w)`` bool, ``points`` ``(2 * max_num_points, 3)`` float
+    (row, col, label), ``valid`` ``(2 * max_num_points,)`` bool.
+    """
+
+    def __init__(self, base: Any, augment_config: AugmentConfig, sampler: MultiPointSampler, seed: int) -> None:
+        self.base = base
+        self.augment_config = augment_config
+        self.sampler = sampler
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        sample = self.base[index]
+        if len(sample.masks) > 1:  # several targets: train on a random one, the rest are negatives
+            t = int(rng.integers(0, len(sample.masks)))
+            sample = dataclasses.replace(
+                sample, masks=[sample.masks[t]],
+                others=[m for i, m in enumerate(sample.masks) if i != t] + list(sample.others))
+        crop = None
+        for _ in range(10):
+            cand = augment(sample, rng, self.augment_config)
+            if (cand.mask & ~cand.ignore).any():
+                crop = cand
+                break
+        if crop is None:  # tiny object: resize the whole sample to the crop instead
+            h, w = self.augment_config.crop_size
+            crop = resize_sample(sample, h, w)
+            if not (crop.mask & ~crop.ignore).any():
+                raise ValueError(f"sample {sample.name!r}: the target has no visible pixel at {h}x{w}")
+        clicks = self.sampler.sample(crop.mask, rng, crop.others, crop.ignore)
+        p = 2 * self.sampler.max_num_points
+        points = torch.zeros(p, 3)
+        valid = torch.zeros(p, dtype=torch.bool)
+        for j, c in enumerate(clicks[:p]):
+            points[j] = torch.tensor([c.row, c.col, c.label], dtype=torch.float32)
+            valid[j] = True
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(crop.image)).permute(2, 0, 1).float() / 255.0,
+            "target": torch.from_numpy(crop.mask).float()[None],
+            "ignore": torch.from_numpy(crop.ignore)[None],
+            "points": points,
+            "valid": valid,
+        }
+
+
+def collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Stack items; the click padding is trimmed to the longest click list of the batch."""
+    out = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    n = int(out["valid"].sum(1).max())
+    out["points"], out["valid"] = out["points"][:, :n], out["valid"][:, :n]
+    return out
+
+
+def _batch_clicks(batch: dict[str, Tensor], device: torch.device) -> ClickBatch:
+    pts = batch["points"].to(device)
+    return ClickBatch(pts[..., :2].contiguous(), pts[..., 2].contiguous(), batch["valid"].to(device))
+
+
+# ----------------------------------------------------------------------------- RNG state
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# ----------------------------------------------------------------------------- trainer
+class Trainer:
+    """Trains one model according to a :class:`TrainConfig`.
+
+    Args:
+        config: the run's configuration.
+        model: an already built model (default: ``create_model(config.model)``).
+        train_set: a data set of :class:`~gpcis.data.Sample` (default: from ``config``).
+        val_set: the validation split (default: from ``config``; ``None`` disables).
+    """
+
+    def __init__(self, config: TrainConfig, model: nn.Module | None = None, train_set: Any = None,
+                 val_set: Any = None) -> None:
+        from gpcis.models import create_model
+
+        self.config = config
+        self.dist: DistInfo = init_distributed(config.device)
+        self.device = self._resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        random.seed(config.seed)
+        if train_set is None:
+            train_set, default_val = build_datasets(config)
+            val_set = default_val if val_set is None else val_set
+        self.train_set = train_set
+        self.val_set = _Resized(val_set, config.val_max_size) if val_set is not None else None
+        self.model = (model if model is not None else create_model(config.model, pretrained=config.pretrained))
+        self.model.to(self.device).train()
+        self.ddp_model = wrap_ddp(self.model, self.dist, self.device)
+        lr = config.effective_lr
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(self.model.backbone_parameters()), "lr": lr * config.backbone_lr_mult},
+                {"params": list(self.model.head_parameters()), "lr": lr},
+            ],
+            lr=lr, betas=(0.9, 0.999), weight_decay=config.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(config.milestones),
+                                                              gamma=config.lr_gamma)
+        self.use_amp = bool(config.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.samples = TrainingSamples(
+            train_set,
+            AugmentConfig(crop_size=config.effective_crop, scale_range=config.scale_range),
+            MultiPointSampler(max_num_points=config.max_num_points),
+            seed=config.seed,
+        )
+        self.sampler = ResumableDistributedSampler(self.samples, self.dist.world_size, self.dist.rank,
+                                                   seed=config.seed, drop_last=True)
+        full_steps = len(self.sampler) // config.batch_size
+        if full_steps < 1:
+            raise ValueError(f"batch_size {config.batch_size} x {self.dist.world_size} rank(s) exceeds the "
+                             f"{len(self.samples)} training samples")
+        self.steps_per_epoch = min(full_steps, config.steps_per_epoch or full_steps)
+        self.out = Path(config.out)
+        self.epoch = 0  # current epoch (0-based)
+        self.step_in_epoch = 0  # steps done in the current epoch
+        self.global_step = 0
+        self.best_noc90 = math.inf
+        self.history: list[dict[str, Any]] = []
+        self._tb = None
+        if config.resume:
+            self.load(self.out / "last.pt" if config.resume is True else Path(config.resume))
+
+    @staticmethod
+    def _resolve_device(device: str) -> torch.device:
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"device: {device!r} requested but CUDA is not available")
+            if dev.index is None:
+                dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        elif dev.type != "cpu":
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+        return dev
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        """The training state stored in a checkpoint's ``extra``."""
+        sched = self.scheduler.state_dict()
+        sched["milestones"] = {int(k): int(v) for k, v in sched["milestones"].items()}
+        return {
+            "train_config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best_noc90": self.best_noc90 if math.isfinite(self.best_noc90) else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": sched,
+            "scaler": self.scaler.state_dict() if self.use_amp else None,
+            "rng": _rng_state(),
+            "history": self.history,
+        }
+
+    def save(self, path: Path) -> None:
+        """Write a checkpoint atomically (main process only)."""
+        from gpcis.models import save_checkpoint
+
+        if self.dist.is_main:
+            save_checkpoint(path, self.model, extra=self.state())
+
+    def load(self, path: Path) -> None:
+        """Restore everything from a checkpoint written by :meth:`save`."""
+        from gpcis.models import load_checkpoint
+        from gpcis.models.checkpoint import load_model_weights
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"resume: checkpoint not found: {path}")
+        data = load_checkpoint(path, map_location="cpu")
+        extra = data.get("extra") or {}
+        if "optimizer" not in extra:
+            raise ValueError(f"resume: {path} holds no training state (not written by the trainer)")
+        saved_model = extra["train_config"].get("model")
+        if saved_model != self.config.model:
+            raise ValueError(f"resume: {path} is a {saved_model!r} run, not {self.config.model!r}")
+        load_model_weights(self.model, data, source=str(path))
+        self.model.to(self.device)
+        self.optimizer.load_state_dict(extra["optimizer"])
+        sched = dict(extra["scheduler"])
+        sched["milestones"] = collections.Counter({int(k): int(v) for k, v in sched["milestones"].items()})
+        self.scheduler.load_state_dict(sched)
+        if self.use_amp and extra.get("scaler"):
+            self.scaler.load_state_dict(extra["scaler"])
+        self.epoch = int(extra["epoch"])
+        self.step_in_epoch = int(extra["step_in_epoch"])
+        self.global_step = int(extra["global_step"])
+        self.best_noc90 = extra["best_noc90"] if extra.get("best_noc90") is not None else math.inf
+        self.history = list(extra.get("history") or [])
+        _set_rng_state(extra["rng"])
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """One iterative training step on a collated batch; returns the losses."""
+        cfg = self.config
+        dev = self.device
+        image = batch["image"].to(dev, non_blocking=True)
+        target = batch["target"].to(dev, non_blocking=True)
+        ignore = batch["ignore"].to(dev, non_blocking=True)
+        clicks = _batch_clicks(batch, dev)
+        rng = np.random.default_rng([cfg.seed, self.global_step, self.dist.rank, 1])
+        num_iters = int(rng.integers(0, cfg.max_num_next_clicks + 1))
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
+            clicks, prev = iterative_prev_mask(self.model, image, clicks, target, num_iters, rng, ignore)
+            out = self.ddp_model(image, clicks, prev)
+            nfl = normalized_focal_loss(out.logits.float(), target, ignore).mean()
+            aux = out.aux_loss.float()
+            loss = nfl + aux
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {self.global_step}: nfl={nfl.item()} aux={aux.item()}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": float(loss.detach()), "nfl": float(nfl.detach()), "aux": float(aux.detach()),
+                "num_iters": num_iters}
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, float]:
+        """NoC@85/90 of the current model on the validation split (RITM simulated user)."""
+        if self.val_set is None or len(self.val_set) == 0:
+            return {}
+        from gpcis.evaluation.protocol import EvalConfig, evaluate_dataset, summarize
+        from gpcis.inference.predictor import Predictor
+
+        ec = EvalConfig(max_clicks=self.config.val_max_clicks, long_max_clicks=None, target_iou=0.9,
+                        progress=False)
+        was_training = self.model.training
+        rng = _rng_state()  # validation must not change the training's random stream
+        try:
+            predictor = Predictor(self.model, device=self.device, zoom_in=False)
+            with torch.no_grad():
+                records = evaluate_dataset(predictor, self.val_set, ec, desc="validate")
+        finally:
+            self.model.train(was_training)
+            _set_rng_state(rng)
+        s = summarize(records, ec)
+        return {"val_noc85": s["noc85"], "val_noc90": s["noc90"], "val_miou1": s["miou_at"][0]}
+
+    # ------------------------------------------------------------------ logging
+    def _log_csv(self, name: str, row: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        path = self.out / name
+        new = not path.exists()
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def _tensorboard(self, row: dict[str, Any], step: int) -> None:
+        if not self.dist.is_main:
+            return
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: CSV only
+                self._tb = False
+                return
+            self._tb = SummaryWriter(str(self.out / "tb"))
+        if self._tb:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k not in ("epoch", "step"):
+                    self._tb.add_scalar(k, v, step)
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self) -> DataLoader:
+        self.samples.epoch = self.epoch
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.set_start(self.step_in_epoch * self.config.batch_size)
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch)
+        return DataLoader(self.samples, batch_size=self.config.batch_size, sampler=self.sampler,
+                          num_workers=self.config.num_workers, collate_fn=collate, drop_last=True,
+                          pin_memory=self.device.type == "cuda", generator=g)
+
+    def train(self) -> dict[str, Any]:
+        """Run (or continue) training; returns the last epoch's metrics row.
+
+        A ``KeyboardInterrupt`` saves ``last.pt`` (resumable mid-epoch) and is re-raised.
+        """
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        last_row: dict[str, Any] = {}
+        try:
+            while self.epoch < cfg.epochs:
+                sums = collections.defaultdict(float)
+                n_steps, images, t_epoch = 0, 0, time.perf_counter()
+                bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch,
+                           desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and self.dist.is_main))
+                stop = False
+                for batch in self._loader():
+                    if self.step_in_epoch >= self.steps_per_epoch:
+                        break
+                    losses = self.train_step(batch)
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    n_steps += 1
+                    images += batch["image"].shape[0] * self.dist.world_size
+                    for k, v in losses.items():
+                        sums[k] += v
+                    self._log_csv("steps.csv", {"step": self.global_step, "epoch": self.epoch + 1,
+                                                "loss": losses["loss"], "nfl": losses["nfl"], "aux": losses["aux"],
+                                                "lr": self.optimizer.param_groups[1]["lr"],
+                                                "elapsed_s": round(time.perf_counter() - start, 3)})
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses['loss']:.4f}")
+                    if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
+                        stop = True
+                    if cfg.time_budget_s is not None and time.perf_counter() - start >= cfg.time_budget_s:
+                        stop = True
+                    if stop:
+                        break
+                bar.close()
+                epoch_done = self.step_in_epoch >= self.steps_per_epoch
+                means = {k: v / max(n_steps, 1) for k, v in sums.items()}
+                t = torch.tensor([means.get("loss", 0.0), means.get("nfl", 0.0), means.get("aux", 0.0)])
+                t = all_reduce_mean(t, self.dist)
+                row: dict[str, Any] = {
+                    "epoch": self.epoch + 1, "step": self.global_step, "loss": float(t[0]), "nfl": float(t[1]),
+                    "aux": float(t[2]), "lr": self.optimizer.param_groups[1]["lr"],
+                    "images_per_s": images / max(time.perf_counter() - t_epoch, 1e-9),
+                    "epoch_complete": int(epoch_done),
+                }
+                if epoch_done:
+                    self.scheduler.step()
+                    self.epoch += 1
+                    self.step_in_epoch = 0
+                final = self.epoch >= cfg.epochs or stop
+                if self.val_set is not None and (final or (epoch_done and self.epoch % cfg.val_every == 0)):
+                    if self.dist.is_main:
+                        row.update(self.validate())
+                    barrier(self.dist)
+                row.setdefault("val_noc85", "")
+                row.setdefault("val_noc90", "")
+                row.setdefault("val_miou1", "")
+                self.history.append(row)
+                self._log_csv("metrics.csv", row)
+                self._tensorboard(row, self.global_step)
+                self.save(self.out / "last.pt")
+                if row["val_noc90"] != "" and row["val_noc90"] < self.best_noc90:
+                    self.best_noc90 = row["val_noc90"]
+                    self.save(self.out / "best.pt")
+                barrier(self.dist)
+                last_row = row
+                if stop:
+                    break
+        except KeyboardInterrupt:
+            self.save(self.out / "last.pt")
+            if self.dist.is_main:
+                tqdm.write(f"interrupted: saved {self.out / 'last.pt'} (resume with --resume)")
+            raise
+        finally:
+            if self._tb:
+                self._tb.close()
+        return last_row

@@ -1,0 +1,219 @@
+"""Readers on small generated folders in each layout, their errors, and the shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gpcis.data.datasets import (
+    DATASET_NAMES,
+    BerkeleyDataset,
+    CocoMValDataset,
+    DavisDataset,
+    GrabCutDataset,
+    ImageFolderDataset,
+    PascalVOCDataset,
+    SBDDataset,
+    get_dataset,
+    read_image,
+)
+
+
+def _rgb(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _write(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = array[..., ::-1] if array.ndim == 3 else array  # RGB -> BGR for OpenCV
+    ok, buf = cv2.imencode(path.suffix, img)
+    assert ok
+    buf.tofile(str(path))
+
+
+def _grabcut_mask(h: int, w: int) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    m[4:12, 5:15] = 255
+    m[3, 5:15] = 128  # ignore band
+    m[12, 5:15] = 128
+    return m
+
+
+def _make_two_folder(root: Path, img_dir: str, mask_dir: str, mask_fn, mask_suffix: str) -> dict:
+    """Three images with spaces in names and mixed suffixes; returns name -> (image, mask)."""
+    specs = {"plain one": ".jpg", "UPPER": ".JPG", "bitmap 2": ".bmp"}
+    out = {}
+    for k, (stem, suf) in enumerate(specs.items()):
+        h, w = 16 + k, 20
+        img = _rgb(h, w, k)
+        # bmp/png are lossless; jpg is not, so only compare masks exactly
+        _write(root / img_dir / f"{stem}{suf}", img)
+        m = mask_fn(h, w)
+        _write(root / mask_dir / f"{stem}{mask_suffix}", m)
+        out[stem] = (img, m)
+    (root / img_dir / "notes.txt").write_text("not an image")
+    return out
+
+
+@pytest.mark.parametrize(
+    "cls,img_dir,mask_dir,suffix",
+    [(GrabCutDataset, "data_GT", "boundary_GT", ".bmp"), (BerkeleyDataset, "images", "masks", ".png")],
+)
+def test_grabcut_like_readers(tmp_path, cls, img_dir, mask_dir, suffix):
+    data = _make_two_folder(tmp_path, img_dir, mask_dir, _grabcut_mask, suffix)
+    ds = cls(tmp_path)
+    assert len(ds) == 3
+    names = set()
+    for s in ds:
+        img, m = data[s.name]
+        names.add(s.name)
+        assert s.image.shape == img.shape and s.image.dtype == np.uint8
+        np.testing.assert_array_equal(s.mask, m > 128)
+        np.testing.assert_array_equal(s.ignore, m == 128)
+        assert s.ignore.sum() == 20 and s.mask.sum() == 80
+    assert names == set(data)
+    # lossless bmp image is read back exactly, in RGB order
+    bmp = next(s for s in ds if s.name == "bitmap 2")
+    np.testing.assert_array_equal(bmp.image, data["bitmap 2"][0])
+
+
+@pytest.mark.parametrize("cls", [DavisDataset, CocoMValDataset])
+def test_davis_like_readers_nonzero_is_object(tmp_path, cls):
+    def mask_fn(h, w):
+        m = np.zeros((h, w), np.uint8)
+        m[2:6, 2:9] = 1  # any nonzero value is object
+        m[8:10, 2:4] = 255
+        return m
+
+    data = _make_two_folder(tmp_path, "img", "gt", mask_fn, ".png")
+    ds = cls(tmp_path)
+    assert len(ds) == 3
+    for s in ds:
+        np.testing.assert_array_equal(s.mask, data[s.name][1] > 0)
+        assert not s.ignore.any()
+
+
+def test_image_folder_with_ignore_value(tmp_path):
+    def mask_fn(h, w):
+        m = np.zeros((h, w), np.uint8)
+        m[1:5, 1:5] = 1
+        m[6, :] = 255
+        return m
+
+    data = _make_two_folder(tmp_path, "pics", "labels", mask_fn, ".png")
+    ds = ImageFolderDataset(tmp_path, images_dir="pics", masks_dir="labels", ignore_value=255)
+    for s in ds:
+        raw = data[s.name][1]
+        np.testing.assert_array_equal(s.mask, (raw > 0) & (raw != 255))
+        np.testing.assert_array_equal(s.ignore, raw == 255)
+    with pytest.raises(ValueError, match="ignore_value"):
+        ImageFolderDataset(tmp_path, "pics", "labels", ignore_value=0)
+
+
+def test_sbd_one_sample_per_instance(tmp_path):
+    from scipy.io import savemat
+
+    inst = np.zeros((12, 14), np.uint8)
+    inst[1:4, 1:4] = 1
+    inst[6:10, 6:12] = 2
+    inst[0, 10:14] = 3
+    _write(tmp_path / "img" / "2008_000001.jpg", _rgb(12, 14, 0))
+    _write(tmp_path / "img" / "2008_000002.jpg", _rgb(12, 14, 1))
+    (tmp_path / "inst").mkdir()
+    savemat(tmp_path / "inst" / "2008_000001.mat", {"GTinst": {"Segmentation": inst}})
+    savemat(tmp_path / "inst" / "2008_000002.mat", {"GTinst": {"Segmentation": (inst == 2).astype(np.uint8)}})
+    (tmp_path / "train.txt").write_text("2008_000001\n2008_000002\n")
+    (tmp_path / "val.txt").write_text("2008_000002\n")
+    ds = SBDDataset(tmp_path, split="train", progress=False)
+    assert len(ds) == 4
+    first = [ds[i] for i in range(3)]
+    for k, s in zip((1, 2, 3), first):
+        np.testing.assert_array_equal(s.mask, inst == k)
+        assert len(s.masks) == 1 and len(s.others) == 2  # the other instances, for negatives
+        assert sorted(int(inst[m].max()) for m in s.others) == sorted({1, 2, 3} - {k})
+    assert len(SBDDataset(tmp_path, split="val", progress=False)) == 1
+    (tmp_path / "val.txt").write_text("2008_000002\nmissing_id\n")
+    with pytest.raises(ValueError, match="missing_id"):
+        SBDDataset(tmp_path, split="val", progress=False)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        ds = SBDDataset(tmp_path, split="val", progress=False, skip_bad=True)
+    assert len(ds) == 1 and "missing_id" in ds.skipped[0][1]
+
+
+def test_pascal_voc_palette_and_ignore(tmp_path):
+    from PIL import Image
+
+    inst = np.zeros((10, 12), np.uint8)
+    inst[1:4, 1:5] = 1
+    inst[5:9, 6:11] = 2
+    inst[4, :] = 255  # VOC "void" boundary
+    _write(tmp_path / "JPEGImages" / "2007_000032.jpg", _rgb(10, 12, 3))
+    (tmp_path / "SegmentationObject").mkdir()
+    im = Image.fromarray(inst, mode="P")
+    im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [224, 224, 192] * 253)
+    im.save(tmp_path / "SegmentationObject" / "2007_000032.png")
+    (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000032\n")
+    ds = PascalVOCDataset(tmp_path, split="val", progress=False)
+    assert len(ds) == 2
+    s = ds[1]
+    np.testing.assert_array_equal(s.mask, inst == 2)
+    assert len(s.masks) == 1 and len(s.others) == 1
+    np.testing.assert_array_equal(s.others[0], inst == 1)
+    np.testing.assert_array_equal(s.ignore, inst == 255)
+
+
+def test_errors_name_the_file(tmp_path):
+    with pytest.raises(ValueError, match="data folder not found"):
+        GrabCutDataset(tmp_path / "nowhere")
+    _make_two_folder(tmp_path, "img", "gt", lambda h, w: np.full((h, w), 255, np.uint8), ".png")
+    # image without a mask
+    _write(tmp_path / "img" / "lonely cat.png", _rgb(8, 8, 9))
+    with pytest.raises(ValueError, match="lonely cat.png has no mask"):
+        DavisDataset(tmp_path)
+    with pytest.warns(UserWarning):
+        ds = DavisDataset(tmp_path, skip_bad=True)
+    assert len(ds) == 3 and "lonely cat" in ds.skipped[0][0]
+    (tmp_path / "img" / "lonely cat.png").unlink()
+    # size mismatch
+    _write(tmp_path / "gt" / "UPPER.png", np.zeros((5, 5), np.uint8))
+    ds = DavisDataset(tmp_path)
+    i = [e.name for e in ds.entries].index("UPPER")
+    with pytest.raises(ValueError, match=r"size mismatch.*UPPER\.JPG.*UPPER\.png"):
+        ds[i]
+    # unreadable (corrupt) file
+    (tmp_path / "img" / "plain one.jpg").write_bytes(b"definitely not a jpeg")
+    with pytest.raises(ValueError, match="cannot decode.*plain one.jpg"):
+        read_image(tmp_path / "img" / "plain one.jpg")
+    with pytest.warns(UserWarning, match="skipped 2"):
+        ds = DavisDataset(tmp_path, skip_bad=True)
+    assert [s.name for s in ds] == ["bitmap 2"]
+    assert {Path(f).stem for f, _ in ds.skipped} == {"UPPER", "plain one"}
+
+
+def test_get_dataset_names(tmp_path):
+    _make_two_folder(tmp_path, "img", "gt", lambda h, w: np.full((h, w), 255, np.uint8), ".png")
+    assert isinstance(get_dataset("COCO_MVal", tmp_path), CocoMValDataset)
+    assert isinstance(get_dataset("davis", tmp_path), DavisDataset)
+    assert set(DATASET_NAMES) >= {"GrabCut", "Berkeley", "DAVIS", "SBD", "COCO_MVal", "PascalVOC"}
+    with pytest.raises(ValueError, match="unknown dataset name 'LVIS'.*GrabCut.*PascalVOC"):
+        get_dataset("LVIS", tmp_path)
+
+
+def test_shared_datasets(shared_datasets):
+    grabcut = get_dataset("GrabCut", shared_datasets / "GrabCut")
+    coco = get_dataset("COCO_MVal", shared_datasets / "COCO_MVal")
+    assert len(grabcut) == 50
+    assert len(coco) == 800
+    with_ignore = 0
+    for s in grabcut:
+        assert s.mask.any() and s.image.shape[:2] == s.mask.shape
+        with_ignore += bool(s.ignore.any())
+    assert with_ignore == 42  # the README: 42 masks contain the 128 band
+    spaced = [i for i, e in enumerate(coco.entries) if " " in e.name]
+    assert spaced, "COCO_MVal has names with spaces"
+    s = coco[spaced[0]]
+    assert s.mask.any() and not s.ignore.any()

@@ -1,0 +1,131 @@
+"""Augmentation and the target crop (box, crop/resize and the inverse mapping)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpcis.clicks import Click
+from gpcis.data.datasets import Sample
+from gpcis.data.synthetic import SyntheticConfig, SyntheticDataset
+from gpcis.data.transforms import (
+    AugmentConfig,
+    Box,
+    augment,
+    crop_box_around,
+    crop_resize,
+    expand_box,
+    hflip,
+    paste_back,
+    point_from_crop,
+    point_to_crop,
+    random_crop,
+)
+
+
+def _sample(h=40, w=50):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    m = np.zeros((h, w), bool)
+    m[10:20, 30:45] = True
+    other = np.zeros((h, w), bool)
+    other[0:5, 0:8] = True
+    return Sample(img, [m], np.zeros((h, w), bool), "s", others=[other])
+
+
+def test_augment_shapes_and_determinism():
+    s = SyntheticDataset(1, SyntheticConfig(height=60, width=90))[0]
+    cfg = AugmentConfig(crop_size=(32, 48))
+    a = augment(s, np.random.default_rng(3), cfg)
+    b = augment(s, np.random.default_rng(3), cfg)
+    a.validate()
+    assert a.image.shape == (32, 48, 3)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    # with object_prob = 1 the target is visible in every crop
+    cfg = AugmentConfig(crop_size=(24, 24), object_prob=1.0)
+    for seed in range(10):
+        assert augment(s, np.random.default_rng(seed), cfg).mask.any()
+
+
+def test_crop_pads_small_images_and_marks_padding_ignored():
+    s = _sample(20, 30)
+    out = random_crop(s, np.random.default_rng(0), (32, 48), object_prob=1.0)
+    assert out.image.shape == (32, 48, 3)
+    assert out.ignore[20:].all() and out.ignore[:, 30:].all() and not out.ignore[:20, :30].any()
+    np.testing.assert_array_equal(out.image[:20, :30], s.image)
+    np.testing.assert_array_equal(out.others[0][:20, :30], s.others[0])  # others follow the crop
+
+
+def test_hflip_is_exact():
+    s = _sample()
+    f = hflip(s)
+    np.testing.assert_array_equal(f.image[:, ::-1], s.image)
+    np.testing.assert_array_equal(f.mask[:, 5:20], s.mask[:, 30:45][:, ::-1])
+    np.testing.assert_array_equal(f.others[0], s.others[0][:, ::-1])
+
+
+def test_expand_box_brute_force():
+    # size = clip(max(ceil(1.4 * side), min), image), box inside image, centred when possible
+    b = expand_box(Box(40, 40, 60, 50), (200, 300), expand=1.4, min_size=10)
+    assert (b.height, b.width) == (28, 14)
+    assert abs((b.top + b.bottom) / 2 - 50) <= 0.5 and abs((b.left + b.right) / 2 - 45) <= 0.5
+    b = expand_box(Box(0, 290, 5, 300), (200, 300), expand=1.4, min_size=40)
+    assert b == Box(0, 260, 40, 300)  # min size, moved inside
+    b = expand_box(Box(0, 0, 200, 300), (200, 300))
+    assert b == Box(0, 0, 200, 300)  # capped at the image
+    with pytest.raises(ValueError, match="box"):
+        expand_box(Box(5, 5, 5, 9), (10, 10))
+
+
+def test_crop_box_around_covers_mask_and_click():
+    m = np.zeros((100, 120), bool)
+    m[30:50, 40:70] = True
+    click = Click(80, 20, True)
+    box = crop_box_around(m, [click], expand=1.4, min_size=8)
+    # bounding box of mask and click: rows 30..80, cols 20..69 -> 51x50, expanded 1.4x
+    assert (box.height, box.width) == (72, 70)
+    assert box.top <= 30 and box.bottom > 80 and box.left <= 20 and box.right > 69
+    assert crop_box_around(None, [Click(5, 5)], image_size=(100, 120), min_size=30) == Box(0, 0, 30, 30)
+    with pytest.raises(ValueError, match="outside"):
+        crop_box_around(m, [Click(100, 0)])
+    with pytest.raises(ValueError, match="non-empty mask or at least one click"):
+        crop_box_around(np.zeros((5, 5), bool), [])
+
+
+def test_crop_and_paste_back_inverse():
+    h, w = 90, 110
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    smooth = np.sin(yy / 15.0) * np.cos(xx / 20.0)  # smooth, so resampling error is small
+    box = Box(10, 20, 74, 84)
+    crop = crop_resize(smooth, box, (256, 256))
+    assert crop.shape == (256, 256)
+    base = np.full((h, w), -5.0, np.float32)
+    back = paste_back(crop, box, base)
+    assert (back[:10] == -5).all() and (back[:, 84:] == -5).all()
+    # up- then down-sampling by 4 of a function with |f''| <= 1/15^2 + 1/20^2: error << 0.01
+    np.testing.assert_allclose(back[box.top:box.bottom, box.left:box.right],
+                               smooth[box.top:box.bottom, box.left:box.right], atol=0.01)
+    # identity when the crop has the box's size
+    same = crop_resize(smooth, box, (box.height, box.width))
+    np.testing.assert_array_equal(paste_back(same, box, base)[10:74, 20:84], smooth[10:74, 20:84])
+    # bool masks stay bool and exact under 4x nearest resampling
+    m = np.zeros((h, w), bool)
+    m[20:40, 30:60] = True
+    mb = paste_back(crop_resize(m, box, (256, 256)), box, np.zeros_like(m))
+    np.testing.assert_array_equal(mb, m)
+
+
+def test_point_mapping_round_trip_and_against_resize():
+    box = Box(10, 20, 74, 84)
+    for r, c in [(10, 20), (40, 50), (73, 83)]:
+        cr, cc = point_to_crop(r, c, box, (256, 256))
+        rr, rc = point_from_crop(cr, cc, box, (256, 256))
+        assert abs(rr - r) < 1e-9 and abs(rc - c) < 1e-9
+    # a one-pixel impulse lands where point_to_crop says (cv2 uses pixel centres)
+    img = np.zeros((90, 110), np.float32)
+    img[40, 50] = 1.0
+    crop = crop_resize(img, box, (256, 256))
+    peak = np.array(np.unravel_index(np.argmax(crop), crop.shape), float)
+    cr, cc = point_to_crop(40, 50, box, (256, 256))
+    assert np.abs(peak - (cr, cc)).max() <= 1.0

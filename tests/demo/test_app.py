@@ -1,0 +1,175 @@
+"""The demo's Flask app through its test client, with an injected tiny segmenter."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gpcis.demo
+from gpcis.demo import DemoConfig, create_app
+from gpcis.demo.render import encode_png
+from tests.demo._segmenters import ColourSegmenter, two_squares
+
+
+def _client(factory=ColourSegmenter, **cfg):
+    app = create_app(factory, DemoConfig(method_name="colour", **cfg))
+    app.testing = True
+    return app, app.test_client()
+
+
+def _upload(client, data: bytes, name: str = "img.png", session: str | None = None):
+    form = {"file": (io.BytesIO(data), name)}
+    if session:
+        form["session"] = session
+    return client.post("/api/image", data=form, content_type="multipart/form-data")
+
+
+def _png_of_data_url(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+def test_page_and_assets_are_local():
+    _, c = _client()
+    page = c.get("/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    for element in ("upload", "sample", "negative-mode", "show-prob", "show-std", "show-suggest",
+                    "undo", "reset", "finish", "save-labels", "message", "click-count", "click-time"):
+        assert f'id="{element}"' in html
+    static = Path(gpcis.demo.__file__).parent / "static"
+    texts = [html] + [p.read_text() for p in static.iterdir()]
+    for t in texts:  # nothing fetched from the internet
+        assert not re.search(r"(src|href)=[\"']?(https?:)?//", t)
+        assert "cdn" not in t.lower()
+    for name in ("app.js", "style.css"):
+        assert c.get(f"/static/{name}").status_code == 200
+    info = c.get("/api/info").get_json()
+    assert info["method"] == "colour" and "astronaut" in info["samples"] and info["error"] is None
+
+
+def test_click_undo_finish_save_flow():
+    img, red, blue = two_squares()
+    seg = ColourSegmenter()
+    app, c = _client(lambda: seg)
+    st = _upload(c, encode_png(img)).get_json()
+    sid = st["session"]
+    assert (st["width"], st["height"]) == (64, 48) and st["num_clicks"] == 0 and st["layers"]["mask"] is None
+    st = c.post("/api/click", json={"session": sid, "row": 15, "col": 15, "positive": True}).get_json()
+    assert st["num_clicks"] == 1 and st["area"] == red.sum() and st["time_ms"] >= 0
+    layer = _png_of_data_url(st["layers"]["mask"])
+    np.testing.assert_array_equal(layer[..., 3] > 0, red)
+    assert st["has_std"] and st["layers"]["std"] and st["layers"]["prob"]
+    assert st["suggestion"] is not None and st["suggestion"]["source"] == "std"
+    st = c.post("/api/click", json={"session": sid, "row": 30, "col": 45, "positive": True}).get_json()
+    assert st["area"] == red.sum() + blue.sum() and st["clicks"][1] == {"row": 30, "col": 45, "positive": True}
+    st = c.post("/api/undo", json={"session": sid}).get_json()
+    assert st["num_clicks"] == 1 and st["area"] == red.sum()
+    st = c.post("/api/finish", json={"session": sid}).get_json()
+    assert st["num_objects"] == 1 and st["num_clicks"] == 0
+    st = c.post("/api/click", json={"session": sid, "row": 30, "col": 45, "positive": True}).get_json()
+    resp = c.get(f"/api/save?session={sid}&kind=labels")
+    assert resp.status_code == 200 and resp.mimetype == "image/png"
+    assert "attachment" in resp.headers["Content-Disposition"]
+    labels = np.asarray(Image.open(io.BytesIO(resp.data)))
+    np.testing.assert_array_equal(labels, red * 1 + blue * 2)
+    cur = np.asarray(Image.open(io.BytesIO(c.get(f"/api/save?session={sid}&kind=current").data)))
+    np.testing.assert_array_equal(cur, blue * 255)
+    st = c.post("/api/reset", json={"session": sid}).get_json()
+    assert st["num_clicks"] == 0 and st["num_objects"] == 1
+    st = c.post("/api/reset_all", json={"session": sid}).get_json()
+    assert st["num_objects"] == 0 and st["layers"]["mask"] is None
+
+
+def test_sample_and_session_reuse():
+    made = []
+
+    def factory():
+        made.append(ColourSegmenter(with_std=False))
+        return made[-1]
+
+    app, c = _client(factory, max_side=200)
+    st = c.post("/api/image", data={"sample": "shapes"}).get_json()
+    assert (st["original_width"], st["original_height"]) == (480, 320)
+    assert (st["width"], st["height"]) == (200, 133) and st["image"].startswith("data:image/jpeg")
+    st = c.post("/api/click", json={"session": st["session"], "row": 60, "col": 60}).get_json()
+    assert st["has_std"] is False and st["layers"]["std"] is None and st["suggestion"]["source"] == "probability"
+    full = np.asarray(Image.open(io.BytesIO(c.get(f"/api/save?session={st['session']}&kind=current").data)))
+    assert full.shape == (320, 480)  # saved at the original size
+    st2 = c.post("/api/image", data={"sample": "coffee", "session": st["session"]}).get_json()
+    assert st2["session"] == st["session"] and st2["num_clicks"] == 0
+    assert len(made) == 1  # the preloaded instance, reused for the second image
+
+
+def test_errors_are_json_messages():
+    app, c = _client(max_pixels=1000, max_upload_bytes=200_000)
+    r = _upload(c, b"this is not an image", "notes.txt")
+    assert r.status_code == 400 and "not a readable image" in r.get_json()["error"]
+    big = encode_png(np.zeros((40, 40, 3), np.uint8))  # 1600 px > 1000
+    r = _upload(c, big)
+    assert r.status_code == 413 and "too large" in r.get_json()["error"]
+    r = _upload(c, b"\0" * 300_000, "huge.png")
+    assert r.status_code == 413 and "too large" in r.get_json()["error"]
+    r = c.post("/api/image", data={"sample": "nope"})
+    assert r.status_code == 400 and "unknown sample" in r.get_json()["error"]
+    r = c.post("/api/image", data={})
+    assert r.status_code == 400 and "choose an image" in r.get_json()["error"]
+    r = c.post("/api/click", json={"session": "gone", "row": 1, "col": 1})
+    assert r.status_code == 404 and "open the image again" in r.get_json()["error"]
+    r = c.post("/api/undo", json={})
+    assert r.status_code == 400 and "session" in r.get_json()["error"]
+    sid = _upload(c, encode_png(np.zeros((20, 30, 3), np.uint8))).get_json()["session"]
+    r = c.post("/api/click", json={"session": sid, "row": 20, "col": 0})
+    assert r.status_code == 400 and "outside the image" in r.get_json()["error"]
+    r = c.post("/api/click", json={"session": sid, "row": "x", "col": 0})
+    assert r.status_code == 400 and "integers" in r.get_json()["error"]
+    r = c.post("/api/click", json={"session": sid, "row": 1, "col": 1, "positive": "yes"})
+    assert r.status_code == 400
+    r = c.post("/api/finish", json={"session": sid})
+    assert r.status_code == 400 and "nothing to finish" in r.get_json()["error"]
+    r = c.get(f"/api/save?session={sid}&kind=labels")
+    assert r.status_code == 400 and "nothing to save" in r.get_json()["error"]
+    r = c.get(f"/api/save?session={sid}&kind=other")
+    assert r.status_code == 400 and "kind" in r.get_json()["error"]
+    assert c.get("/api/nothing").get_json()["error"]
+
+
+def test_method_that_does_not_load_or_crashes():
+    def broken():
+        raise ValueError("--checkpoint bad.pt: could not load the model (bad magic)")
+
+    app, c = _client(broken)
+    assert "bad magic" in c.get("/api/info").get_json()["error"]
+    r = c.post("/api/image", data={"sample": "shapes"})
+    assert r.status_code == 503 and "bad magic" in r.get_json()["error"]
+
+    class Crashing(ColourSegmenter):
+        def predict(self, clicks, prev_mask=None):
+            raise RuntimeError("out of memory")
+
+    app, c = _client(Crashing)
+    sid = c.post("/api/image", data={"sample": "shapes"}).get_json()["session"]
+    r = c.post("/api/click", json={"session": sid, "row": 5, "col": 5})
+    assert r.status_code == 500 and "out of memory" in r.get_json()["error"]
+    assert c.get("/api/info").status_code == 200  # the server lives on
+
+
+def test_checkpoint_method_uses_its_own_suggestion(tmp_path):
+    models = pytest.importorskip("gpcis.models", reason="gpcis.models is not written yet")
+    checkpoint = pytest.importorskip("gpcis.models.checkpoint", reason="gpcis.models.checkpoint is not written yet")
+    from gpcis.inference.cli import make_method_factory
+
+    path = tmp_path / "tiny.pt"
+    checkpoint.save_checkpoint(path, models.create_model("gpcis_tiny"))
+    factory, name = make_method_factory(checkpoint=path)
+    app, c = _client(factory, max_side=96)
+    sid = c.post("/api/image", data={"sample": "shapes"}).get_json()["session"]
+    st = c.post("/api/click", json={"session": sid, "row": 30, "col": 30}).get_json()
+    assert st["num_clicks"] == 1 and st["has_std"]  # a GP model gives the posterior std
+    assert st["suggestion"]["source"] == "method" and isinstance(st["suggestion"]["positive"], bool)

@@ -1,0 +1,42 @@
+"""``gpcis demo``: option parsing and start-up, without serving for real."""
+
+from __future__ import annotations
+
+import flask
+import pytest
+
+from gpcis.cli import build_parser, main
+
+
+def test_defaults_are_local_and_gp_pixel():
+    args = build_parser().parse_args(["demo"])
+    assert (args.host, args.port, args.method, args.checkpoint, args.device) == ("127.0.0.1", 7860, None, None, None)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--method", "grabcut", "--checkpoint", "x.pt"])
+
+
+def test_run_builds_app_and_serves_on_the_given_port(monkeypatch, capsys):
+    served = {}
+
+    def fake_run(self, host=None, port=None, **kwargs):
+        served.update(host=host, port=port, app=self, **kwargs)
+
+    monkeypatch.setattr(flask.Flask, "run", fake_run)
+    assert main(["demo", "--method", "grabcut", "--port", "7999"]) == 0
+    assert served["host"] == "127.0.0.1" and served["port"] == 7999 and served["threaded"]
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:7999/" in out
+    info = served["app"].test_client().get("/api/info").get_json()
+    assert info["method"] == "grabcut" and info["error"] is None
+
+
+def test_bad_options_are_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(flask.Flask, "run", lambda self, **kw: None)
+    assert main(["demo", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "--checkpoint: file not found" in capsys.readouterr().err
+    assert main(["demo", "--max-side", "3"]) == 2
+    # a checkpoint that does not load: the server still starts and the page shows the error
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    assert main(["demo", "--checkpoint", str(bad)]) == 0
+    assert "could not load the model" in capsys.readouterr().err

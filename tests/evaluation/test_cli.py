@@ -1,0 +1,124 @@
+"""`gpcis evaluate` end to end on a generated 3-image data set in GrabCut layout."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gpcis.evaluation import cli
+
+
+def _make_grabcut(root: Path, n: int = 3) -> Path:
+    ds = root / "GrabCut"
+    (ds / "data_GT").mkdir(parents=True)
+    (ds / "boundary_GT").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        h, w = 48, 64
+        img = (rng.normal(0, 6, (h, w, 3)) + np.array([40, 150, 70])).clip(0, 255).astype(np.uint8)
+        mask = np.zeros((h, w), np.uint8)
+        cv2.circle(mask, (30 + 2 * i, 24), 12 + i, 255, -1)
+        band = cv2.dilate(mask, np.ones((3, 3), np.uint8)) - cv2.erode(mask, np.ones((3, 3), np.uint8))
+        img[mask > 0] = (rng.normal(0, 6, (int((mask > 0).sum()), 3)) + np.array([210, 50, 40])).clip(0, 255)
+        mask[band > 0] = 128  # the GrabCut "unknown" band
+        cv2.imwrite(str(ds / "data_GT" / f"img{i}.jpg"), img[:, :, ::-1])
+        cv2.imwrite(str(ds / "boundary_GT" / f"img{i}.bmp"), mask)
+    return root
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="gpcis")
+    sub = parser.add_subparsers()
+    cli.add_parser(sub)
+    return parser.parse_args(["evaluate", *argv])
+
+
+def test_evaluate_grabcut_end_to_end(tmp_path, capsys):
+    root = _make_grabcut(tmp_path / "data")
+    out = tmp_path / "out"
+    args = _parse(["--method", "grabcut", "--datasets", "GrabCut", "--data-root", str(root),
+                   "--out", str(out), "--max-clicks", "5", "--noc100-clicks", "8", "--quiet"])
+    assert args.func(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    m = metrics["GrabCut"]
+    for key in ("noc85", "noc90", "nof90", "noc100_90", "nof100_90", "miou_at", "noic", "sec_per_click",
+                "num_images"):
+        assert key in m
+    assert m["num_images"] == 3 and len(m["miou_at"]) == 5
+    assert 1 <= m["noc90"] <= 5 and m["miou_at"][0] > 0.8  # a distinct disk: easy for GrabCut
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert [r["name"] for r in rows] == ["img0", "img1", "img2"]
+    assert np.mean([float(r["noc90"]) for r in rows]) == pytest.approx(m["noc90"])
+    table = (out / "table.md").read_text()
+    assert "| grabcut |" in table and "NoC@90" in table
+    png = cv2.imread(str(out / "miou_GrabCut.png"))
+    assert png is not None and png.shape[0] > 100
+    assert json.loads((out / "run.json").read_text())["label"] == "grabcut"
+
+    # a second run compared with the first: both in the table and the plot
+    out2 = tmp_path / "out2"
+    args = _parse(["--method", "grabcut", "--datasets", "grabcut", "--data-root", str(root), "--out", str(out2),
+                   "--max-clicks", "5", "--all-clicks", "--limit", "2", "--label", "gc-all",
+                   "--compare", str(out), "--quiet"])
+    assert args.func(args) == 0
+    m2 = json.loads((out2 / "metrics.json").read_text())["GrabCut"]
+    assert m2["num_images"] == 2
+    rows = list(csv.DictReader((out2 / "per_image.csv").open()))
+    assert all(int(r["num_clicks"]) == 5 for r in rows)  # --all-clicks runs every click
+    table = (out2 / "table.md").read_text()
+    assert "| gc-all |" in table and "| grabcut |" in table
+
+
+def test_evaluate_errors(tmp_path, capsys):
+    root = _make_grabcut(tmp_path / "data")
+    args = _parse(["--method", "grabcut", "--datasets", "Nope", "--data-root", str(root), "--out", str(tmp_path)])
+    assert args.func(args) == 2
+    assert "unknown data set 'Nope'" in capsys.readouterr().err
+    args = _parse(["--method", "grabcut", "--datasets", "Berkeley", "--data-root", str(root)])
+    assert args.func(args) == 2
+    assert "does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    (empty / "GrabCut" / "data_GT").mkdir(parents=True)
+    (empty / "GrabCut" / "boundary_GT").mkdir()
+    args = _parse(["--method", "grabcut", "--data-root", str(empty), "--out", str(tmp_path / "o")])
+    assert args.func(args) == 2
+    assert "GrabCut" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --method and --checkpoint are exclusive, one is required
+        _parse(["--datasets", "GrabCut"])
+    with pytest.raises(SystemExit):
+        _parse(["--method", "grabcut", "--checkpoint", "x.pt"])
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        _parse(["--help"])
+    text = capsys.readouterr().out
+    for opt in ("--method", "--checkpoint", "--model", "--datasets", "--data-root", "--max-clicks",
+                "--target-iou", "--thresh", "--zoom-in", "--no-zoom-in", "--limit", "--out", "--device",
+                "--all-clicks"):
+        assert opt in text
+
+
+def test_evaluate_checkpoint_tiny_model(tmp_path):
+    import torch
+
+    from gpcis.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", create_model("gpcis_tiny"))
+    root = _make_grabcut(tmp_path / "data", n=1)
+    out = tmp_path / "out"
+    args = _parse(["--checkpoint", str(ckpt), "--model", "gpcis_tiny", "--data-root", str(root),
+                   "--out", str(out), "--max-clicks", "2", "--noc100-clicks", "0", "--device", "cpu", "--quiet"])
+    assert args.func(args) == 0
+    m = json.loads((out / "metrics.json").read_text())["GrabCut"]
+    assert m["num_images"] == 1 and m["noc100_90"] is None and len(m["miou_at"]) == 2
+    assert json.loads((out / "run.json").read_text())["label"] == "gpcis_tiny"
+    args = _parse(["--checkpoint", str(ckpt), "--model", "ritm_tiny", "--data-root", str(root), "--out", str(out)])
+    assert args.func(args) == 2  # the checkpoint holds another model

@@ -1,0 +1,45 @@
+"""`gpcis train` and the example scripts (thin front ends over the trainer)."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpcis.cli import main as gpcis_main
+from gpcis.models import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--synthetic-size", "32", "--synthetic-samples", "8", "--batch-size", "2", "--epochs", "1",
+        "--steps-per-epoch", "2", "--val-samples", "1", "--no-progress"]
+
+
+def test_gpcis_train_command(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert gpcis_main(["train", "--model", "ritm_tiny", "--out", str(out), "--seed", "4", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "NoC@85" in printed and "NoC@90" in printed
+    extra = load_checkpoint(out / "last.pt")["extra"]
+    assert extra["global_step"] == 2 and extra["train_config"]["seed"] == 4
+    # --resume with more epochs continues from the checkpoint
+    assert gpcis_main(["train", "--model", "ritm_tiny", "--out", str(out), "--resume", "--seed", "4",
+                       *TINY, "--epochs", "2"]) == 0
+    assert load_checkpoint(out / "last.pt")["extra"]["global_step"] == 4
+
+
+def test_bad_arguments_give_clear_errors(tmp_path, capsys):
+    assert gpcis_main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert "data: folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script,model", [("train_gpcis.py", "gpcis_tiny"), ("train_ritm.py", "ritm_tiny")])
+def test_examples(tmp_path, monkeypatch, capsys, script, model):
+    out = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", [script, "--out", str(out), "--max-steps", "1", *TINY])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(str(REPO / "examples" / script), run_name="__main__")
+    assert exc.value.code == 0
+    assert f"trained {model}" in capsys.readouterr().out
+    assert load_checkpoint(out / "last.pt")["config"]["name"] == model
