@@ -1,0 +1,286 @@
+"""GP-layer ablations at CPU scale: train on COCO_MVal, evaluate on GrabCut (issue: benchmarks).
+
+Every configuration is the base model with one change, trained with the same budget
+(``--steps`` optimisation steps, or ``--budget-s`` seconds) and evaluated with the
+standard protocol (20 clicks, NoC@85/90, mIoU@1/@5, NoIC); ``--seeds`` seeds each, mean
+± std. Rows:
+
+* head: GP vs conv (RITM);
+* prior: ``learned`` vs ``spectral`` RFF; weight-space prior only / function-space
+  update only / both (the paper's decoupled form);
+* number of basis functions l in {64, 128, 256};
+* evaluation eps^2 in {1e-4, 1e-3, 1e-2} (evaluation-time only: the base runs are
+  re-evaluated, not retrained);
+* weight alpha of L_VI in {0, 0.001, 0.01, 1};
+* kernel input with vs without the image channels (Alg. S2 line 3);
+* reference rows (``--references``): the training-free GP and the two classic methods.
+
+Runs are resumable: each (configuration, seed) writes ``OUT/runs/<config>/seed<k>/result.json``
+and is skipped when that exists; a half-trained run continues from its ``last.pt``.
+
+Usage::
+
+    python benchmarks/ablations.py [--quick] [--base gpcis_tiny|gpcis_efflite0] [--pretrained]
+        [--train-data DIR] [--eval-data DIR] [--steps 300] [--seeds 3] [--only NAME,...]
+        [--references] [--device cpu] [--out runs/bench/ablations]
+
+``--quick`` trains on the built-in synthetic data for 2 steps and evaluates on 3 synthetic
+images with 5 clicks (a smoke run for CI). Writes ``OUT/ablations.json`` (rows
+``{"config", "seed", "noc85", "noc90", "miou1", "miou5", "noic", "images_per_s"}`` and a
+``summary`` with means and stds), ``OUT/ablations.png`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from click_latency import machine  # noqa: E402
+
+from gpcis.evaluation import EvalConfig, evaluate_dataset, summarize  # noqa: E402
+from gpcis.inference import Predictor  # noqa: E402
+from gpcis.models import create_model, model_config  # noqa: E402
+from gpcis.training import TrainConfig, Trainer  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One row: the base model with ``model`` (ModelConfig) and ``gp`` (GPHeadConfig) changes.
+
+    ``eval_noise`` set means an evaluation-time variant of the base runs (no training).
+    """
+
+    name: str
+    head: str = "gp"
+    model: dict[str, Any] = field(default_factory=dict)
+    gp: dict[str, Any] = field(default_factory=dict)
+    eval_noise: Optional[float] = None
+    group: str = ""
+
+
+def ablations(base_features: int) -> list[Ablation]:
+    """All rows; ``base`` first. Rows equal to the base (e.g. l = base l) are dropped."""
+    rows = [
+        Ablation("base", group="base"),
+        Ablation("conv head (RITM)", head="conv", group="head"),
+        Ablation("prior: spectral", gp={"prior": "spectral"}, group="prior"),
+        Ablation("weight-space prior only", gp={"use_update_path": False}, group="paths"),
+        Ablation("function-space update only", gp={"use_prior_path": False}, group="paths"),
+    ]
+    rows += [Ablation(f"l = {l}", gp={"num_features": l}, group="l") for l in (64, 128, 256) if l != base_features]
+    rows += [Ablation(f"eval eps2 = {e:g}", eval_noise=e, group="eval_noise") for e in (1e-3, 1e-2)]
+    rows += [Ablation(f"alpha = {a:g}", model={"vi_weight": a}, group="alpha") for a in (0.0, 0.001, 1.0)]
+    rows += [Ablation("no image in kernel", model={"use_image_in_kernel": False}, group="kernel input")]
+    return rows
+
+
+def build_model(base: str, ab: Ablation, pretrained: bool | str):
+    name = base if ab.head == "gp" else base.replace("gpcis_", "ritm_")
+    cfg = model_config(name)
+    overrides = dict(ab.model)
+    if ab.gp and ab.head == "gp":
+        overrides["gp"] = dataclasses.replace(cfg.gp, **ab.gp)
+    return name, create_model(name, pretrained=pretrained, **overrides)
+
+
+def evaluate(method, dataset, max_clicks: int) -> dict[str, float]:
+    cfg = EvalConfig(max_clicks=max_clicks, long_max_clicks=None, progress=False)
+    m = summarize(evaluate_dataset(method, dataset, cfg, desc="eval"), cfg)
+    miou = m["miou_at"]
+    return {
+        "noc85": m["noc85"],
+        "noc90": m["noc90"],
+        "miou1": miou[0],
+        "miou5": miou[min(4, len(miou) - 1)],
+        "noic": m["noic"],
+        "sec_per_click": m["sec_per_click"],
+    }
+
+
+def run_one(args, ab: Ablation, seed: int, eval_set, base_runs: Path) -> dict:
+    """Train (or reuse) and evaluate one (configuration, seed); cached in result.json."""
+    slug = "".join(c if c.isalnum() else "_" for c in ab.name).strip("_")
+    out = Path(args.out) / "runs" / slug / f"seed{seed}"
+    done = out / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    torch.manual_seed(seed)
+    if ab.eval_noise is not None:  # evaluation-time variant of the base run
+        ckpt = base_runs / f"seed{seed}" / "last.pt"
+        model = create_model(checkpoint=ckpt)
+        model.head.gp.config.eval_noise = ab.eval_noise
+        train_row: dict[str, Any] = json.loads((base_runs / f"seed{seed}" / "result.json").read_text())
+    else:
+        name, model = build_model(args.base, ab, args.pretrained)
+        quick = args.quick
+        tc = TrainConfig(
+            model=name,
+            data="synthetic" if quick else args.train_data,
+            dataset_type=None if quick else "COCO_MVal",
+            epochs=10_000,
+            batch_size=args.batch_size,
+            crop_size=(args.crop, args.crop),
+            synthetic_samples=64,
+            synthetic_size=64,
+            max_steps=args.steps,
+            steps_per_epoch=args.steps_per_epoch,
+            val_samples=0,
+            seed=seed,
+            device=args.device,
+            out=str(out),
+            progress=False,
+            resume=(out / "last.pt").exists(),
+            pretrained=args.pretrained,
+        )
+        trainer = Trainer(tc, model=model)
+        last = trainer.train()
+        train_row = {"images_per_s": float(np.mean([r["images_per_s"] for r in trainer.history] or [last["images_per_s"]]))}
+    predictor = Predictor(model.eval(), device=args.device, zoom_in=not args.quick)
+    row = {"config": ab.name, "group": ab.group, "seed": seed, **evaluate(predictor, eval_set, args.max_clicks)}
+    row["images_per_s"] = train_row.get("images_per_s", float("nan"))
+    out.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(row))
+    return row
+
+
+def reference_rows(eval_set, max_clicks: int) -> list[dict]:
+    from gpcis.baselines import create_method
+
+    rows = []
+    for name in ("gp-pixel", "grabcut", "random-walker"):
+        rows.append({"config": f"reference: {name}", "group": "reference", "seed": 0,
+                     **evaluate(create_method(name), eval_set, max_clicks), "images_per_s": float("nan")})
+    return rows
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    keys = ("noc85", "noc90", "miou1", "miou5", "noic", "images_per_s")
+    out = []
+    for name in dict.fromkeys(r["config"] for r in rows):
+        rs = [r for r in rows if r["config"] == name]
+        s = {"config": name, "group": rs[0]["group"], "seeds": len(rs)}
+        for k in keys:
+            v = np.array([r[k] for r in rs], dtype=float)
+            s[k] = float(np.mean(v))
+            s[k + "_std"] = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        out.append(s)
+    return out
+
+
+def plot(summary: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(summary) + 1.5))
+    y = np.arange(len(summary))
+    ax.barh(y, [s["noc90"] for s in summary], xerr=[s["noc90_std"] for s in summary], color="tab:blue", alpha=0.7)
+    ax.set_yticks(y, [s["config"] for s in summary], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("NoC@90 (lower is better), mean ± std over seeds")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="synthetic data, 2 steps, 3 images, 5 clicks, 1 seed")
+    p.add_argument("--base", default="gpcis_tiny", help="base GP model (gpcis_tiny, gpcis_efflite0, ...)")
+    p.add_argument("--pretrained", action="store_true", help="ImageNet-initialised backbone")
+    p.add_argument("--train-data", default=str(SHARED / "COCO_MVal"))
+    p.add_argument("--eval-data", default=str(SHARED / "GrabCut"))
+    p.add_argument("--steps", type=int, default=300, help="optimisation steps per run (the fixed budget)")
+    p.add_argument("--steps-per-epoch", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--max-clicks", type=int, default=20)
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
+    p.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
+    p.add_argument("--references", action="store_true", help="also evaluate gp-pixel, grabcut, random-walker")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="runs/bench/ablations")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.seeds, args.max_clicks, args.batch_size, args.crop = 2, 1, 5, 2, 64
+        args.steps_per_epoch, args.limit = 2, 3
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda given but CUDA is not available")
+
+    if args.quick:
+        from gpcis.data import SyntheticConfig, SyntheticDataset
+
+        eval_set = SyntheticDataset(3, SyntheticConfig(height=64, width=64), seed=7)
+    else:
+        from gpcis.data import get_dataset
+
+        for path in (args.train_data, args.eval_data):
+            if not Path(path).is_dir():
+                p.error(f"data folder not found: {path} (see ../shared/datasets/README.md)")
+        eval_set = get_dataset("GrabCut", args.eval_data)
+    if args.limit:
+        eval_set = [eval_set[i] for i in range(min(args.limit, len(eval_set)))]
+
+    base_cfg = model_config(args.base)
+    todo = ablations(base_cfg.gp.num_features)
+    if args.quick:
+        todo = [a for a in todo if a.name in ("base", "conv head (RITM)", "prior: spectral", "eval eps2 = 0.01")]
+    if args.only:
+        wanted = {s.strip() for s in args.only.split(",")}
+        todo = [a for a in todo if a.name in wanted or a.name == "base"]
+    base_runs = Path(args.out) / "runs" / "base"
+    rows: list[dict] = []
+    from tqdm import tqdm
+
+    for ab in tqdm(todo, desc="ablations", unit="config"):
+        for seed in range(args.seeds):
+            rows.append(run_one(args, ab, seed, eval_set, base_runs))
+    if args.references:
+        rows += reference_rows(eval_set, args.max_clicks)
+    summary = aggregate(rows)
+    print(f"{'configuration':30s} {'NoC@85':>12s} {'NoC@90':>12s} {'mIoU@1':>7s} {'mIoU@5':>7s} {'NoIC':>6s} {'img/s':>6s}")
+    for s in summary:
+        print(
+            f"{s['config']:30s} {s['noc85']:6.2f}±{s['noc85_std']:<5.2f} {s['noc90']:6.2f}±{s['noc90_std']:<5.2f}"
+            f" {s['miou1']:7.3f} {s['miou5']:7.3f} {s['noic']:6.1f} {s['images_per_s']:6.2f}"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": "ablations",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(torch.device(args.device)),
+        "base": args.base,
+        "pretrained": bool(args.pretrained),
+        "steps": args.steps,
+        "train_data": "synthetic" if args.quick else args.train_data,
+        "eval_data": "synthetic" if args.quick else args.eval_data,
+        "rows": rows,
+        "summary": summary,
+    }
+    (out / "ablations.json").write_text(json.dumps(result, indent=1))
+    plot(summary, out / "ablations.png", f"ablations of {args.base}, {args.steps} steps, {result['machine']}")
+    print(f"wrote {out / 'ablations.json'} and {out / 'ablations.png'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

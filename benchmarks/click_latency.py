@@ -1,0 +1,252 @@
+"""Per-click latency of GPCIS vs RITM, split into backbone and head (supplement Fig. S1).
+
+For each model pair (``gpcis_<backbone>`` vs ``ritm_<backbone>``) a simulated session on
+one real image (GrabCut's first image when ``../shared/datasets`` exists, else
+scikit-image's astronaut with a thresholded mask) runs clicks 1..K at a fixed input size;
+every click is timed ``--repeats`` times after a warm-up and the median is kept. Time is
+split into *backbone* (click maps + Conv1S + backbone) and *head* (GP head or 1x1 conv
+head, mean path, as at evaluation). On CUDA, CUDA events with synchronisation are used.
+
+Usage::
+
+    python benchmarks/click_latency.py [--quick] [--device cpu|cuda] [--size 384]
+        [--clicks 20] [--repeats 3] [--backbones resnet50,hrnet18s,segformer_b0,efflite0]
+        [--out runs/bench/click_latency]
+
+Writes ``OUT/click_latency.json`` (rows ``{"model", "backbone", "click", "backbone_ms",
+"head_ms", "total_ms"}`` plus a ``summary``) and ``OUT/click_latency.png`` (log-scale
+time axis like Fig. S1), and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from gpcis.clicks import Click, ClickBatch
+from gpcis.evaluation.clicker import next_click
+from gpcis.models import create_model
+from gpcis.models.heads import normalize_image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+@dataclass
+class ClickTiming:
+    model: str
+    backbone: str
+    click: int
+    backbone_ms: float
+    head_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.backbone_ms + self.head_ms
+
+
+def load_image(size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """A real image and its object mask, resized to ``size x size``."""
+    grabcut = SHARED / "GrabCut"
+    if grabcut.is_dir():
+        from gpcis.data import get_dataset
+
+        sample = get_dataset("GrabCut", grabcut)[0]
+        image, mask, name = sample.image, sample.masks[0], f"GrabCut/{sample.name}"
+    else:
+        from skimage import data
+
+        image = data.astronaut()
+        mask = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) > 120
+        name = "skimage/astronaut"
+    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return image, mask, name
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], object]], tuple[object, float]]:
+    """``timed(fn) -> (result, milliseconds)``, synchronised on CUDA."""
+    if device.type == "cuda":
+
+        def timed(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            return out, start.elapsed_time(end)
+
+        return timed
+
+    def timed(fn):
+        t = time.perf_counter()
+        out = fn()
+        return out, (time.perf_counter() - t) * 1000.0
+
+    return timed
+
+
+@torch.no_grad()
+def time_session(
+    name: str, image: np.ndarray, gt: np.ndarray, num_clicks: int, repeats: int, device: torch.device
+) -> list[ClickTiming]:
+    """Median backbone / head time of clicks 1..num_clicks of a simulated session."""
+    model = create_model(name).to(device).eval()
+    timed = _timer(device)
+    img = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
+    size = tuple(img.shape[-2:])
+    pred = np.zeros_like(gt)
+    prev = torch.zeros(1, 1, *size, device=device)
+    clicks: list[Click] = []
+    rows = []
+    for k in range(1, num_clicks + 1):
+        clicks.append(next_click(gt, pred, None, clicks))
+        batch = ClickBatch.from_lists([clicks], device=device)
+
+        def run_backbone():
+            maps = model.encode_clicks(batch, prev, size)
+            return model.backbone(normalize_image(img), model.click_encoder(maps))
+
+        def run_head(features):
+            return model.head(features, img, batch, num_samples=0, return_std=False)
+
+        if k == 1:  # warm-up (allocator, kernels, lazy init)
+            run_head(run_backbone())
+        bb, hd = [], []
+        for _ in range(repeats):
+            feats, t_bb = timed(run_backbone)
+            out, t_hd = timed(lambda: run_head(feats))
+            bb.append(t_bb)
+            hd.append(t_hd)
+        prob = torch.sigmoid(out.logits)
+        prev = prob
+        pred = (prob[0, 0] > 0.5).cpu().numpy()
+        rows.append(ClickTiming(name, model.config.backbone, k, statistics.median(bb), statistics.median(hd)))
+    return rows
+
+
+def summarize(rows: list[ClickTiming]) -> list[dict]:
+    """Per backbone: head time at the last click vs click 1, and GPCIS vs RITM total time."""
+    out = []
+    for bb in sorted({r.backbone for r in rows}):
+        by = {m: [r for r in rows if r.backbone == bb and r.model == m] for m in {r.model for r in rows if r.backbone == bb}}
+        gp = next((v for m, v in by.items() if m.startswith("gpcis_")), None)
+        conv = next((v for m, v in by.items() if m.startswith("ritm_")), None)
+        row: dict = {"backbone": bb}
+        if gp:
+            row["gp_head_ms_click1"] = gp[0].head_ms
+            row["gp_head_ms_last"] = gp[-1].head_ms
+            row["gp_head_growth"] = gp[-1].head_ms / gp[0].head_ms - 1.0
+            row["gpcis_total_ms_mean"] = float(np.mean([r.total_ms for r in gp]))
+        if conv:
+            row["ritm_total_ms_mean"] = float(np.mean([r.total_ms for r in conv]))
+        if gp and conv:
+            row["gpcis_over_ritm"] = row["gpcis_total_ms_mean"] / row["ritm_total_ms_mean"] - 1.0
+        out.append(row)
+    return out
+
+
+def plot(rows: list[ClickTiming], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for model in sorted({r.model for r in rows}):
+        rs = [r for r in rows if r.model == model]
+        style = "-" if model.startswith("gpcis_") else "--"
+        ax.plot([r.click for r in rs], [r.total_ms for r in rs], style, marker="o", ms=3, label=f"{model} total")
+        if model.startswith("gpcis_"):
+            ax.plot([r.click for r in rs], [r.head_ms for r in rs], ":", label=f"{model} GP head")
+    ax.set_yscale("log")
+    ax.set_xlabel("click")
+    ax.set_ylabel("time per click [ms] (log)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny models, 96x96, 4 clicks, 1 repeat (CI smoke run)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--size", type=int, default=384, help="square input size (the paper's evaluation input)")
+    p.add_argument("--clicks", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--backbones", default="resnet50,hrnet18s,segformer_b0,efflite0")
+    p.add_argument("--out", default="runs/bench/click_latency")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.clicks, args.repeats, args.backbones = 96, 4, 1, "tiny"
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda given but CUDA is not available")
+    image, gt, image_name = load_image(args.size)
+    rows: list[ClickTiming] = []
+    for bb in [b.strip() for b in args.backbones.split(",") if b.strip()]:
+        for prefix in ("ritm", "gpcis"):
+            rows += time_session(f"{prefix}_{bb}", image, gt, args.clicks, args.repeats, device)
+    summary = summarize(rows)
+    header = f"{'model':22s} {'click':>5s} {'backbone ms':>12s} {'head ms':>9s} {'total ms':>9s}"
+    print(header)
+    for r in rows:
+        if r.click in (1, 5, 10, args.clicks) or args.clicks <= 5:
+            print(f"{r.model:22s} {r.click:5d} {r.backbone_ms:12.1f} {r.head_ms:9.1f} {r.total_ms:9.1f}")
+    for s in summary:
+        print(
+            f"{s['backbone']}: GP head click {args.clicks} vs 1: {100 * s.get('gp_head_growth', float('nan')):+.1f}%"
+            f"; GPCIS vs RITM total: {100 * s.get('gpcis_over_ritm', float('nan')):+.1f}%"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": "click_latency",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(device),
+        "device": str(device),
+        "size": args.size,
+        "image": image_name,
+        "repeats": args.repeats,
+        "rows": [dict(r.__dict__, total_ms=r.total_ms) for r in rows],
+        "summary": summary,
+    }
+    (out / "click_latency.json").write_text(json.dumps(result, indent=1))
+    plot(rows, out / "click_latency.png", f"per-click latency, {args.size}x{args.size}, {result['machine']}")
+    print(f"wrote {out / 'click_latency.json'} and {out / 'click_latency.png'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

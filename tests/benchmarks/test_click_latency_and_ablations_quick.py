@@ -1,0 +1,73 @@
+"""The --quick modes of benchmarks/click_latency.py and benchmarks/ablations.py run end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_click_latency_quick(tmp_path):
+    mod = _load("click_latency")
+    result = mod.main(["--quick", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "click_latency.json").read_text())
+    assert data == json.loads(json.dumps(result))
+    assert (tmp_path / "click_latency.png").stat().st_size > 1000
+    models = {r["model"] for r in data["rows"]}
+    assert models == {"gpcis_tiny", "ritm_tiny"}
+    for r in data["rows"]:
+        assert r["backbone_ms"] > 0 and r["head_ms"] > 0
+        assert r["total_ms"] == pytest.approx(r["backbone_ms"] + r["head_ms"])
+    assert [r["click"] for r in data["rows"] if r["model"] == "gpcis_tiny"] == [1, 2, 3, 4]
+    (summary,) = data["summary"]
+    assert summary["backbone"] == "tiny" and "gpcis_over_ritm" in summary and "gp_head_growth" in summary
+
+
+def test_ablations_quick_and_resume(tmp_path):
+    mod = _load("ablations")
+    result = mod.main(["--quick", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "ablations.json").read_text())
+    names = [s["config"] for s in data["summary"]]
+    assert names == ["base", "conv head (RITM)", "prior: spectral", "eval eps2 = 0.01"]
+    for row in data["rows"]:
+        assert 1 <= row["noc85"] <= row["noc90"] <= 5
+        assert 0 <= row["miou1"] <= 1 and row["noic"] >= 0
+    # the GP head interpolates its clicks at evaluation: no clicked pixel stays wrong
+    assert next(r for r in data["rows"] if r["config"] == "base")["noic"] == 0
+    assert (tmp_path / "ablations.png").stat().st_size > 1000
+    # a second run reuses every cached (configuration, seed) result
+    again = mod.main(["--quick", "--out", str(tmp_path)])
+    assert again["rows"] == result["rows"]
+
+
+def test_report_collects_quick_runs(tmp_path):
+    _load("click_latency").main(["--quick", "--out", str(tmp_path / "runs" / "click_latency")])
+    _load("ablations").main(["--quick", "--out", str(tmp_path / "runs" / "ablations")])
+    (tmp_path / "runs" / "cx").mkdir()
+    (tmp_path / "runs" / "cx" / "model_complexity.json").write_text(
+        json.dumps([{"model": "gpcis_resnet50", "part": "head", "gflops": 1.97, "mparams": 0.02}])
+    )
+    report = _load("report")
+    out = tmp_path / "docs" / "benchmarks.md"
+    text = report.build_report(tmp_path / "runs", out)
+    assert out.read_text() == text
+    assert "## Per-click latency" in text and "gpcis_tiny" in text
+    assert "## Ablations" in text and "conv head (RITM)" in text
+    assert "| gpcis_resnet50 | head | 1.97 | 0.02 | 1.93 | 0.02 |" in text  # paper's Table S2 beside ours
+    assert (tmp_path / "docs" / "benchmarks" / "click_latency.png").exists()
+    with pytest.raises(ValueError, match="no benchmark"):
+        report.build_report(tmp_path / "missing", out)
