@@ -184,7 +184,7 @@ class GPSegHead(SegHead):
         self,
         in_channels: int,
         config: GPHeadConfig | None = None,
-        vi_weight: float = 1.0,
+        vi_weight: float = 0.01,
         use_image: bool = True,
     ) -> None:
         super().__init__()

@@ -40,7 +40,10 @@ class ModelConfig:
             (``tiny``, ``resnet50``, ``hrnet18s``, ``segformer_b0``, ``efflite0``).
         head: ``"gp"`` (GPCIS) or ``"conv"`` (RITM's 1x1 conv classifier).
         gp: configuration of the GP layer (used by the ``"gp"`` head only).
-        vi_weight: ``alpha``, weight of ``L_VI`` in the model's ``aux_loss``.
+        vi_weight: ``alpha``, weight of ``L_VI`` in the model's ``aux_loss`` (default 0.01:
+            with L_VI summed over clicks it is 8-30 at initialisation against a
+            normalized focal loss of about 0.3; at ``alpha = 1`` it swamps the focal loss,
+            which then stops decreasing. See docs/training.md, "The weight of L_VI").
         click_radius: radius (input pixels) of the click disks (5 in RITM/GPCIS).
         use_image_in_kernel: append the normalized image to the GP features (D = d + 3).
         pretrained: backbone initialisation (``False``, ``True`` = ImageNet weights, or a
@@ -52,7 +55,7 @@ class ModelConfig:
     backbone: str = "tiny"
     head: str = "gp"
     gp: GPHeadConfig = field(default_factory=GPHeadConfig)
-    vi_weight: float = 1.0
+    vi_weight: float = 0.01
     click_radius: float = 5.0
     use_image_in_kernel: bool = True
     pretrained: bool | str = False

@@ -424,6 +424,8 @@ class Trainer:
         self.best_noc90 = math.inf
         self.history: list[dict[str, Any]] = []
         self._tb = None
+        self._elapsed_before = 0.0  # training seconds of earlier (resumed) runs
+        self._run_start: float | None = None
         if config.resume:
             self.load(self.out / "last.pt" if config.resume is True else Path(config.resume))
 
@@ -455,7 +457,13 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.use_amp else None,
             "rng": _rng_state(),
             "history": self.history,
+            "elapsed_s": self.elapsed_s(),
         }
+
+    def elapsed_s(self) -> float:
+        """Training wall-clock seconds so far, summed over resumed runs (the time budget's clock)."""
+        running = time.perf_counter() - self._run_start if self._run_start is not None else 0.0
+        return self._elapsed_before + running
 
     def save(self, path: Path) -> None:
         """Write a checkpoint atomically (main process only)."""
@@ -492,6 +500,7 @@ class Trainer:
         self.global_step = int(extra["global_step"])
         self.best_noc90 = extra["best_noc90"] if extra.get("best_noc90") is not None else math.inf
         self.history = list(extra.get("history") or [])
+        self._elapsed_before = float(extra.get("elapsed_s") or 0.0)
         _set_rng_state(extra["rng"])
 
     # ------------------------------------------------------------------ one step
@@ -587,7 +596,7 @@ class Trainer:
         """
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
+        start = self._run_start = time.perf_counter()
         last_row: dict[str, Any] = {}
         try:
             while self.epoch < cfg.epochs:
@@ -614,7 +623,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{losses['loss']:.4f}")
                     if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
                         stop = True
-                    if cfg.time_budget_s is not None and time.perf_counter() - start >= cfg.time_budget_s:
+                    if cfg.time_budget_s is not None and self.elapsed_s() >= cfg.time_budget_s:
                         stop = True
                     if stop:
                         break

@@ -224,3 +224,17 @@ def test_cuda_amp_steps(tmp_path):
     trainer.train()
     extra = load_checkpoint(tmp_path / "run" / "last.pt")["extra"]
     assert extra["global_step"] == 2 and extra["scaler"] is not None
+
+
+def test_time_budget_counts_the_time_of_earlier_runs(tmp_path, monkeypatch):
+    """A resumed run continues the budget's clock instead of restarting it."""
+    first = Trainer(_config(tmp_path, max_steps=2))
+    first.train()
+    spent = load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["elapsed_s"]
+    assert spent > 0
+    # a budget already used up by the first run stops the resumed run after one step
+    again = Trainer(_config(tmp_path, max_steps=50, resume=True, time_budget_s=spent))
+    assert again.elapsed_s() == pytest.approx(spent)
+    again.train()
+    assert again.global_step == 3
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["elapsed_s"] > spent
