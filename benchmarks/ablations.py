@@ -148,7 +148,7 @@ def run_one(args, ab: Ablation, seed: int, eval_set, base_runs: Path) -> dict:
         trainer = Trainer(tc, model=model)
         last = trainer.train()
         train_row = {"images_per_s": float(np.mean([r["images_per_s"] for r in trainer.history] or [last["images_per_s"]]))}
-    predictor = Predictor(model.eval(), device=args.device, zoom_in=not args.quick)
+    predictor = Predictor(model.eval(), device=args.device, zoom_in=not args.quick, with_std=False)
     row = {"config": ab.name, "group": ab.group, "seed": seed, **evaluate(predictor, eval_set, args.max_clicks)}
     row["images_per_s"] = train_row.get("images_per_s", float("nan"))
     out.mkdir(parents=True, exist_ok=True)

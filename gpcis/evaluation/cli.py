@@ -125,7 +125,7 @@ def _build_method(args: argparse.Namespace):
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = create_model(args.model, checkpoint=args.checkpoint)
-    pred = Predictor(model, device=device, zoom_in=args.zoom_in, thresh=args.thresh)
+    pred = Predictor(model, device=device, zoom_in=args.zoom_in, thresh=args.thresh, with_std=False)
     return pred, args.label or (args.model or Path(args.checkpoint).stem)
 
 

@@ -101,7 +101,8 @@ def check_gp_inputs(
             raise ValueError(f"{name} must be a (B, M, D) tensor, got {getattr(t, 'shape', type(t))}")
         if not t.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
-        if not torch.isfinite(t).all():
+        # the sum is finite iff every entry is, except for overflow: then check element-wise
+        if not torch.isfinite(t.sum()) and not torch.isfinite(t).all():
             raise ValueError(f"{name} contains NaN or Inf values")
     b, _, d = x_test.shape
     if in_dim is not None and d != in_dim:
@@ -231,13 +232,17 @@ class GPHead(nn.Module):
             if n:
                 prior_click = prior_path(self.rff, x_click, w)
         chol = click_gram_cholesky(self.kernel, x_click, valid, noise) if n else None
+        k_star_n = self.kernel(x_test, x_click).to_dense() if n and (cfg.use_update_path or return_variance) else None
         if cfg.use_update_path and n:
-            out = out + update_path(self.kernel, x_test, x_click, f_click - prior_click, valid, noise, chol)
+            out = out + update_path(
+                self.kernel, x_test, x_click, f_click - prior_click, valid, noise, chol, k_star_n
+            )
 
         variance = None
         if return_variance:
             variance = predictive_variance(
-                self.kernel, x_test, x_click, valid, noise, click_variance=self.posterior.variance, chol=chol
+                self.kernel, x_test, x_click, valid, noise, click_variance=self.posterior.variance, chol=chol,
+                k_star_n=k_star_n,
             )
         if n:
             bce_f = f_click[1:] if num_samples > 0 else f_click

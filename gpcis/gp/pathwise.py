@@ -44,6 +44,8 @@ __all__ = [
 #: jitter escalation: first try adds this (relative to the largest diagonal entry), then x10 ...
 DEFAULT_JITTER = 1e-8
 DEFAULT_MAX_TRIES = 8
+#: rows per block of the inference-time prior path
+_ROW_BLOCK = 8192
 
 
 def _dense(k) -> Tensor:
@@ -164,7 +166,12 @@ def prior_path(rff: FourierFeatureKernel, x: Tensor, w: Tensor) -> Tensor:
     if theta.dim() != 2:
         return torch.einsum("bml,sbl->sbm", rff.cos_features(x), w * scale)
     if not torch.is_grad_enabled() or not any(t.requires_grad for t in (x, theta, rff.tau, w_bls)):
-        out = torch.bmm(rff.cos_features(x), w_bls)
+        # Inference: in row blocks, so the (M, l) features are never held at once (a fresh
+        # multi-hundred-MB buffer per call costs more in page faults than the matmul).
+        b, m, _ = x.shape
+        out = x.new_empty(b, m, w_bls.shape[-1])
+        for i in range(0, m, _ROW_BLOCK):
+            out[:, i : i + _ROW_BLOCK] = torch.bmm(rff.cos_features(x[:, i : i + _ROW_BLOCK]), w_bls)
     else:
         out = _CosFeatureMatmul.apply(x, theta, rff.tau, w_bls)
     return out.permute(2, 0, 1)
@@ -178,6 +185,7 @@ def update_path(
     valid: Tensor,
     noise: float,
     chol: Optional[Tensor] = None,
+    k_star_n: Optional[Tensor] = None,
 ) -> Tensor:
     r"""Update path ``K_{*n} (K_nn + eps^2 I)^{-1} r`` (the second term of Eq. S15).
 
@@ -192,6 +200,7 @@ def update_path(
         valid: ``(B, N)`` bool.
         noise: ``eps^2``.
         chol: optional precomputed :func:`click_gram_cholesky` factor.
+        k_star_n: optional precomputed cross-covariance ``k(x_test, x_click)``, ``(B, M, N)``.
 
     Returns:
         ``(B, M)`` or ``(S, B, M)`` in ``x_test``'s dtype.
@@ -203,10 +212,11 @@ def update_path(
         chol = click_gram_cholesky(kernel, x_click, valid, noise)
     v = valid.to(residual.dtype)
     alpha = solve_clicks(chol, residual * v).to(x_test.dtype) * valid.to(x_test.dtype)
-    k_star_n = _dense(kernel(x_test, x_click))  # (B, M, N)
+    if k_star_n is None:
+        k_star_n = _dense(kernel(x_test, x_click))  # (B, M, N)
     if alpha.dim() == 2:
-        return torch.einsum("bmn,bn->bm", k_star_n, alpha)
-    return torch.einsum("bmn,sbn->sbm", k_star_n, alpha)
+        return torch.bmm(k_star_n, alpha.unsqueeze(-1)).squeeze(-1)
+    return torch.bmm(k_star_n, alpha.permute(1, 2, 0)).permute(2, 0, 1)
 
 
 def pathwise_posterior(
@@ -251,6 +261,7 @@ def predictive_variance(
     noise: float,
     click_variance: Optional[float] = None,
     chol: Optional[Tensor] = None,
+    k_star_n: Optional[Tensor] = None,
 ) -> Tensor:
     r"""Marginal posterior variance at each test point (Eq. S5), diagonal only.
 
@@ -272,6 +283,8 @@ def predictive_variance(
         noise: ``eps^2``.
         click_variance: ``s^2`` of ``q(f_n)``; ``None`` means ``eps^2``.
         chol: optional precomputed Cholesky factor.
+        k_star_n: optional precomputed ``k(x_test, x_click)``, ``(B, M, N)`` (shared with
+            :func:`update_path`).
 
     Returns:
         ``(B, M)`` variances (clamped at 0), in ``x_test``'s dtype.
@@ -282,8 +295,10 @@ def predictive_variance(
         return prior_var.clone()
     if chol is None:
         chol = click_gram_cholesky(kernel, x_click, valid, noise)
-    k_n_star = _dense(kernel(x_click, x_test)).to(chol.dtype)  # (B, N, M)
-    k_n_star = k_n_star * valid.to(chol.dtype).unsqueeze(-1)
+    if k_star_n is None:
+        k_star_n = _dense(kernel(x_test, x_click))
+    # padded clicks: zero rows (their Cholesky rows are the identity's)
+    k_n_star = (k_star_n * valid.to(k_star_n.dtype).unsqueeze(-2)).mT.to(chol.dtype)  # (B, N, M)
     v = torch.linalg.solve_triangular(chol, k_n_star, upper=False)  # L^{-1} k_{n*}
     var = prior_var.to(chol.dtype) - (v * v).sum(-2)
     if click_variance is not None and click_variance != noise:

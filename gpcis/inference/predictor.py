@@ -48,6 +48,8 @@ class Predictor:
         thresh: ``mask = prob > thresh``.
         zoom: zoom-in settings (default :class:`ZoomConfig`).
         size_divisor: pad model inputs to a multiple of this (the backbones' stride).
+        with_std: also compute the GP posterior std map (``PredictionResult.std``); turn it
+            off when only masks are needed (evaluation), it costs ``O(M N^2)`` per click.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class Predictor:
         thresh: float = 0.5,
         zoom: Optional[ZoomConfig] = None,
         size_divisor: int = 32,
+        with_std: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -74,6 +77,7 @@ class Predictor:
         self.zoom = ZoomIn(zoom)
         self.thresh = float(thresh)
         self.size_divisor = int(size_divisor)
+        self.with_std = bool(with_std)
         self._image: Optional[np.ndarray] = None
         self._tensor: Optional[torch.Tensor] = None
         self._clicks: list[Click] = []
@@ -193,7 +197,7 @@ class Predictor:
         prev_t = None
         if prev is not None:
             prev_t = self._pad(torch.from_numpy(np.ascontiguousarray(prev, dtype=np.float32)).to(self.device)[None, None])
-        out: Any = self.model(image_t, batch, prev_t, return_std=True)
+        out: Any = self.model(image_t, batch, prev_t, return_std=self.with_std)
         prob = torch.sigmoid(out.logits[0, 0, :h, :w].float()).cpu().numpy()
         std = getattr(out, "std", None)
         std_np = std[0, 0, :h, :w].float().cpu().numpy() if std is not None else None

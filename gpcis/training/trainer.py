@@ -542,7 +542,7 @@ class Trainer:
         was_training = self.model.training
         rng = _rng_state()  # validation must not change the training's random stream
         try:
-            predictor = Predictor(self.model, device=self.device, zoom_in=False)
+            predictor = Predictor(self.model, device=self.device, zoom_in=False, with_std=False)
             with torch.no_grad():
                 records = evaluate_dataset(predictor, self.val_set, ec, desc="validate")
         finally:

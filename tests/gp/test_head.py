@@ -144,3 +144,12 @@ def test_ablation_switches_drop_their_path():
     a, b, c = (h(x_test, x_click, labels, valid).mean for h in (full, prior_only, update_only))
     torch.testing.assert_close(b, full.rff.features(x_test) @ full.weight_prior.mean)
     assert not torch.allclose(a, b) and not torch.allclose(a, c)
+
+
+def test_large_finite_features_are_accepted_even_when_their_sum_overflows():
+    head = GPHead(5, GPHeadConfig(num_features=8))
+    x_test, x_click, labels, valid = _inputs()
+    x_test = x_test.clone()
+    x_test[0, :3] = 3e38  # finite, but the sum overflows to inf
+    out = head(x_test, x_click, labels, valid)
+    assert out.mean.shape == (2, 30)

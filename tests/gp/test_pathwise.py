@@ -249,3 +249,19 @@ def test_prior_path_fused_backward_passes_gradcheck(mode):
     assert torch.autograd.gradcheck(f, (x, w, *params))
     # and it equals the plain formula Phi(x) w
     torch.testing.assert_close(prior_path(rff, x, w), torch.einsum("bml,sbl->sbm", rff.features(x), w))
+
+
+def test_inference_prior_path_in_row_blocks_equals_one_block(monkeypatch):
+    import gpcis.gp.pathwise as pw
+
+    rff = FourierFeatureKernel(8, 3, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 37, 3)
+    w = torch.randn(3, 2, 8)
+    with torch.no_grad():
+        whole = pw.prior_path(rff, x, w)
+        monkeypatch.setattr(pw, "_ROW_BLOCK", 5)
+        blocked = pw.prior_path(rff, x, w)
+    # same arithmetic, other BLAS blocking: float32 round-off of an l = 8 term dot product,
+    # |error| <= l * eps32 * sum|terms| ~ 8 * 1.2e-7 * 10
+    torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(whole, torch.einsum("bml,sbl->sbm", rff.features(x), w), rtol=1e-5, atol=1e-6)

@@ -173,3 +173,19 @@ def test_with_tiny_registry_model():
         assert r.prob.shape == (48, 64) and r.prob.dtype == np.float32
         assert 0 <= r.prob.min() and r.prob.max() <= 1
         assert r.std is not None and np.isfinite(r.std).all() and (r.std >= 0).all()
+
+
+def test_with_std_false_skips_the_uncertainty_map():
+    import gpcis
+
+    model = gpcis.create_model("gpcis_tiny")
+    image = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
+    clicks = [gpcis.Click(10, 12, True), gpcis.Click(30, 40, False)]
+    with_std = gpcis.Predictor(model, zoom_in=False)
+    with_std.set_image(image)
+    a = with_std.predict(clicks)
+    without = gpcis.Predictor(model, zoom_in=False, with_std=False)
+    without.set_image(image)
+    b = without.predict(clicks)
+    assert a.std is not None and a.std.shape == (40, 48) and b.std is None
+    np.testing.assert_array_equal(a.mask, b.mask)

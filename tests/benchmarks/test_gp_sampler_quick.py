@@ -1,0 +1,188 @@
+"""The GP sampler benchmark on tiny sizes: row schema, same-problem checks against float64 closed forms."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.gp.reference import rbf
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str, rel: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / rel)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses need the module registered
+    spec.loader.exec_module(mod)
+    return mod
+
+
+gs = _load("gp_sampler_bench", "benchmarks/gp_sampler.py")
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _setup(m=64, n=6, seed=0):
+    cfg = gs.BenchConfig(sizes=(8,), clicks=(n,), num_features=64)
+    head = gs.make_head(cfg)
+    prob = gs.make_problem(m, n, cfg.dim, "cpu", torch.Generator().manual_seed(seed))
+    return cfg, head, prob
+
+
+def _hyper(head):
+    return head.kernel.outputscale.item(), head.kernel.precision.detach().reshape(-1).double().numpy()
+
+
+def test_main_tiny_json_schema(tmp_path):
+    path = tmp_path / "rows.json"
+    rows = gs.main(["--sizes", "16", "--clicks", "1,5", "--repeats", "1", "--no-roofline", "--json", str(path)])
+    loaded = json.loads(path.read_text())
+    assert loaded == rows
+    assert len(loaded) == len(gs.IMPLS) * 2  # m = 256 <= max_exact_m: every implementation runs
+    assert {(r["impl"], r["n"]) for r in loaded} == {(i, n) for i in gs.IMPLS for n in (1, 5)}
+    for r in loaded:
+        assert set(r) == {"impl", "m", "n", "ms"}
+        assert r["m"] == 256 and isinstance(r["n"], int)
+        assert isinstance(r["ms"], float) and r["ms"] > 0 and math.isfinite(r["ms"])
+
+
+def test_exact_skipped_above_limit():
+    cfg = gs.BenchConfig(sizes=(8,), clicks=(2,), repeats=1, warmup=0, max_exact_m=32, impls=("gpytorch-exact", "floor"))
+    rows = gs.run(cfg, progress=False)
+    assert [r["impl"] for r in rows] == ["floor"]
+    assert "skip" in gs.format_table(rows + [{"impl": "botorch", "m": 64, "n": 3, "ms": 1.0}])
+
+
+def test_reference_kernel_equals_closed_form():
+    _, head, prob = _setup()
+    with torch.no_grad():
+        head.kernel.precision = torch.linspace(0.2, 2.0, head.in_dim)
+        head.kernel.outputscale = 1.7
+    ref = gs.make_reference_kernel(head)
+    x = prob.x_test[0, :20]
+    eta0, eta = _hyper(head)
+    expected = rbf(x.double().numpy(), x.double().numpy(), eta0, eta)
+    with torch.no_grad():
+        got = ref(x).to_dense().double().numpy()
+    # float32 evaluation of exp(-q/2), q <= ~30: relative error a few hundred eps32
+    np.testing.assert_allclose(got, expected, rtol=0, atol=500 * EPS32 * eta0)
+    assert gs.check_same_kernel(head, ref, x) <= 1e-4 * eta0
+    with torch.no_grad():
+        ref.outputscale = 2 * eta0
+    with pytest.raises(RuntimeError):
+        gs.check_same_kernel(head, ref, x)
+
+
+def test_gpytorch_exact_is_the_closed_form_posterior():
+    _, head, prob = _setup()
+    ref = gs.make_reference_kernel(head)
+    noise = head.config.eval_noise
+    mean, var = gs._ExactGP(ref, prob.x_click[0], prob.labels[0], noise)(prob.x_test[0])
+    eta0, eta = _hyper(head)
+    xs, xn = prob.x_test[0].double().numpy(), prob.x_click[0].double().numpy()
+    y = prob.labels[0].double().numpy()
+    a = rbf(xn, xn, eta0, eta) + noise * np.eye(len(xn))
+    ksn = rbf(xs, xn, eta0, eta)
+    mu = ksn @ np.linalg.solve(a, y)
+    sig = eta0 - np.einsum("mn,mn->m", ksn, np.linalg.solve(a, ksn.T).T)
+    # float32 Cholesky solve: backward-stable, forward error <= ~n * eps32 * cond(A) relative to
+    # the solution; |K_*n| <= eta0 per entry, |y| = 1.
+    tol = len(xn) * EPS32 * np.linalg.cond(a) * eta0
+    np.testing.assert_allclose(mean.detach().double().numpy(), mu, atol=tol)
+    np.testing.assert_allclose(var.detach().double().numpy(), sig, atol=tol)
+
+
+def test_botorch_path_interpolates_clicks():
+    _, head, prob = _setup(n=5)
+    ref = gs.make_reference_kernel(head)
+    noise = head.config.eval_noise
+    model = gs.make_botorch_model(ref, prob.x_click[0], prob.labels[0], noise)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        f = gs.botorch_draw_and_eval(model, prob.x_click[0], 64)
+    assert f.shape == (1, 5)
+    # Matheron update at the clicks: f(x_c) = y_c - e_c + O(noise), e_c ~ N(0, noise) -> 6 sigma
+    np.testing.assert_allclose(f[0].numpy(), prob.labels[0].numpy(), atol=6 * math.sqrt(noise) + 1e-3)
+
+
+def test_floor_computes_the_mean_path():
+    _, head, prob = _setup()
+    floor = gs.Floor(head, prob)
+    got = floor().double().numpy()
+    x = prob.x_test[0].double().numpy()
+    xn = prob.x_click[0].double().numpy()
+    theta = head.rff.frequencies().detach().double().numpy()
+    tau = head.rff.tau.detach().double().numpy()
+    l = theta.shape[1]
+    w = floor.vec[:l].double().numpy()
+    alpha = floor.vec[l:].double().numpy()
+    eta0, eta = _hyper(head)
+    expected = np.cos(x @ theta + tau) @ w + rbf(x, xn, 1.0, eta) @ alpha
+    # float32: the cosine's argument carries an absolute rounding error ~ (d + 2) eps32 max|arg|
+    # (a d-term dot product), the exponent likewise; summed over the weights.
+    arg = np.abs(x @ theta + tau).max()
+    d = x.shape[1]
+    tol = (d + 2) * EPS32 * (arg * np.abs(w).sum() + 10 * np.abs(alpha).sum())
+    np.testing.assert_allclose(got, expected, atol=tol)
+
+
+def test_targets_and_table():
+    rows = [
+        {"impl": "gpcis-mean", "m": 4, "n": 1, "ms": 1.0},
+        {"impl": "gpcis-mean", "m": 4, "n": 20, "ms": 1.05},
+        {"impl": "botorch", "m": 4, "n": 1, "ms": 2.0},
+        {"impl": "botorch", "m": 4, "n": 20, "ms": 1.0},
+    ]
+    lines = gs.targets(rows)
+    assert "m=4 gpcis-mean faster than botorch at every n: NO" in lines
+    assert "m=4 gpcis-mean t(n=20)/t(n=1) = 1.050 (met: <= 1.10)" in lines
+    table = gs.format_table(rows)
+    assert "| 2² | gpcis-mean | 1.0 | 1.1 |" in table
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(sizes=()),
+        dict(clicks=(0,)),
+        dict(sizes=(2,), clicks=(5,)),
+        dict(num_features=3),
+        dict(repeats=0),
+        dict(device="tpu"),
+        dict(impls=("sklearn",)),
+        dict(clock="gpu-cycles"),
+    ],
+)
+def test_bad_config(kwargs):
+    with pytest.raises(ValueError):
+        gs.BenchConfig(**kwargs)
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_interleaved_timing_positive(clock):
+    calls = []
+    fns = {"a": lambda: calls.append("a") or sum(range(20000)), "b": lambda: calls.append("b")}
+    out = gs.time_interleaved(fns, repeats=3, warmup=1, device="cpu", clock=clock)
+    assert set(out) == {"a", "b"} and all(v >= 0 for v in out.values())
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up, then round-robin
+
+
+def test_bad_cli_list():
+    with pytest.raises(SystemExit):
+        gs.main(["--sizes", "a,b"])
+
+
+def test_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [{"impl": i, "m": 16, "n": n, "ms": float(n + k)} for k, i in enumerate(gs.IMPLS) for n in (1, 5)]
+    path = tmp_path / "plot.png"
+    gs.write_png(rows, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
