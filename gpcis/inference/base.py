@@ -44,18 +44,18 @@ class InteractiveSegmenter(Protocol):
     ) -> PredictionResult: ...
 
 
-def check_image(image: np.ndarray) -> np.ndarray:
-    """Validate an ``(H, W, 3)`` uint8 RGB image; ``ValueError`` naming ``image`` otherwise.
+def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate an ``(H, W, 3)`` uint8 RGB image; ``ValueError`` naming ``name`` otherwise.
 
     Returns:
         the same array.
     """
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+        raise ValueError(f"{name} must be a numpy array, got {type(image).__name__}")
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must have shape (H, W, 3) (RGB), got {image.shape}")
+        raise ValueError(f"{name} must have shape (H, W, 3) (RGB), got {image.shape}")
     if image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 RGB, got dtype {image.dtype}")
+        raise ValueError(f"{name} must be uint8 RGB, got dtype {image.dtype}")
     if image.shape[0] < 2 or image.shape[1] < 2:
-        raise ValueError(f"image is too small: {image.shape}")
+        raise ValueError(f"{name} is too small: {image.shape} (at least 2x2 pixels)")
     return image

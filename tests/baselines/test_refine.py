@@ -1,0 +1,58 @@
+"""Tests of the connected-component filter and the GP-seeded GrabCut."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpcis.baselines.refine import GrabCutRefineConfig, click_disks, grabcut_refine, keep_components_with_clicks
+from gpcis.clicks import Click
+
+
+def test_keep_components_with_clicks() -> None:
+    m = np.zeros((10, 12), bool)
+    m[1:4, 1:4] = True  # A
+    m[6:9, 6:9] = True  # B
+    m[1:3, 9:11] = True  # C
+    got = keep_components_with_clicks(m, [Click(2, 2, True), Click(7, 7, False), Click(0, 0, True)])
+    want = np.zeros_like(m)
+    want[1:4, 1:4] = True
+    np.testing.assert_array_equal(got, want)
+    # Diagonal neighbours are connected (8-connectivity).
+    d = np.eye(5, dtype=bool)
+    np.testing.assert_array_equal(keep_components_with_clicks(d, [Click(0, 0, True)]), d)
+    assert not keep_components_with_clicks(m, []).any()
+
+
+def test_click_disks() -> None:
+    d = click_disks((11, 11), [Click(5, 5, True), Click(0, 0, False)], 2, positive=True)
+    rows, cols = np.mgrid[0:11, 0:11]
+    np.testing.assert_array_equal(d, (rows - 5) ** 2 + (cols - 5) ** 2 <= 4)
+
+
+def test_grabcut_snaps_a_coarse_decision_to_the_edges() -> None:
+    rng = np.random.default_rng(0)
+    h, w = 60, 80
+    rows, cols = np.mgrid[0:h, 0:w]
+    gt = (rows - 30) ** 2 + (cols - 40) ** 2 <= 15**2
+    img = np.where(gt[..., None], [210, 40, 50], [40, 120, 200]) + rng.normal(0, 10, (h, w, 3))
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    # A blurry GP logit whose zero level is a disk 6 px too large.
+    logit = (21.0 - np.sqrt((rows - 30.0) ** 2 + (cols - 40.0) ** 2)) / 3.0
+    coarse = logit > 0
+    clicks = [Click(30, 40, True)]
+    out = grabcut_refine(img, logit, clicks, GrabCutRefineConfig(click_radius=3))
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    assert iou(coarse, gt) < 0.6 and iou(out, gt) > 0.95
+    # Deterministic.
+    np.testing.assert_array_equal(out, grabcut_refine(img, logit, clicks, GrabCutRefineConfig(click_radius=3)))
+    # Click disks are sure labels.
+    out2 = grabcut_refine(img, logit, clicks + [Click(30, 35, False)], GrabCutRefineConfig(click_radius=3))
+    assert out2[30, 40] and not out2[30, 35]
+
+
+def test_nothing_to_refine() -> None:
+    img = np.zeros((10, 10, 3), np.uint8)
+    assert not grabcut_refine(img, -np.ones((10, 10)), [], GrabCutRefineConfig()).any()
+    with pytest.raises(ValueError, match="iterations"):
+        GrabCutRefineConfig(iterations=0)
