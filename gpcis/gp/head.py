@@ -242,7 +242,7 @@ class GPHead(nn.Module):
         if return_variance:
             variance = predictive_variance(
                 self.kernel, x_test, x_click, valid, noise, click_variance=self.posterior.variance, chol=chol,
-                k_star_n=k_star_n,
+                k_star_n=k_star_n, solve_dtype=x_test.dtype,  # (N, M) solves in the input dtype: fast maps
             )
         if n:
             bce_f = f_click[1:] if num_samples > 0 else f_click

@@ -262,6 +262,7 @@ def predictive_variance(
     click_variance: Optional[float] = None,
     chol: Optional[Tensor] = None,
     k_star_n: Optional[Tensor] = None,
+    solve_dtype: Optional[torch.dtype] = None,
 ) -> Tensor:
     r"""Marginal posterior variance at each test point (Eq. S5), diagonal only.
 
@@ -285,6 +286,10 @@ def predictive_variance(
         chol: optional precomputed Cholesky factor.
         k_star_n: optional precomputed ``k(x_test, x_click)``, ``(B, M, N)`` (shared with
             :func:`update_path`).
+        solve_dtype: dtype of the two ``(N, M)`` triangular solves (``None``: the
+            factor's, float64). float32 is several times faster for large ``M N^2``; its
+            backward error is about ``cond(L) * 1.2e-7`` relative, i.e. an absolute error
+            of order ``1e-4 eta0`` in the variance for a badly conditioned click set.
 
     Returns:
         ``(B, M)`` variances (clamped at 0), in ``x_test``'s dtype.
@@ -298,10 +303,12 @@ def predictive_variance(
     if k_star_n is None:
         k_star_n = _dense(kernel(x_test, x_click))
     # padded clicks: zero rows (their Cholesky rows are the identity's)
-    k_n_star = (k_star_n * valid.to(k_star_n.dtype).unsqueeze(-2)).mT.to(chol.dtype)  # (B, N, M)
-    v = torch.linalg.solve_triangular(chol, k_n_star, upper=False)  # L^{-1} k_{n*}
-    var = prior_var.to(chol.dtype) - (v * v).sum(-2)
+    dtype = solve_dtype or chol.dtype
+    lower = chol.to(dtype)
+    k_n_star = (k_star_n * valid.to(k_star_n.dtype).unsqueeze(-2)).mT.to(dtype)  # (B, N, M)
+    v = torch.linalg.solve_triangular(lower, k_n_star, upper=False)  # L^{-1} k_{n*}
+    var = prior_var.to(dtype) - (v * v).sum(-2)
     if click_variance is not None and click_variance != noise:
-        a_inv_k = torch.linalg.solve_triangular(chol.mT, v, upper=True)  # A^{-1} k_{n*}
+        a_inv_k = torch.linalg.solve_triangular(lower.mT, v, upper=True)  # A^{-1} k_{n*}
         var = var + (click_variance - noise) * (a_inv_k * a_inv_k).sum(-2)
     return var.clamp_min(0.0).to(x_test.dtype)

@@ -265,3 +265,21 @@ def test_inference_prior_path_in_row_blocks_equals_one_block(monkeypatch):
     # |error| <= l * eps32 * sum|terms| ~ 8 * 1.2e-7 * 10
     torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-5)
     torch.testing.assert_close(whole, torch.einsum("bml,sbl->sbm", rff.features(x), w), rtol=1e-5, atol=1e-6)
+
+
+def test_float32_variance_solves_stay_within_their_error_bound():
+    """float32 (N, M) solves vs float64: |error| <= 1e-3 eta0 here.
+
+    Bound: backward error of a triangular solve ~ n * eps32 * cond(L) relative, with
+    cond(L) = sqrt(cond(K + eps^2 I)) <= sqrt(1 + n eta0 / eps^2) ~ 1e2 for these 20 clicks
+    and eps^2 = 1e-2 (eta0 = 1): 20 * 1.2e-7 * 1e2 * |v|^2 (<= eta0) ~ 2.4e-4 << 1e-3.
+    """
+    g = torch.Generator().manual_seed(5)
+    k = _kernel_d(4)
+    x_test = torch.randn(2, 300, 4, generator=g, dtype=torch.float64)
+    x_click = torch.randn(2, 20, 4, generator=g, dtype=torch.float64)
+    valid = torch.ones(2, 20, dtype=torch.bool)
+    exact = predictive_variance(k, x_test, x_click, valid, 0.01, click_variance=0.05)
+    fast = predictive_variance(k, x_test, x_click, valid, 0.01, click_variance=0.05, solve_dtype=torch.float32)
+    assert fast.dtype == torch.float64
+    assert (fast - exact).abs().max().item() < 1e-3
