@@ -381,6 +381,39 @@ class _InstanceDataset(SegmentationDataset):
         return _instances_sample(image, inst, ignore, entry.extra["instance"], entry.name)
 
 
+def _pair_listed(
+    ids: list[str],
+    images: dict[str, Path],
+    mask_of: Callable[[str, Path], tuple[Path | None, str]],
+    listing: str,
+    img_dir: Path,
+    skip_bad: bool,
+) -> tuple[list["_Entry"], list[tuple[str, str]]]:
+    """Pair the image ids of a split listing with their annotation files.
+
+    ``mask_of(id, image)`` returns the annotation path (``None`` if missing) and the
+    message to report when it is missing. A missing image or annotation raises
+    ``ValueError`` naming the file, or with ``skip_bad`` is recorded in ``skipped``.
+    """
+    pairs, skipped = [], []
+    for i in ids:
+        img = images.get(i)
+        problem = None
+        if img is None:
+            problem = f"image {i!r} listed in {listing} not found in {img_dir}"
+        else:
+            mask, missing = mask_of(i, img)
+            if mask is None:
+                problem = missing
+        if problem:
+            if not skip_bad:
+                raise ValueError(problem)
+            skipped.append((str(img or i), problem))
+            continue
+        pairs.append(_Entry(i, img, mask))
+    return pairs, skipped
+
+
 class SBDDataset(_InstanceDataset):
     """SBD: ``img/<id>.jpg``, ``inst/<id>.mat`` (``GTinst.Segmentation``), ``<split>.txt``.
 
@@ -405,21 +438,12 @@ class SBDDataset(_InstanceDataset):
         inst_dir = _require_dir(self.root / "inst")
         ids = _read_split(self.root / f"{split}.txt")
         images = _index_by_stem(_list_images(img_dir))
-        pairs, skipped = [], []
-        for i in ids:
-            img = images.get(i)
+
+        def instance_file(i: str, img: Path) -> tuple[Path | None, str]:
             mat = inst_dir / f"{i}.mat"
-            problem = None
-            if img is None:
-                problem = f"image {i!r} listed in {split}.txt not found in {img_dir}"
-            elif not mat.is_file():
-                problem = f"image {img} has no instance file {mat}"
-            if problem:
-                if not skip_bad:
-                    raise ValueError(problem)
-                skipped.append((str(img or i), problem))
-                continue
-            pairs.append(_Entry(i, img, mat))
+            return (mat if mat.is_file() else None), f"image {img} has no instance file {mat}"
+
+        pairs, skipped = _pair_listed(ids, images, instance_file, f"{split}.txt", img_dir, skip_bad)
         entries = self._build(pairs, skip_bad, skipped, progress)
         super().__init__(entries, skip_bad=skip_bad, skipped=skipped)
 
@@ -459,20 +483,11 @@ class PascalVOCDataset(_InstanceDataset):
         ids = _read_split(self.root / "ImageSets" / "Segmentation" / f"{split}.txt")
         images = _index_by_stem(_list_images(img_dir))
         masks = _index_by_stem(_list_images(obj_dir))
-        pairs, skipped = [], []
-        for i in ids:
-            img, mask = images.get(i), masks.get(i)
-            problem = None
-            if img is None:
-                problem = f"image {i!r} listed in {split}.txt not found in {img_dir}"
-            elif mask is None:
-                problem = f"image {img} has no mask {i}.png in {obj_dir}"
-            if problem:
-                if not skip_bad:
-                    raise ValueError(problem)
-                skipped.append((str(img or i), problem))
-                continue
-            pairs.append(_Entry(i, img, mask))
+
+        def object_mask(i: str, img: Path) -> tuple[Path | None, str]:
+            return masks.get(i), f"image {img} has no mask {i}.png in {obj_dir}"
+
+        pairs, skipped = _pair_listed(ids, images, object_mask, f"{split}.txt", img_dir, skip_bad)
         entries = self._build(pairs, skip_bad, skipped, progress)
         super().__init__(entries, skip_bad=skip_bad, skipped=skipped)
 

@@ -16,7 +16,6 @@ import argparse
 import io
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 import cv2
 import numpy as np
 
+from gpcis.atomic import atomic_write_bytes
 from gpcis.clicks import Click, check_clicks_in_image
 from gpcis.inference.base import InteractiveSegmenter, PredictionResult
 
@@ -136,16 +136,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray, what: str = "--out") -
     ok, buf = cv2.imencode(".png", arr)
     if not ok:  # pragma: no cover - cv2 only fails on unsupported dtypes
         raise ValueError(f"{what}: could not encode a {image.dtype} array of shape {image.shape} as PNG")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+    return atomic_write_bytes(p, buf.tobytes())
 
 
 def render_overlay(
