@@ -71,3 +71,28 @@ def test_report_collects_quick_runs(tmp_path):
     assert (tmp_path / "docs" / "benchmarks" / "click_latency.png").exists()
     with pytest.raises(ValueError, match="no benchmark"):
         report.build_report(tmp_path / "missing", out)
+
+
+def test_training_curves_from_generated_runs(tmp_path):
+    mod = _load("training_curves")
+    for name, ips in (("a", 2.0), ("b", 8.0)):
+        run = tmp_path / name
+        run.mkdir()
+        steps = ["step,epoch,loss,nfl,aux,lr,elapsed_s"] + [
+            f"{s},{1 + s // 10},{1 / s},{1 / s},0,0.001,{s * 1.5}" for s in range(1, 31)
+        ]
+        (run / "steps.csv").write_text("\n".join(steps) + "\n")
+        (run / "metrics.csv").write_text(
+            "epoch,step,loss,nfl,aux,lr,images_per_s,epoch_complete,val_noc85,val_noc90,val_miou1\n"
+            f"1,10,0.1,0.1,0,0.001,{ips},1,9.0,12.0,0.3\n2,20,0.1,0.1,0,0.001,{ips},1,,,\n"
+            f"3,30,0.1,0.1,0,0.001,{ips},1,7.5,11.0,0.4\n"
+        )
+    out = tmp_path / "curves.png"
+    summary = mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
+    assert out.stat().st_size > 1000
+    assert [s["steps"] for s in summary] == [30, 30]
+    assert summary[1]["images_per_s"] == pytest.approx(8.0)
+    assert (summary[0]["best_val_noc85"], summary[0]["best_val_noc90"]) == (7.5, 11.0)
+    assert summary[0]["seconds"] == pytest.approx(45.0)
+    with pytest.raises(SystemExit):
+        mod.main([str(tmp_path / "missing")])

@@ -1,0 +1,101 @@
+"""Plot training curves of one or more `gpcis train` runs side by side.
+
+Reads ``RUN/steps.csv`` (per step: loss, nfl, aux, elapsed_s) and ``RUN/metrics.csv``
+(per epoch: images/s and validation NoC) of each run folder and writes one PNG with
+the normalized focal loss against wall-clock time (moving average) and the validation
+NoC@90 against wall-clock time, plus a JSON summary (steps, images/s, best validation NoC).
+
+Usage::
+
+    python benchmarks/training_curves.py RUN [RUN ...] [--labels a,b] [--out curves.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise ValueError(f"{path} not found: is {path.parent} a `gpcis train` output folder?")
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def summarize_run(run: Path) -> dict:
+    """Steps, wall-clock seconds, mean images/s and the best validation NoC of a run."""
+    steps = read_csv(run / "steps.csv")
+    epochs = read_csv(run / "metrics.csv")
+    val = [(float(r["val_noc85"]), float(r["val_noc90"])) for r in epochs if r.get("val_noc90")]
+    ips = [float(r["images_per_s"]) for r in epochs if r.get("images_per_s")]
+    return {
+        "run": str(run),
+        "steps": int(steps[-1]["step"]) if steps else 0,
+        "seconds": float(steps[-1]["elapsed_s"]) if steps else 0.0,
+        "images_per_s": float(np.mean(ips)) if ips else float("nan"),
+        "best_val_noc85": min(v[0] for v in val) if val else None,
+        "best_val_noc90": min(v[1] for v in val) if val else None,
+    }
+
+
+def plot(runs: list[Path], labels: list[str], out: Path, window: int = 25) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for run, label in zip(runs, labels):
+        steps = read_csv(run / "steps.csv")
+        t = np.array([float(r["elapsed_s"]) for r in steps]) / 60
+        nfl = np.array([float(r["nfl"]) for r in steps])
+        k = min(window, len(nfl))
+        smooth = np.convolve(nfl, np.ones(k) / k, mode="valid")
+        ax1.plot(t[k - 1 :], smooth, label=f"{label} ({len(steps)} steps)")
+        # validation points: an epoch's row is written after its last step
+        by_step = {int(r["step"]): float(r["elapsed_s"]) / 60 for r in steps}
+        val = [(by_step.get(int(r["step"]), np.nan), float(r["val_noc90"])) for r in read_csv(run / "metrics.csv") if r.get("val_noc90")]
+        if val:
+            ax2.plot(*zip(*val), marker="o", label=label)
+    ax1.set_xlabel("training wall clock [min]")
+    ax1.set_ylabel(f"normalized focal loss (moving average, {window} steps)")
+    ax2.set_xlabel("training wall clock [min]")
+    ax2.set_ylabel("validation NoC@90 (held-out images)")
+    for ax in (ax1, ax2):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--labels", default="")
+    p.add_argument("--out", type=Path, default=Path("training_curves.png"))
+    args = p.parse_args(argv)
+    labels = [s for s in args.labels.split(",") if s] or [r.name for r in args.runs]
+    if len(labels) != len(args.runs):
+        p.error(f"--labels has {len(labels)} names for {len(args.runs)} runs")
+    try:
+        summary = [summarize_run(r) for r in args.runs]
+        plot(args.runs, labels, args.out)
+    except ValueError as err:
+        p.error(str(err))
+    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+    for s, label in zip(summary, labels):
+        print(f"{label:20s} steps {s['steps']:5d}  {s['seconds'] / 60:6.1f} min  {s['images_per_s']:6.2f} img/s  "
+              f"best val NoC@85/90 {s['best_val_noc85']} / {s['best_val_noc90']}")
+    print(f"wrote {args.out}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
