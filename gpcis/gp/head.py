@@ -44,6 +44,10 @@ class GPHeadConfig:
             interpolates the click values (``sign f(x_c) = y_c``).
         use_prior_path: include ``Phi(X) w`` (ablation: function-space update only).
         use_update_path: include the update term (ablation: weight-space prior only).
+        variance_with_click_noise: ``False`` (default): the marginal variance of Eq. S5,
+            ``k** - k*n (K + eps^2 I)^-1 kn*``, the posterior given the click values; ``True``:
+            add the term for click values drawn from ``q(f_n)`` (the variance of the pathwise
+            samples), which costs a second ``O(M N^2)`` solve.
         vi_reduction: see :func:`gpcis.gp.losses.vi_loss`.
         vi_quad_scale: see :func:`gpcis.gp.losses.vi_loss`.
         init_log_outputscale: initial ``log eta0`` (0).
@@ -60,6 +64,7 @@ class GPHeadConfig:
     eval_noise: float = 1e-4
     use_prior_path: bool = True
     use_update_path: bool = True
+    variance_with_click_noise: bool = False
     vi_reduction: Literal["sum_clicks", "mean_clicks"] = "sum_clicks"
     vi_quad_scale: float = 0.5
     init_log_outputscale: float = 0.0
@@ -241,7 +246,8 @@ class GPHead(nn.Module):
         variance = None
         if return_variance:
             variance = predictive_variance(
-                self.kernel, x_test, x_click, valid, noise, click_variance=self.posterior.variance, chol=chol,
+                self.kernel, x_test, x_click, valid, noise,
+                click_variance=self.posterior.variance if cfg.variance_with_click_noise else None, chol=chol,
                 k_star_n=k_star_n, solve_dtype=x_test.dtype,  # (N, M) solves in the input dtype: fast maps
             )
         if n:

@@ -153,3 +153,17 @@ def test_large_finite_features_are_accepted_even_when_their_sum_overflows():
     x_test[0, :3] = 3e38  # finite, but the sum overflows to inf
     out = head(x_test, x_click, labels, valid)
     assert out.mean.shape == (2, 30)
+
+
+def test_head_variance_is_eq_s5_or_the_sample_variance_on_request():
+    from gpcis.gp import predictive_variance
+
+    x_test, x_click, labels, valid = _inputs()
+    x_test, x_click, labels = x_test.double(), x_click.double(), labels.double()
+    for with_noise in (False, True):
+        head = GPHead(5, GPHeadConfig(num_features=8, variance_with_click_noise=with_noise)).double().eval()
+        out = head(x_test, x_click, labels, valid, return_variance=True)
+        expected = predictive_variance(
+            head.kernel, x_test, x_click, valid, head.noise, click_variance=0.01 if with_noise else None
+        )
+        torch.testing.assert_close(out.variance, expected, rtol=1e-6, atol=1e-9)
