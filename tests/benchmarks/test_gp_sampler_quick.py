@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,15 +11,9 @@ import torch
 
 from tests.gp.reference import rbf
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script as _load
 
 
-def _load(name: str, rel: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses need the module registered
-    spec.loader.exec_module(mod)
-    return mod
 
 
 gs = _load("gp_sampler_bench", "benchmarks/gp_sampler.py")
