@@ -127,12 +127,11 @@ def check_gp_inputs(
     lab = labels[valid].to(x_test.dtype)
     if not torch.isfinite(lab).all():
         raise ValueError("labels contain NaN or Inf values")
-    if lab.numel() and ((lab == -1) | (lab == 1)).all():
-        pass
-    elif lab.numel() and ((lab == 0) | (lab == 1)).all():
-        labels = labels.to(x_test.dtype) * 2 - 1
-    elif lab.numel():
-        raise ValueError("labels must be in {-1, +1} (or {0, 1}) at valid clicks")
+    signed = bool(((lab == -1) | (lab == 1)).all())
+    if not signed:
+        if not ((lab == 0) | (lab == 1)).all():
+            raise ValueError("labels must be in {-1, +1} (or {0, 1}) at valid clicks")
+        labels = labels.to(x_test.dtype) * 2 - 1  # {0, 1} -> {-1, +1}
     return labels.to(x_test.dtype) * valid.to(x_test.dtype)
 
 
