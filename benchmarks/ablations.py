@@ -37,7 +37,6 @@ import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from click_latency import machine  # noqa: E402
+from click_latency import run_metadata  # noqa: E402
 
 from gpcis.evaluation import EvalConfig, evaluate_dataset, summarize  # noqa: E402
 from gpcis.inference import Predictor  # noqa: E402
@@ -265,9 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {
-        "benchmark": "ablations",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(torch.device(args.device)),
+        **run_metadata("ablations", torch.device(args.device)),
         "base": args.base,
         "pretrained": bool(args.pretrained),
         "steps": args.steps,

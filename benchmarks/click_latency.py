@@ -197,6 +197,15 @@ def machine(device: torch.device) -> str:
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
+def run_metadata(benchmark: str, device: torch.device) -> dict:
+    """The header every benchmark JSON carries: its name, the UTC date and the machine."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(device),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny models, 96x96, 4 clicks, 1 repeat (CI smoke run)")
@@ -231,9 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {
-        "benchmark": "click_latency",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(device),
+        **run_metadata("click_latency", device),
         "device": str(device),
         "size": args.size,
         "image": image_name,
