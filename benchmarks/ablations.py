@@ -17,12 +17,16 @@ standard protocol (20 clicks, NoC@85/90, mIoU@1/@5, NoIC); ``--seeds`` seeds eac
 
 Runs are resumable: each (configuration, seed) writes ``OUT/runs/<config>/seed<k>/result.json``
 and is skipped when that exists; a half-trained run continues from its ``last.pt``.
+``--shard K/N`` runs only the K-th of N interleaved parts of the (configuration, seed)
+jobs (an evaluation-time variant goes with the base run it re-evaluates), so N processes can
+share the work; a last run without ``--shard`` collects every cached result into the table.
 
 Usage::
 
     python benchmarks/ablations.py [--quick] [--base gpcis_tiny|gpcis_efflite0] [--pretrained]
         [--train-data DIR] [--eval-data DIR] [--steps 300] [--seeds 3] [--only NAME,...]
-        [--references] [--device cpu] [--out runs/bench/ablations]
+        [--lr 5e-3] [--gp-stride 1] [--shard K/N] [--references] [--device cpu]
+        [--out runs/bench/ablations]
 
 ``--quick`` trains on the built-in synthetic data for 2 steps and evaluates on 3 synthetic
 images with 5 clicks (a smoke run for CI). Writes ``OUT/ablations.json`` (rows
@@ -86,13 +90,31 @@ def ablations(base_features: int) -> list[Ablation]:
     return rows
 
 
-def build_model(base: str, ab: Ablation, pretrained: bool | str):
+def build_model(base: str, ab: Ablation, pretrained: bool | str, gp_stride: int = 1):
     name = base if ab.head == "gp" else base.replace("gpcis_", "ritm_")
     cfg = model_config(name)
     overrides = dict(ab.model)
-    if ab.gp and ab.head == "gp":
-        overrides["gp"] = dataclasses.replace(cfg.gp, **ab.gp)
+    if ab.head == "gp":
+        overrides.setdefault("gp_stride", gp_stride)
+        if ab.gp:
+            overrides["gp"] = dataclasses.replace(cfg.gp, **ab.gp)
     return name, create_model(name, pretrained=pretrained, **overrides)
+
+
+def shard_jobs(todo: list[Ablation], seeds: int, shard: tuple[int, int]) -> list[tuple[Ablation, int]]:
+    """The (configuration, seed) jobs of shard ``k`` of ``n`` (``shard = (k, n)``, 0-based).
+
+    Training jobs are dealt round-robin in order (the base runs first); an evaluation-time
+    variant goes to the shard of the base run of its seed, which it needs.
+    """
+    k, n = shard
+    train = [(ab, seed) for ab in todo if ab.eval_noise is None for seed in range(seeds)]
+    owner = {(ab.name, seed): i % n for i, (ab, seed) in enumerate(train)}
+    mine = [job for job in train if owner[(job[0].name, job[1])] == k]
+    mine += [(ab, seed) for ab in todo if ab.eval_noise is not None for seed in range(seeds)
+             if owner.get(("base", seed), 0) == k]
+    order = {ab.name: i for i, ab in enumerate(todo)}
+    return sorted(mine, key=lambda job: (order[job[0].name], job[1]))
 
 
 def evaluate(method, dataset, max_clicks: int) -> dict[str, float]:
@@ -123,7 +145,7 @@ def run_one(args, ab: Ablation, seed: int, eval_set, base_runs: Path) -> dict:
         model.head.gp.config.eval_noise = ab.eval_noise
         train_row: dict[str, Any] = json.loads((base_runs / f"seed{seed}" / "result.json").read_text())
     else:
-        name, model = build_model(args.base, ab, args.pretrained)
+        name, model = build_model(args.base, ab, args.pretrained, args.gp_stride)
         quick = args.quick
         tc = TrainConfig(
             model=name,
@@ -132,6 +154,9 @@ def run_one(args, ab: Ablation, seed: int, eval_set, base_runs: Path) -> dict:
             epochs=10_000,
             batch_size=args.batch_size,
             crop_size=(args.crop, args.crop),
+            scale_range=tuple(args.scale_range),
+            lr=args.lr,
+            gp_stride=args.gp_stride if ab.head == "gp" else None,
             synthetic_samples=64,
             synthetic_size=64,
             max_steps=args.steps,
@@ -210,6 +235,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps-per-epoch", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--scale-range", type=float, nargs=2, default=[0.75, 1.40], metavar=("LO", "HI"),
+                   help="random image scale before the crop (docs/training.md's CPU recipes: 0.4 0.8)")
+    p.add_argument("--lr", type=float, default=None, help="head learning rate (default: the model's)")
+    p.add_argument("--gp-stride", type=int, default=1, help="GP head test-grid stride of every GP row")
+    p.add_argument("--shard", default=None, metavar="K/N", help="run only part K (1-based) of N")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--max-clicks", type=int, default=20)
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
@@ -223,6 +253,17 @@ def main(argv: list[str] | None = None) -> dict:
         args.steps_per_epoch, args.limit = 2, 3
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda given but CUDA is not available")
+    shard = None
+    if args.shard:
+        try:
+            k, n = (int(v) for v in args.shard.split("/"))
+        except ValueError:
+            p.error(f"--shard must look like K/N, got {args.shard!r}")
+        if not 1 <= k <= n:
+            p.error(f"--shard K/N needs 1 <= K <= N, got {args.shard!r}")
+        shard = (k - 1, n)
+    if args.gp_stride < 1:
+        p.error(f"--gp-stride must be >= 1, got {args.gp_stride}")
 
     if args.quick:
         from gpcis.data import SyntheticConfig, SyntheticDataset
@@ -249,9 +290,12 @@ def main(argv: list[str] | None = None) -> dict:
     rows: list[dict] = []
     from tqdm import tqdm
 
-    for ab in tqdm(todo, desc="ablations", unit="config"):
-        for seed in range(args.seeds):
-            rows.append(run_one(args, ab, seed, eval_set, base_runs))
+    jobs = shard_jobs(todo, args.seeds, shard if shard else (0, 1))
+    for ab, seed in tqdm(jobs, desc="ablations", unit="run"):
+        rows.append(run_one(args, ab, seed, eval_set, base_runs))
+    if shard is not None:
+        print(f"shard {args.shard}: {len(rows)} runs done; run again without --shard for the table")
+        return {"rows": rows}
     if args.references:
         rows += reference_rows(eval_set, args.max_clicks)
     summary = aggregate(rows)
@@ -268,6 +312,10 @@ def main(argv: list[str] | None = None) -> dict:
         "base": args.base,
         "pretrained": bool(args.pretrained),
         "steps": args.steps,
+        "gp_stride": args.gp_stride,
+        "lr": args.lr,
+        "crop": args.crop,
+        "seeds": args.seeds,
         "train_data": "synthetic" if args.quick else args.train_data,
         "eval_data": "synthetic" if args.quick else args.eval_data,
         "rows": rows,

@@ -33,3 +33,21 @@ def shared_datasets() -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def released_tiny(tmp_path, monkeypatch) -> Path:
+    """Released weights pointed at a temporary folder holding one tiny float16 checkpoint.
+
+    ``gpcis.models.released`` maps ``gpcis_tiny`` to ``gpcis_tiny_test.pt`` in
+    ``tmp_path / "weights"`` (the real weights folder and file are never used) and
+    ``GPCIS_NO_RELEASED`` is unset. Returns the checkpoint path.
+    """
+    from gpcis.models import create_model, released, save_checkpoint
+
+    folder = tmp_path / "weights"
+    path = save_checkpoint(folder / "gpcis_tiny_test.pt", create_model("gpcis_tiny"), half=True)
+    monkeypatch.setattr(released, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(released, "RELEASED_MODELS", {"gpcis_tiny": "gpcis_tiny_test.pt"})
+    monkeypatch.delenv(released.NO_RELEASED_ENV, raising=False)
+    return path

@@ -1,4 +1,9 @@
-"""``gpcis demo``: serve the interactive demo page on a local port."""
+"""``gpcis demo``: serve the interactive demo page on a local port.
+
+The method comes from :func:`gpcis.inference.cli.make_method_factory` (``--method``,
+``--checkpoint``, or by default the released model when installed, else ``gp-pixel``); its
+description is printed at start-up and shown on the page.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print("gpcis demo: error: --max-side must be at least 16", file=sys.stderr)
         return 2
     config = DemoConfig(method_name=description, max_side=args.max_side or None)
-    print(f"gpcis demo: loading {description} ...", flush=True)
+    print(f"gpcis demo: method: {description}; loading ...", flush=True)
     app = create_app(factory, config)
     err = app.config["GPCIS_LOAD_ERROR"]
     if err:
@@ -46,7 +51,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="interactive segmentation in the browser",
         description=(
             "Serve a local web page for interactive segmentation: left click = object, "
-            f"right click = background. Default method: {DEFAULT_METHOD} (no weights needed)."
+            "right click = background. Default method: the released gpcis model when its weights "
+            f"are installed, else {DEFAULT_METHOD} (no weights needed); the page and the start-up "
+            "message name the method in use."
         ),
     )
     add_method_arguments(p)

@@ -56,6 +56,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     who.add_argument("--checkpoint", type=Path, metavar="PATH", help="a trained gpcis checkpoint")
     p.add_argument("--model", metavar="NAME", default=None,
                    help="registry name of the model (checked against the checkpoint; optional)")
+    p.add_argument("--gp-stride", type=_positive_int, default=None, metavar="N",
+                   help="evaluate a GP-head checkpoint with this test-grid stride (default: the checkpoint's)")
     p.add_argument("--datasets", default="GrabCut",
                    help="comma-separated data set names (GrabCut, Berkeley, DAVIS, SBD, COCO_MVal, ...); "
                    "each is read from DATA_ROOT/NAME")
@@ -115,6 +117,8 @@ def resolve_datasets(names: str, data_root: Optional[Path]) -> list[tuple[str, P
 
 def _build_method(args: argparse.Namespace):
     if args.method is not None:
+        if args.gp_stride is not None:
+            raise ValueError("--gp-stride applies to a --checkpoint of a GP-head model, not to --method")
         from gpcis.baselines import create_method
 
         return create_method(args.method), args.label or args.method
@@ -125,6 +129,8 @@ def _build_method(args: argparse.Namespace):
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = create_model(args.model, checkpoint=args.checkpoint)
+    if args.gp_stride is not None:
+        model.set_gp_stride(args.gp_stride)
     pred = Predictor(model, device=device, zoom_in=args.zoom_in, thresh=args.thresh, with_std=False)
     return pred, args.label or (args.model or Path(args.checkpoint).stem)
 

@@ -5,6 +5,10 @@ the ``--method | --checkpoint | --device`` options and the factory they describe
 (:func:`make_method_factory`), and image decoding with clear errors (:func:`decode_image`,
 :func:`read_image`).
 
+Without ``--method`` and ``--checkpoint`` the front ends use the released model shipped
+with the package when its weights are installed (:func:`gpcis.models.default_released_checkpoint`),
+else the training-free ``gp-pixel``; set ``GPCIS_NO_RELEASED=1`` to force ``gp-pixel``.
+
 Example::
 
     gpcis segment photo.jpg --click 120,200,+ --click 40,30,- --out mask.png --overlay overlay.png
@@ -44,6 +48,8 @@ __all__ = [
     "write_png",
 ]
 
+#: The training-free method used when no released weights are installed (or with
+#: ``GPCIS_NO_RELEASED=1``) and neither ``--method`` nor ``--checkpoint`` is given.
 DEFAULT_METHOD = "gp-pixel"
 #: Images with more pixels than this are refused (decompression-bomb guard), 100 MP.
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -179,13 +185,25 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--method",
         default=None,
-        help=f"training-free method from gpcis.baselines (default: {DEFAULT_METHOD}; e.g. grabcut)",
+        help=(
+            f"training-free method from gpcis.baselines, e.g. {DEFAULT_METHOD}, grabcut "
+            "(default without --method and --checkpoint: the released gpcis model when its weights "
+            f"are installed, else {DEFAULT_METHOD}; GPCIS_NO_RELEASED=1 forces {DEFAULT_METHOD})"
+        ),
     )
-    group.add_argument("--checkpoint", default=None, help="a trained gpcis checkpoint (.pt)")
+    group.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a trained gpcis checkpoint (.pt), instead of the released model or a --method",
+    )
     parser.add_argument(
         "--model", default=None, help="model name for --checkpoint (default: the one stored in it)"
     )
-    parser.add_argument("--device", default=None, help="torch device for --checkpoint, e.g. cpu, cuda:0")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device of a model (--checkpoint or the released model), e.g. cpu, cuda:0",
+    )
 
 
 def make_method_factory(
@@ -198,31 +216,47 @@ def make_method_factory(
 
     ``checkpoint`` gives ``gpcis.inference.predictor.Predictor`` over
     ``gpcis.models.create_model(checkpoint=...)`` (the model is loaded once, on the first
-    call, and shared by every predictor made); otherwise ``method`` (default
-    ``"gp-pixel"``) gives ``gpcis.baselines.create_method(method)``. Nothing heavy happens
-    here: errors of loading appear when the factory is called.
+    call, and shared by every predictor made); ``method`` gives
+    ``gpcis.baselines.create_method(method)``. With neither, the default is the released
+    model when its weights are installed (:func:`gpcis.models.default_released_checkpoint`,
+    loaded like ``checkpoint``), else :data:`DEFAULT_METHOD` (``"gp-pixel"``, training-free);
+    the environment variable ``GPCIS_NO_RELEASED=1`` forces the latter. Nothing heavy
+    happens here: errors of loading appear when the factory is called.
 
     Args:
         method: a name from ``gpcis.baselines.list_methods()``.
         checkpoint: path of a trained checkpoint (exclusive with ``method``).
         model: optional model name passed to ``create_model`` with ``checkpoint``.
-        device: torch device of the predictor (``checkpoint`` only).
+        device: torch device of the predictor (a model only: ``checkpoint`` or the
+            released default).
 
     Returns:
         ``(factory, description)``, the description for messages (``"gp-pixel"``,
-        ``"checkpoint run/best.pt"``).
+        ``"checkpoint run/best.pt"``, ``"released model gpcis_efflite0 (.../gpcis_efflite0_coco.pt)"``).
 
     Raises:
-        ValueError: both ``method`` and ``checkpoint`` given, ``checkpoint`` missing, or
-            ``device``/``model`` given without ``checkpoint``.
+        ValueError: both ``method`` and ``checkpoint`` given, ``checkpoint`` missing,
+            ``model`` given without ``checkpoint``, or ``device`` given when the method is
+            a training-free baseline.
     """
     if method is not None and checkpoint is not None:
         raise ValueError("give either --method or --checkpoint, not both")
     if checkpoint is None:
         if model is not None:
             raise ValueError("--model only applies with --checkpoint")
+        if method is None:
+            from gpcis.models.released import default_released_model, released_checkpoint
+
+            released = default_released_model()  # None without weights or with GPCIS_NO_RELEASED=1
+            if released is not None:
+                path = released_checkpoint(released)
+                label = f"released model {released} ({path})"
+                return _checkpoint_factory(path, released, device, label), label
         if device is not None:
-            raise ValueError("--device only applies with --checkpoint (the baselines run on the CPU)")
+            raise ValueError(
+                "--device only applies to a model (--checkpoint, or the released model when its weights "
+                "are installed); the training-free baselines run on the CPU"
+            )
         name = method or DEFAULT_METHOD
 
         def baseline_factory() -> InteractiveSegmenter:
@@ -240,6 +274,14 @@ def make_method_factory(
     path = Path(checkpoint)
     if not path.is_file():
         raise ValueError(f"--checkpoint: file not found: {path}")
+    return _checkpoint_factory(path, model, device, f"--checkpoint {path}"), f"checkpoint {path}"
+
+
+def _checkpoint_factory(path: Path, model: Optional[str], device: Optional[str], label: str) -> MethodFactory:
+    """Predictors over ``create_model(model, checkpoint=path)``, the model loaded once, lazily.
+
+    ``label`` starts the message of a failure to load.
+    """
     lock = threading.Lock()
     cache: dict[str, Any] = {}
 
@@ -253,13 +295,13 @@ def make_method_factory(
                     cache["model"] = create_model(model, **kwargs) if model else create_model(**kwargs)
                 except Exception as err:  # any failure to load is reported the same way
                     raise ValueError(
-                        f"--checkpoint {path}: could not load the model ({type(err).__name__}: {err})"
+                        f"{label}: could not load the model ({type(err).__name__}: {err})"
                     ) from err
         from gpcis.inference.predictor import Predictor
 
         return Predictor(cache["model"], device=device)
 
-    return checkpoint_factory, f"checkpoint {path}"
+    return checkpoint_factory
 
 
 def method_factory_from_args(args: argparse.Namespace) -> tuple[MethodFactory, str]:

@@ -2,6 +2,10 @@
 
 >>> from gpcis.models import create_model
 >>> model = create_model("gpcis_tiny")          # or create_model(checkpoint="run/best.pt")
+
+Released weights shipped with the package (see :mod:`gpcis.models.released`)::
+
+    model = create_model("gpcis_efflite0", pretrained_checkpoint=True)
 """
 
 from gpcis.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -9,6 +13,13 @@ from gpcis.models.click_encoder import Conv1S
 from gpcis.models.heads import ConvHead, GPSegHead, HeadOutput, SegHead
 from gpcis.models.model import ModelConfig, ModelOutput, SegmentationModel
 from gpcis.models.registry import create_model, list_models, model_config
+from gpcis.models.released import (
+    RELEASED_MODELS,
+    available_released_models,
+    default_released_checkpoint,
+    default_released_model,
+    released_checkpoint,
+)
 
 __all__ = [
     "CheckpointError",
@@ -18,11 +29,16 @@ __all__ = [
     "HeadOutput",
     "ModelConfig",
     "ModelOutput",
+    "RELEASED_MODELS",
     "SegHead",
     "SegmentationModel",
+    "available_released_models",
     "create_model",
+    "default_released_checkpoint",
+    "default_released_model",
     "list_models",
     "load_checkpoint",
     "model_config",
+    "released_checkpoint",
     "save_checkpoint",
 ]

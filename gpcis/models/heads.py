@@ -29,6 +29,7 @@ __all__ = [
     "GPSegHead",
     "ConvHead",
     "gather_at_clicks",
+    "sample_at_clicks",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -93,6 +94,31 @@ def gather_at_clicks(x: Tensor, coords: Tensor, width: int) -> Tensor:
     cols = coords[..., 1].round().long().clamp(0, width - 1)
     idx = rows * width + cols  # (B, N)
     return x.gather(1, idx.unsqueeze(-1).expand(b, idx.shape[1], d))
+
+
+def sample_at_clicks(x: Tensor, coords: Tensor, size: tuple[int, int]) -> Tensor:
+    """Values of ``upsample(x, size)`` at click pixels, without building the upsampled map.
+
+    Bilinear sampling with ``align_corners=False`` and border clamping reads, at pixel
+    ``(r, c)`` of the ``H x W`` output, exactly what ``F.interpolate(x, size=(H, W),
+    mode="bilinear", align_corners=False)`` puts there (both map output pixel ``j`` to the
+    source coordinate ``(j + 0.5) * w / W - 0.5``, clamped into the map).
+
+    Args:
+        x: ``(B, D, h, w)`` a feature map.
+        coords: ``(B, N, 2)`` ``(row, col)`` pixel coordinates of the ``H x W`` image
+            (rounded to the nearest pixel and clamped into it, as :func:`gather_at_clicks`).
+        size: ``(H, W)`` the image size the coordinates refer to.
+
+    Returns:
+        ``(B, N, D)``.
+    """
+    big_h, big_w = size
+    rows = coords[..., 0].round().clamp(0, big_h - 1)
+    cols = coords[..., 1].round().clamp(0, big_w - 1)
+    grid = torch.stack([(cols + 0.5) / big_w * 2 - 1, (rows + 0.5) / big_h * 2 - 1], dim=-1)  # (B, N, 2) as (x, y)
+    out = F.grid_sample(x, grid.unsqueeze(1).to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    return out[:, :, 0].transpose(1, 2)  # (B, N, D)
 
 
 class SegHead(nn.Module):
@@ -178,6 +204,13 @@ class GPSegHead(SegHead):
             random Fourier features: 256 for ResNet50/HRNet18s, 128 for SegFormer-B0).
         vi_weight: ``alpha``, the weight of ``L_VI`` in ``aux_loss``.
         use_image: concatenate the normalized image to the features (``D = d + 3``).
+        stride: evaluate the GP on a grid ``stride`` times coarser than the input
+            (``ceil(H / stride) x ceil(W / stride)`` pixels, image area-downsampled) and
+            upsample its outputs bilinearly; 1 (the paper) evaluates every input pixel.
+            The clicks' inputs ``X_n`` are always those of the full-resolution pixels
+            (:func:`sample_at_clicks`), so the GP is conditioned on exactly the same
+            training points; only the test grid is coarser, which divides the head's cost
+            by ``stride**2`` (the CPU training recipe of docs/training.md uses 2).
     """
 
     def __init__(
@@ -186,20 +219,24 @@ class GPSegHead(SegHead):
         config: GPHeadConfig | None = None,
         vi_weight: float = 0.01,
         use_image: bool = True,
+        stride: int = 1,
     ) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be positive, got {in_channels}")
         if vi_weight < 0:
             raise ValueError(f"vi_weight must be >= 0, got {vi_weight}")
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"stride must be an int >= 1, got {stride!r}")
         self.in_channels = in_channels
+        self.stride = stride
         self.use_image = bool(use_image)
         self.vi_weight = float(vi_weight)
         self.feature_dim = in_channels + (3 if self.use_image else 0)
         self.gp = GPHead(self.feature_dim, config if config is not None else GPHeadConfig())
 
     def pixel_features(self, features: Tensor, image: Tensor) -> Tensor:
-        """The GP inputs ``X`` at every pixel.
+        """The GP inputs ``X`` at every pixel (of the input, at ``stride`` 1).
 
         Args:
             features: ``(B, d, h, w)`` backbone features.
@@ -211,6 +248,27 @@ class GPSegHead(SegHead):
         x = _upsample(F.normalize(features, p=2, dim=1), tuple(image.shape[-2:]))
         if self.use_image:
             x = torch.cat([x, normalize_image(image).to(x.dtype)], dim=1)
+        return x
+
+    def grid_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """``(H', W')`` of the test grid for an ``H x W`` input: ``ceil(H / stride)`` etc."""
+        return (-(-size[0] // self.stride), -(-size[1] // self.stride))
+
+    def click_features(self, features: Tensor, image: Tensor, coords: Tensor) -> Tensor:
+        """``X_n``: the rows of :meth:`pixel_features` at the clicked pixels.
+
+        Args:
+            features: ``(B, d, h, w)`` backbone features.
+            image: ``(B, 3, H, W)`` image in [0, 1].
+            coords: ``(B, N, 2)`` click ``(row, col)`` in input pixels.
+
+        Returns:
+            ``(B, N, D)``.
+        """
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        x = sample_at_clicks(F.normalize(features, p=2, dim=1), coords, size)
+        if self.use_image:
+            x = torch.cat([x, gather_at_clicks(normalize_image(image).flatten(2).transpose(1, 2), coords, size[1]).to(x.dtype)], dim=-1)
         return x
 
     def forward(
@@ -226,10 +284,18 @@ class GPSegHead(SegHead):
             num_samples = 1 if self.training else 0
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
-        b, _, h, w = image.shape
-        x = self.pixel_features(features, image)  # (B, D, H, W)
-        x_test = x.flatten(2).transpose(1, 2)  # (B, M, D)
-        x_click = gather_at_clicks(x_test, clicks.coords, w)  # (B, N, D)
+        b, _, big_h, big_w = image.shape
+        if self.stride == 1:
+            h, w = big_h, big_w
+            x = self.pixel_features(features, image)  # (B, D, H, W)
+            x_test = x.flatten(2).transpose(1, 2)  # (B, M, D)
+            x_click = gather_at_clicks(x_test, clicks.coords, w)  # (B, N, D)
+        else:
+            h, w = self.grid_size((big_h, big_w))
+            small = F.interpolate(image, size=(h, w), mode="area")
+            x = self.pixel_features(features, small)  # (B, D, H', W')
+            x_test = x.flatten(2).transpose(1, 2)  # (B, M', D)
+            x_click = self.click_features(features, image, clicks.coords)  # (B, N, D)
         out = self.gp(
             x_test,
             x_click,
@@ -239,16 +305,18 @@ class GPSegHead(SegHead):
             return_variance=return_std,
             generator=generator,
         )
+        size = (int(big_h), int(big_w))
         samples = None
         if out.samples is not None and num_samples > 0:
-            samples = out.samples.reshape(num_samples, b, 1, h, w)
+            samples = out.samples.reshape(num_samples * b, 1, h, w)
+            samples = _upsample(samples, size).reshape(num_samples, b, 1, *size)
         if self.training and samples is not None:
             logits = samples[0]
         else:
-            logits = out.mean.reshape(b, 1, h, w)
+            logits = _upsample(out.mean.reshape(b, 1, h, w), size)
         std = None
         if return_std:
             if out.variance is None:
                 raise RuntimeError("GPHead returned no variance although return_variance=True")
-            std = out.variance.clamp_min(0).sqrt().reshape(b, 1, h, w)
+            std = _upsample(out.variance.clamp_min(0).sqrt().reshape(b, 1, h, w), size)
         return HeadOutput(logits=logits, aux_loss=self.vi_weight * out.vi_loss, std=std, samples=samples)

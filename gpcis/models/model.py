@@ -46,6 +46,8 @@ class ModelConfig:
             which then stops decreasing. See docs/training.md, "The weight of L_VI").
         click_radius: radius (input pixels) of the click disks (5 in RITM/GPCIS).
         use_image_in_kernel: append the normalized image to the GP features (D = d + 3).
+        gp_stride: the GP head's test grid is ``gp_stride`` times coarser than the input
+            (:class:`gpcis.models.heads.GPSegHead`; 1 = every pixel, as in the paper).
         pretrained: backbone initialisation (``False``, ``True`` = ImageNet weights, or a
             path to a local state dict, stored as ``str``); ignored when weights come from
             a checkpoint.
@@ -58,6 +60,7 @@ class ModelConfig:
     vi_weight: float = 0.01
     click_radius: float = 5.0
     use_image_in_kernel: bool = True
+    gp_stride: int = 1
     pretrained: bool | str = False
     name: str | None = None
 
@@ -74,6 +77,8 @@ class ModelConfig:
             raise ValueError(f"click_radius must be > 0, got {self.click_radius}")
         if self.vi_weight < 0:
             raise ValueError(f"vi_weight must be >= 0, got {self.vi_weight}")
+        if not isinstance(self.gp_stride, int) or self.gp_stride < 1:
+            raise ValueError(f"gp_stride must be an int >= 1, got {self.gp_stride!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (``dataclasses.asdict``), as stored in checkpoints."""
@@ -135,10 +140,25 @@ class SegmentationModel(nn.Module):
         self.head: SegHead
         if config.head == "gp":
             self.head = GPSegHead(
-                d, config.gp, vi_weight=config.vi_weight, use_image=config.use_image_in_kernel
+                d, config.gp, vi_weight=config.vi_weight, use_image=config.use_image_in_kernel,
+                stride=config.gp_stride,
             )
         else:
             self.head = ConvHead(d)
+
+    def set_gp_stride(self, stride: int) -> None:
+        """Change the GP head's test-grid stride (it has no parameters, so any trained
+        model can be evaluated at any stride); updates ``config.gp_stride``.
+
+        Raises:
+            ValueError: a conv-head model, or ``stride`` not an int >= 1.
+        """
+        if not isinstance(self.head, GPSegHead):
+            raise ValueError(f"gp_stride applies to GP heads; this model has a {self.config.head!r} head")
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"gp_stride must be an int >= 1, got {stride!r}")
+        self.head.stride = stride
+        self.config.gp_stride = stride
 
     # ------------------------------------------------------------------ parameters
     def backbone_parameters(self) -> Iterator[nn.Parameter]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gpcis.gp import GPHeadConfig
+from gpcis.models import released as _released
 from gpcis.models.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from gpcis.models.model import ModelConfig, SegmentationModel
 
@@ -78,9 +79,14 @@ def create_model(
     name: str | None = None,
     pretrained: bool | str = False,
     checkpoint: str | os.PathLike[str] | None = None,
+    pretrained_checkpoint: bool = False,
     **overrides: Any,
 ) -> SegmentationModel:
     """Build a model by name and/or from a checkpoint.
+
+    >>> model = create_model("gpcis_tiny")                                   # random init
+    >>> model = create_model(checkpoint="run/best.pt")                       # doctest: +SKIP
+    >>> model = create_model("gpcis_efflite0", pretrained_checkpoint=True)   # doctest: +SKIP
 
     Args:
         name: a registered name (see :func:`list_models`); may be omitted when
@@ -88,16 +94,43 @@ def create_model(
         pretrained: backbone initialisation: ``False``, ``True`` (ImageNet weights) or a
             path to a local backbone state dict. Ignored with ``checkpoint``.
         checkpoint: a file written by :func:`gpcis.models.save_checkpoint`.
+        pretrained_checkpoint: load the released weights of ``name`` shipped with the
+            package (:func:`gpcis.models.released_checkpoint`), exactly as
+            ``checkpoint=`` loads a file. Needs ``name`` (a key of
+            :data:`gpcis.models.RELEASED_MODELS`); exclusive with ``checkpoint``,
+            ``pretrained`` and ``**overrides``.
         **overrides: :class:`ModelConfig` fields to replace (without ``checkpoint``).
 
     Returns:
         The model, in eval mode when loaded from a checkpoint, else in train mode.
 
     Raises:
-        ValueError: unknown name/field, neither name nor checkpoint, or a checkpoint of a
-            different model than ``name``.
-        FileNotFoundError, CheckpointError: an unusable checkpoint file.
+        ValueError: unknown name/field, neither name nor checkpoint, a checkpoint of a
+            different model than ``name``, ``pretrained_checkpoint=True`` without a name,
+            for a model without released weights, or combined with ``checkpoint``,
+            ``pretrained`` or ``overrides``.
+        FileNotFoundError: ``pretrained_checkpoint=True`` but this install lacks the
+            released file (or ``checkpoint`` does not exist).
+        CheckpointError: an unusable checkpoint file.
     """
+    if pretrained_checkpoint:
+        released = ", ".join(sorted(_released.RELEASED_MODELS)) or "(none)"
+        if name is None:
+            raise ValueError(
+                f"pretrained_checkpoint=True needs a model name; models with released weights: {released}"
+            )
+        if checkpoint is not None:
+            raise ValueError("pretrained_checkpoint=True and checkpoint= are exclusive: give one source of weights")
+        if pretrained:
+            raise ValueError(
+                "pretrained_checkpoint=True and pretrained= are exclusive "
+                "(all the weights come from the released checkpoint)"
+            )
+        if overrides:
+            raise ValueError(
+                f"config overrides {sorted(overrides)} cannot be combined with pretrained_checkpoint=True"
+            )
+        checkpoint = _released.released_checkpoint(name)  # ValueError / FileNotFoundError
     if checkpoint is None:
         if name is None:
             raise ValueError("create_model needs a model name or a checkpoint; known models: "

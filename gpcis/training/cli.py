@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
                    help="synthetic training-set length (default: %(default)s)")
     g.add_argument("--synthetic-size", type=int, default=d["synthetic_size"],
                    help="synthetic image side in pixels (default: %(default)s)")
+    g.add_argument("--gp-stride", type=int, default=d["gp_stride"], metavar="N",
+                   help="GP head test grid N times coarser than the crop (gpcis_* only; default: 1, the paper)")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=d["epochs"], help="(default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=d["batch_size"], help="per process (default: %(default)s)")
@@ -95,7 +97,7 @@ def config_from_args(args: argparse.Namespace):
         synthetic_size=args.synthetic_size, steps_per_epoch=args.steps_per_epoch, max_steps=args.max_steps,
         time_budget_s=args.time_budget_s, val_samples=args.val_samples, val_every=args.val_every,
         seed=args.seed, device=args.device, amp=not args.no_amp, out=args.out, num_workers=args.num_workers,
-        pretrained=args.pretrained, resume=args.resume, skip_bad=args.skip_bad, progress=not args.no_progress,
+        pretrained=args.pretrained, gp_stride=args.gp_stride, resume=args.resume, skip_bad=args.skip_bad, progress=not args.no_progress,
     )
 
 

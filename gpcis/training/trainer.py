@@ -119,6 +119,9 @@ class TrainConfig:
         out: output folder (checkpoints, CSV logs).
         num_workers: DataLoader worker processes.
         pretrained: backbone initialisation (``False``, ``True`` or a local file).
+        gp_stride: the GP head's test-grid stride (``ModelConfig.gp_stride``; ``None``: the
+            registered model's, 1). Parameter-free: a model trained at one stride can be
+            evaluated at another (``gpcis evaluate --gp-stride``).
         resume: ``True`` continues from ``out/last.pt``; a path continues from that file.
         skip_bad: skip (and report) unreadable samples instead of failing.
         progress: show tqdm bars.
@@ -154,6 +157,7 @@ class TrainConfig:
     out: str = "runs/train"
     num_workers: int = 0
     pretrained: bool | str = False
+    gp_stride: int | None = None
     resume: bool | str = False
     skip_bad: bool = False
     progress: bool = True
@@ -182,6 +186,12 @@ class TrainConfig:
             if min(self.crop_size) < 8:
                 raise ValueError(f"crop_size must be at least 8x8, got {self.crop_size}")
         self.scale_range = (float(self.scale_range[0]), float(self.scale_range[1]))
+        if self.gp_stride is not None:
+            if not self.model.startswith("gpcis_"):
+                raise ValueError(f"gp_stride applies to GP-head models (gpcis_*), not {self.model!r}")
+            if int(self.gp_stride) < 1:
+                raise ValueError(f"gp_stride must be >= 1, got {self.gp_stride}")
+            self.gp_stride = int(self.gp_stride)
         if self.data != "synthetic" and not Path(self.data).is_dir():
             raise ValueError(f"data: folder not found: {self.data} (or use 'synthetic')")
 
@@ -389,7 +399,9 @@ class Trainer:
             val_set = default_val if val_set is None else val_set
         self.train_set = train_set
         self.val_set = _Resized(val_set, config.val_max_size) if val_set is not None else None
-        self.model = (model if model is not None else create_model(config.model, pretrained=config.pretrained))
+        overrides = {} if config.gp_stride is None else {"gp_stride": config.gp_stride}
+        self.model = (model if model is not None
+                      else create_model(config.model, pretrained=config.pretrained, **overrides))
         self.model.to(self.device).train()
         self.ddp_model = wrap_ddp(self.model, self.dist, self.device)
         lr = config.effective_lr

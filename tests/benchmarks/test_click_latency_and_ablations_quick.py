@@ -46,6 +46,34 @@ def test_ablations_quick_and_resume(tmp_path):
     assert again["rows"] == result["rows"]
 
 
+def test_ablation_shards_partition_the_jobs():
+    mod = _load("ablations")
+    todo = mod.ablations(128)
+    every = mod.shard_jobs(todo, 3, (0, 1))
+    assert [(a.name, s) for a, s in every] == [(a.name, s) for a in todo for s in range(3)]
+    parts = [mod.shard_jobs(todo, 3, (k, 2)) for k in range(2)]
+    names = [[(a.name, s) for a, s in part] for part in parts]
+    assert sorted(names[0] + names[1]) == sorted((a.name, s) for a in todo for s in range(3))
+    assert not set(names[0]) & set(names[1])
+    for part in names:  # an evaluation-time variant runs where its base run is trained, after it
+        for i, (name, seed) in enumerate(part):
+            if name.startswith("eval eps2"):
+                assert ("base", seed) in part[:i]
+    assert abs(len(parts[0]) - len(parts[1])) <= 7  # 2 eval variants x 3 seeds ride with the base runs
+
+
+def test_ablation_shards_then_collect(tmp_path):
+    mod = _load("ablations")
+    for shard in ("1/2", "2/2"):
+        mod.main(["--quick", "--gp-stride", "2", "--shard", shard, "--out", str(tmp_path)])
+    cached = sorted(p.parent.parent.name for p in (tmp_path / "runs").glob("*/seed0/result.json"))
+    assert len(cached) == 4
+    result = mod.main(["--quick", "--gp-stride", "2", "--out", str(tmp_path)])
+    assert [s["config"] for s in result["summary"]] == ["base", "conv head (RITM)", "prior: spectral",
+                                                         "eval eps2 = 0.01"]
+    assert result["gp_stride"] == 2
+
+
 def test_report_collects_quick_runs(tmp_path):
     _load("click_latency").main(["--quick", "--out", str(tmp_path / "runs" / "click_latency")])
     _load("ablations").main(["--quick", "--out", str(tmp_path / "runs" / "ablations")])

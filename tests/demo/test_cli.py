@@ -40,3 +40,26 @@ def test_bad_options_are_errors(tmp_path, monkeypatch, capsys):
     bad.write_bytes(b"garbage")
     assert main(["demo", "--checkpoint", str(bad)]) == 0
     assert "could not load the model" in capsys.readouterr().err
+
+
+def test_default_method_is_the_released_model_when_installed(released_tiny, monkeypatch, capsys):
+    served = {}
+    monkeypatch.setattr(flask.Flask, "run", lambda self, **kw: served.update(app=self))
+    assert main(["demo", "--device", "cpu", "--max-side", "96"]) == 0
+    described = f"released model gpcis_tiny ({released_tiny})"
+    assert f"method: {described}" in capsys.readouterr().out
+    info = served["app"].test_client().get("/api/info").get_json()
+    assert info["method"] == described and info["error"] is None
+    assert described in served["app"].test_client().get("/").get_data(as_text=True)
+
+
+def test_default_method_without_released_weights_is_gp_pixel(released_tiny, monkeypatch, capsys):
+    pytest.importorskip("gpcis.baselines.gp_pixel", reason="gp-pixel is not written yet")
+    served = {}
+    monkeypatch.setattr(flask.Flask, "run", lambda self, **kw: served.update(app=self))
+    released_tiny.unlink()
+    assert main(["demo"]) == 0
+    assert "method: gp-pixel" in capsys.readouterr().out
+    assert served["app"].test_client().get("/api/info").get_json()["method"] == "gp-pixel"
+    assert main(["demo", "--device", "cpu"]) == 2  # no model to put on a device
+    assert "--device only applies" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gpcis.cli import main
@@ -114,7 +115,8 @@ def test_render_overlay_draws_mask_and_clicks():
     assert tuple(out[35, 5]) == (0, 0, 0)
 
 
-def test_method_factory_errors(tmp_path):
+def test_method_factory_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPCIS_NO_RELEASED", "1")  # the default is gp-pixel even with released weights
     with pytest.raises(ValueError, match="not both"):
         make_method_factory(method="grabcut", checkpoint="x.pt")
     with pytest.raises(ValueError, match="--checkpoint: file not found"):
@@ -132,8 +134,9 @@ def test_method_factory_errors(tmp_path):
         factory()
 
 
-def test_segment_with_gp_pixel_recovers_the_object(tmp_path, capsys):
+def test_segment_with_gp_pixel_recovers_the_object(tmp_path, capsys, monkeypatch):
     pytest.importorskip("gpcis.baselines.gp_pixel", reason="gp-pixel is not written yet")
+    monkeypatch.setenv("GPCIS_NO_RELEASED", "1")  # the default is gp-pixel even with released weights
     img, gt = _scene()
     Image.fromarray(img).save(tmp_path / "scene.png")
     out, ov = tmp_path / "mask.png", tmp_path / "overlay.png"
@@ -174,7 +177,8 @@ def test_segment_replay_feeds_previous_masks(tmp_path):
     assert [n for n, _ in calls] == [3]
 
 
-def test_segment_errors(tmp_path, capsys):
+def test_segment_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GPCIS_NO_RELEASED", "1")  # the default is gp-pixel even with released weights
     img, _ = _scene(30, 40)
     Image.fromarray(img).save(tmp_path / "s.png")
     (tmp_path / "t.txt").write_text("no image")
@@ -215,3 +219,56 @@ def test_segment_with_a_checkpoint(tmp_path, tiny_checkpoint, capsys):
     assert rc == 0, capsys.readouterr().err
     assert np.asarray(Image.open(out)).shape == (64, 80)  # an untrained model: only the shape is known
     assert f"checkpoint {tiny_checkpoint}" in capsys.readouterr().out
+
+
+def test_default_is_the_released_model_when_installed(released_tiny, monkeypatch):
+    from gpcis.inference.predictor import Predictor
+    from gpcis.models import create_model
+
+    factory, name = make_method_factory()
+    assert name == f"released model gpcis_tiny ({released_tiny})"
+    factory, name = make_method_factory(device="cpu")  # --device applies to the released model
+    assert name.startswith("released model gpcis_tiny")
+    predictor = factory()
+    assert isinstance(predictor, Predictor)
+    reference = create_model(checkpoint=released_tiny).state_dict()
+    loaded = predictor.model.state_dict()
+    assert all(torch.equal(loaded[k].cpu(), v) for k, v in reference.items())
+    assert factory().model is predictor.model  # loaded once, shared
+    # an explicit method or checkpoint still wins; --model needs --checkpoint
+    assert make_method_factory(method="grabcut")[1] == "grabcut"
+    assert make_method_factory(checkpoint=released_tiny)[1] == f"checkpoint {released_tiny}"
+    with pytest.raises(ValueError, match="--device only applies"):
+        make_method_factory(method="grabcut", device="cpu")
+    with pytest.raises(ValueError, match="--model only applies"):
+        make_method_factory(model="gpcis_tiny")
+    # a released file that does not load is reported when the factory is called
+    released_tiny.write_bytes(b"garbage")
+    factory, name = make_method_factory()
+    with pytest.raises(ValueError, match=r"released model gpcis_tiny \(.*\): could not load the model"):
+        factory()
+
+
+def test_default_falls_back_to_gp_pixel(released_tiny, monkeypatch):
+    monkeypatch.setenv("GPCIS_NO_RELEASED", "1")
+    assert make_method_factory()[1] == "gp-pixel"
+    with pytest.raises(ValueError, match="--device only applies"):
+        make_method_factory(device="cpu")
+    monkeypatch.delenv("GPCIS_NO_RELEASED")
+    released_tiny.unlink()  # no released weights installed
+    assert make_method_factory()[1] == "gp-pixel"
+    with pytest.raises(ValueError, match="--device only applies"):
+        make_method_factory(device="cpu")
+
+
+def test_segment_uses_the_released_model_by_default(tmp_path, released_tiny, capsys, monkeypatch):
+    img, _ = _scene(64, 80)
+    Image.fromarray(img).save(tmp_path / "s.png")
+    out = tmp_path / "m.png"
+    rc = main(["segment", str(tmp_path / "s.png"), "--click", "30,40,+", "--device", "cpu", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert np.asarray(Image.open(out)).shape == (64, 80)
+    assert f"method: released model gpcis_tiny ({released_tiny})" in capsys.readouterr().out
+    monkeypatch.setenv("GPCIS_NO_RELEASED", "1")
+    assert main(["segment", str(tmp_path / "s.png"), "--click", "30,40,+", "--device", "cpu"]) == 2
+    assert "--device only applies" in capsys.readouterr().err

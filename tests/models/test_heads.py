@@ -14,6 +14,7 @@ from gpcis.models.heads import (
     GPSegHead,
     gather_at_clicks,
     normalize_image,
+    sample_at_clicks,
 )
 
 D_FEAT = 8
@@ -153,3 +154,62 @@ def test_bad_constructor_arguments():
         GPSegHead(4, SMALL_GP, vi_weight=-1)
     with pytest.raises(ValueError, match="in_channels"):
         ConvHead(0)
+    with pytest.raises(ValueError, match="stride"):
+        GPSegHead(4, SMALL_GP, stride=0)
+
+
+@pytest.mark.parametrize("size", [(16, 20), (37, 50), (9, 5)])
+def test_sample_at_clicks_reads_the_upsampled_map(size):
+    """Bilinear sampling at the clicks == indexing the F.interpolate-upsampled map
+    (exact up to float32 rounding of the two interpolation weight formulas)."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 5, 4, 6, generator=gen)
+    h, w = size
+    up = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    coords = torch.stack(
+        [torch.randint(0, h, (2, 7), generator=gen), torch.randint(0, w, (2, 7), generator=gen)], dim=-1
+    ).float()
+    coords[0, 0] = torch.tensor([0.0, 0.0])
+    coords[1, 0] = torch.tensor([h - 1.0, w - 1.0])  # the clamped corners
+    got = sample_at_clicks(x, coords, size)
+    ref = gather_at_clicks(up.flatten(2).transpose(1, 2), coords, w)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_strided_head_is_the_gp_on_the_coarse_grid_upsampled(stride):
+    """At stride s the head conditions on the full-resolution click inputs (the same X_n as
+    at stride 1) and returns the GP on the ceil(H/s) x ceil(W/s) grid, bilinearly upsampled."""
+    torch.manual_seed(0)
+    full = GPSegHead(D_FEAT, SMALL_GP).eval()
+    head = GPSegHead(D_FEAT, SMALL_GP, stride=stride).eval()
+    head.load_state_dict(full.state_dict())
+    features, image, clicks = _inputs(h=17, w=20)
+    out = head(features, image, clicks, return_std=True, num_samples=2, generator=torch.Generator().manual_seed(2))
+    gh, gw = -(-17 // stride), -(-20 // stride)
+    assert head.grid_size((17, 20)) == (gh, gw)
+    # reference: the stride-1 head's click inputs, the coarse grid built by hand
+    x_click = gather_at_clicks(full.pixel_features(features, image).flatten(2).transpose(1, 2), clicks.coords, 20)
+    small = torch.nn.functional.adaptive_avg_pool2d(image, (gh, gw))
+    x_test = full.pixel_features(features, small).flatten(2).transpose(1, 2)
+    ref = full.gp(x_test, x_click, clicks.labels, clicks.valid, return_variance=True)
+
+    def up(t):
+        return torch.nn.functional.interpolate(t.reshape(2, 1, gh, gw), size=(17, 20), mode="bilinear",
+                                               align_corners=False)
+
+    torch.testing.assert_close(out.logits, up(ref.mean), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.std ** 2, up(ref.variance.clamp_min(0).sqrt()) ** 2, rtol=1e-4, atol=2e-6)
+    assert out.samples.shape == (2, 2, 1, 17, 20)
+    torch.testing.assert_close(out.aux_loss, full(features, image, clicks).aux_loss)
+
+
+def test_strided_head_trains():
+    head = GPSegHead(D_FEAT, SMALL_GP, stride=2).train()
+    features, image, clicks = _inputs()
+    features.requires_grad_(True)
+    out = head(features, image, clicks)
+    assert out.logits.shape == (2, 1, 16, 20)
+    (out.logits.square().mean() + out.aux_loss).backward()
+    assert torch.isfinite(features.grad).all() and features.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in head.gp.kernel.parameters())

@@ -150,6 +150,27 @@ def test_config_validation_and_dict_round_trip():
     assert ModelConfig(pretrained=Path("/weights.pth")).pretrained == "/weights.pth"  # str: checkpoint-safe
     with pytest.raises(ValueError, match="config must be a ModelConfig"):
         SegmentationModel({"backbone": "tiny"})
+    with pytest.raises(ValueError, match="gp_stride"):
+        ModelConfig(gp_stride=0)
+    legacy = cfg.to_dict()
+    del legacy["gp_stride"]  # checkpoints written before the field existed
+    assert ModelConfig.from_dict(legacy).gp_stride == 1
+
+
+def test_gp_stride_is_parameter_free_and_settable():
+    """A model built at stride 2 and one switched to stride 2 agree; the conv head refuses."""
+    torch.manual_seed(0)
+    a = create_model("gpcis_tiny", gp_stride=2).eval()
+    b = create_model("gpcis_tiny").eval()
+    b.load_state_dict(a.state_dict())  # same parameters: the stride adds none
+    image, clicks = _batch()
+    b.set_gp_stride(2)
+    assert b.config.gp_stride == 2
+    torch.testing.assert_close(a(image, clicks).logits, b(image, clicks).logits)
+    with pytest.raises(ValueError, match="GP heads"):
+        create_model("ritm_tiny").set_gp_stride(2)
+    with pytest.raises(ValueError, match="gp_stride"):
+        b.set_gp_stride(0)
 
 
 def _load_complexity_script():

@@ -29,9 +29,19 @@ def test_gpcis_train_command(tmp_path, capsys):
     assert load_checkpoint(out / "last.pt")["extra"]["global_step"] == 4
 
 
+def test_gp_stride_option_reaches_the_model_and_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    assert gpcis_main(["train", "--model", "gpcis_tiny", "--gp-stride", "2", "--out", str(out),
+                       *TINY, "--steps-per-epoch", "1"]) == 0
+    data = load_checkpoint(out / "last.pt")
+    assert data["config"]["gp_stride"] == 2 and data["extra"]["train_config"]["gp_stride"] == 2
+
+
 def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     assert gpcis_main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     assert "data: folder not found" in capsys.readouterr().err
+    assert gpcis_main(["train", "--model", "ritm_tiny", "--gp-stride", "2", "--out", str(tmp_path)]) == 2
+    assert "gp_stride applies to GP-head models" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("script,model", [("train_gpcis.py", "gpcis_tiny"), ("train_ritm.py", "ritm_tiny")])

@@ -172,6 +172,10 @@ def test_config_errors(tmp_path):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="resume: checkpoint not found"):
         Trainer(_config(tmp_path, resume=True))
+    with pytest.raises(ValueError, match="gp_stride applies to GP-head models"):
+        TrainConfig(model="ritm_tiny", gp_stride=2)
+    with pytest.raises(ValueError, match="gp_stride must be >= 1"):
+        TrainConfig(model="gpcis_tiny", gp_stride=0)
 
 
 def test_training_on_a_data_folder(tmp_path):
