@@ -71,6 +71,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--thresh", type=float, default=0.5, help="foreground iff probability > thresh (RITM: 0.49)")
     p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=True,
                    help="target crop around the object from the second click on (models only)")
+    p.add_argument("--zoom-size", type=_positive_int, default=None, metavar="PX",
+                   help="longer side of the zoom-in crop fed to the model (default: 400, RITM's)")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="first N images of each data set")
     p.add_argument("--out", type=Path, default=Path("eval_out"), metavar="DIR", help="output folder")
     p.add_argument("--device", default=None, help="torch device for models (default: cuda if available, else cpu)")
@@ -117,8 +119,8 @@ def resolve_datasets(names: str, data_root: Optional[Path]) -> list[tuple[str, P
 
 def _build_method(args: argparse.Namespace):
     if args.method is not None:
-        if args.gp_stride is not None:
-            raise ValueError("--gp-stride applies to a --checkpoint of a GP-head model, not to --method")
+        if args.gp_stride is not None or args.zoom_size is not None:
+            raise ValueError("--gp-stride and --zoom-size apply to a --checkpoint, not to --method")
         from gpcis.baselines import create_method
 
         return create_method(args.method), args.label or args.method
@@ -131,7 +133,10 @@ def _build_method(args: argparse.Namespace):
     model = create_model(args.model, checkpoint=args.checkpoint)
     if args.gp_stride is not None:
         model.set_gp_stride(args.gp_stride)
-    pred = Predictor(model, device=device, zoom_in=args.zoom_in, thresh=args.thresh, with_std=False)
+    from gpcis.inference.zoom import ZoomConfig
+
+    zoom = ZoomConfig() if args.zoom_size is None else ZoomConfig(target_size=args.zoom_size)
+    pred = Predictor(model, device=device, zoom_in=args.zoom_in, thresh=args.thresh, zoom=zoom, with_std=False)
     return pred, args.label or (args.model or Path(args.checkpoint).stem)
 
 

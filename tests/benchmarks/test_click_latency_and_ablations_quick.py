@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from tests.scripts import load_script
@@ -116,3 +118,30 @@ def test_training_curves_from_generated_runs(tmp_path):
     assert summary[0]["seconds"] == pytest.approx(45.0)
     with pytest.raises(SystemExit):
         mod.main([str(tmp_path / "missing")])
+
+
+def test_zoom_sweep_quick(tmp_path):
+    result = _load("zoom_sweep").main(["--quick", "--out", str(tmp_path)])
+    rows = result["rows"]
+    assert [r["zoom"] for r in rows] == [32, 64]
+    for r in rows:
+        assert 1 <= r["noc85"] <= r["noc90"] <= 3 and 0 <= r["miou1"] <= 1
+    (name,) = result["best"]
+    best = min(rows, key=lambda r: (r["noc90"], r["noc85"]))
+    assert result["best"][name] == best["zoom"]
+    assert (tmp_path / "zoom_sweep.png").stat().st_size > 1000
+
+
+def test_zoom_sweep_uses_the_runs_own_validation_split(tmp_path):
+    """The validation split is rebuilt from the checkpoint's training config: the same
+    held-out images the trainer validated on."""
+    from gpcis.training import TrainConfig, Trainer, build_datasets
+
+    cfg = TrainConfig(model="ritm_tiny", synthetic_size=32, synthetic_samples=4, val_samples=2, batch_size=2,
+                      epochs=1, steps_per_epoch=1, out=str(tmp_path / "run"), progress=False, seed=5)
+    Trainer(cfg).train()
+    val = _load("zoom_sweep").validation_split(tmp_path / "run" / "last.pt")
+    _, ref = build_datasets(cfg)
+    assert len(val) == 2
+    for i in range(2):
+        np.testing.assert_array_equal(val[i].image, ref[i].image)

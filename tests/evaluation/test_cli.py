@@ -101,7 +101,7 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for opt in ("--method", "--checkpoint", "--model", "--datasets", "--data-root", "--max-clicks",
                 "--target-iou", "--thresh", "--zoom-in", "--no-zoom-in", "--limit", "--out", "--device",
-                "--all-clicks", "--gp-stride"):
+                "--all-clicks", "--gp-stride", "--zoom-size"):
         assert opt in text
 
 
@@ -123,7 +123,7 @@ def test_evaluate_checkpoint_tiny_model(tmp_path):
     args = _parse(["--checkpoint", str(ckpt), "--model", "ritm_tiny", "--data-root", str(root), "--out", str(out)])
     assert args.func(args) == 2  # the checkpoint holds another model
     # the parameter-free GP test grid can be changed at evaluation time
-    args = _parse(["--checkpoint", str(ckpt), "--gp-stride", "2", "--data-root", str(root), "--out", str(out),
+    args = _parse(["--checkpoint", str(ckpt), "--gp-stride", "2", "--zoom-size", "64", "--data-root", str(root), "--out", str(out),
                    "--max-clicks", "2", "--noc100-clicks", "0", "--device", "cpu", "--quiet"])
     assert args.func(args) == 0
     args = _parse(["--method", "grabcut", "--gp-stride", "2", "--data-root", str(root), "--out", str(out)])
