@@ -66,13 +66,15 @@ def test_ablation_shards_partition_the_jobs():
 
 def test_ablation_shards_then_collect(tmp_path):
     mod = _load("ablations")
-    for shard in ("1/2", "2/2"):
-        mod.main(["--quick", "--gp-stride", "2", "--shard", shard, "--out", str(tmp_path)])
+    for shard in ("1/2", "2/2"):  # the last shard also evaluates the reference methods
+        mod.main(["--quick", "--gp-stride", "2", "--shard", shard, "--references", "--out", str(tmp_path)])
     cached = sorted(p.parent.parent.name for p in (tmp_path / "runs").glob("*/seed0/result.json"))
     assert len(cached) == 4
-    result = mod.main(["--quick", "--gp-stride", "2", "--out", str(tmp_path)])
-    assert [s["config"] for s in result["summary"]] == ["base", "conv head (RITM)", "prior: spectral",
-                                                         "eval eps2 = 0.01"]
+    assert len(list((tmp_path / "runs").glob("reference_*/result.json"))) == 3
+    result = mod.main(["--quick", "--gp-stride", "2", "--references", "--out", str(tmp_path)])
+    assert [s["config"] for s in result["summary"]] == [
+        "base", "conv head (RITM)", "prior: spectral", "eval eps2 = 0.01",
+        "reference: gp-pixel", "reference: grabcut", "reference: random-walker"]
     assert result["gp_stride"] == 2
 
 
