@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
     g.add_argument("--max-steps", type=int, default=d["max_steps"], help="stop after this many steps")
     g.add_argument("--time-budget", type=float, default=d["time_budget_s"], dest="time_budget_s",
                    help="stop after this many seconds of training (validates and saves)")
+    g.add_argument("--time-milestones", type=float, nargs="*", default=list(d["time_milestones"] or ()),
+                   metavar="F", help="fractions of --time-budget at which the lr is multiplied by --lr-gamma")
     g = parser.add_argument_group("run")
     g.add_argument("--device", default=d["device"], help="cpu | cuda | cuda:N (default: %(default)s)")
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
@@ -95,7 +97,7 @@ def config_from_args(args: argparse.Namespace):
         milestones=tuple(args.milestones), lr_gamma=args.lr_gamma, max_num_next_clicks=args.max_num_next_clicks,
         crop_size=tuple(args.crop_size) if args.crop_size else None, scale_range=tuple(args.scale_range), synthetic_samples=args.synthetic_samples,
         synthetic_size=args.synthetic_size, steps_per_epoch=args.steps_per_epoch, max_steps=args.max_steps,
-        time_budget_s=args.time_budget_s, val_samples=args.val_samples, val_every=args.val_every,
+        time_budget_s=args.time_budget_s, time_milestones=tuple(args.time_milestones), val_samples=args.val_samples, val_every=args.val_every,
         seed=args.seed, device=args.device, amp=not args.no_amp, out=args.out, num_workers=args.num_workers,
         pretrained=args.pretrained, gp_stride=args.gp_stride, resume=args.resume, skip_bad=args.skip_bad, progress=not args.no_progress,
     )

@@ -109,6 +109,9 @@ class TrainConfig:
         steps_per_epoch: cap on steps per epoch (``None``: the whole data set).
         max_steps: stop (with a checkpoint) after this many steps in total.
         time_budget_s: stop (validate, checkpoint) after this many seconds of training.
+        time_milestones: fractions of ``time_budget_s`` at which the learning rates are
+            multiplied by ``lr_gamma`` (the wall-clock analogue of ``milestones``, for
+            runs whose length is a time budget: e.g. ``(0.8,)`` anneals for the last 20%).
         val_samples: size of the held-out validation split (0 disables validation).
         val_every: validate every this many epochs (and after the last).
         val_max_clicks: click budget of the validation NoC.
@@ -147,6 +150,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     max_steps: int | None = None
     time_budget_s: float | None = None
+    time_milestones: tuple[float, ...] = ()
     val_samples: int = 20
     val_every: int = 1
     val_max_clicks: int = 20
@@ -181,6 +185,12 @@ class TrainConfig:
         if self.synthetic_size < 16:
             raise ValueError(f"synthetic_size must be >= 16, got {self.synthetic_size}")
         self.milestones = tuple(int(m) for m in self.milestones)
+        self.time_milestones = tuple(sorted(float(f) for f in self.time_milestones))
+        if self.time_milestones:
+            if self.time_budget_s is None:
+                raise ValueError("time_milestones are fractions of time_budget_s; set time_budget_s")
+            if not all(0.0 < f < 1.0 for f in self.time_milestones):
+                raise ValueError(f"time_milestones must lie in (0, 1), got {self.time_milestones}")
         if self.crop_size is not None:
             self.crop_size = (int(self.crop_size[0]), int(self.crop_size[1]))
             if min(self.crop_size) < 8:
@@ -438,6 +448,7 @@ class Trainer:
         self._tb = None
         self._elapsed_before = 0.0  # training seconds of earlier (resumed) runs
         self._run_start: float | None = None
+        self.time_drops = 0  # time_milestones applied so far
         if config.resume:
             self.load(self.out / "last.pt" if config.resume is True else Path(config.resume))
 
@@ -470,6 +481,7 @@ class Trainer:
             "rng": _rng_state(),
             "history": self.history,
             "elapsed_s": self.elapsed_s(),
+            "time_drops": self.time_drops,
         }
 
     def elapsed_s(self) -> float:
@@ -513,7 +525,21 @@ class Trainer:
         self.best_noc90 = extra["best_noc90"] if extra.get("best_noc90") is not None else math.inf
         self.history = list(extra.get("history") or [])
         self._elapsed_before = float(extra.get("elapsed_s") or 0.0)
+        self.time_drops = int(extra.get("time_drops") or 0)  # the optimizer's lrs already include them
         _set_rng_state(extra["rng"])
+
+    def apply_time_milestones(self) -> None:
+        """Multiply every learning rate by ``lr_gamma`` once per ``time_milestones``
+        fraction of the time budget that has elapsed (each applied once, across resumes)."""
+        cfg = self.config
+        if not cfg.time_milestones or cfg.time_budget_s is None:
+            return
+        due = sum(self.elapsed_s() >= f * cfg.time_budget_s for f in cfg.time_milestones)
+        if due > self.time_drops:
+            factor = cfg.lr_gamma ** (due - self.time_drops)
+            for group in self.optimizer.param_groups:
+                group["lr"] *= factor
+            self.time_drops = due
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
@@ -620,6 +646,7 @@ class Trainer:
                 for batch in self._loader():
                     if self.step_in_epoch >= self.steps_per_epoch:
                         break
+                    self.apply_time_milestones()
                     losses = self.train_step(batch)
                     self.step_in_epoch += 1
                     self.global_step += 1

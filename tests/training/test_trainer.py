@@ -242,3 +242,27 @@ def test_time_budget_counts_the_time_of_earlier_runs(tmp_path, monkeypatch):
     again.train()
     assert again.global_step == 3
     assert load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["elapsed_s"] > spent
+
+
+def test_time_milestones_drop_the_lr_once_across_resumes(tmp_path):
+    """lr x gamma when elapsed >= fraction x budget, applied exactly once (also after resume)."""
+    trainer = Trainer(_config(tmp_path, max_steps=2, lr=1e-3, time_budget_s=1000.0, time_milestones=(0.5,),
+                              lr_gamma=0.1))
+    lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    trainer._elapsed_before = 400.0  # before the milestone: nothing happens
+    trainer.apply_time_milestones()
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == lrs and trainer.time_drops == 0
+    trainer._elapsed_before = 600.0
+    trainer.apply_time_milestones()
+    trainer.apply_time_milestones()  # idempotent
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([0.1 * v for v in lrs])
+    trainer.train()  # 2 steps; the checkpoint stores the dropped lrs and the count
+    resumed = Trainer(_config(tmp_path, max_steps=3, lr=1e-3, time_budget_s=1000.0, time_milestones=(0.5,),
+                              lr_gamma=0.1, resume=True))
+    assert resumed.time_drops == 1
+    resumed.apply_time_milestones()
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([0.1 * v for v in lrs])
+    with pytest.raises(ValueError, match="set time_budget_s"):
+        TrainConfig(time_milestones=(0.5,))
+    with pytest.raises(ValueError, match=r"lie in \(0, 1\)"):
+        TrainConfig(time_budget_s=10, time_milestones=(1.5,))
