@@ -19,7 +19,9 @@ Runs are resumable: each (configuration, seed) writes ``OUT/runs/<config>/seed<k
 and is skipped when that exists; a half-trained run continues from its ``last.pt``.
 ``--shard K/N`` runs only the K-th of N interleaved parts of the (configuration, seed)
 jobs (an evaluation-time variant goes with the base run it re-evaluates), so N processes can
-share the work; a last run without ``--shard`` collects every cached result into the table.
+share the work; a last run with ``--collect`` (same other arguments) gathers every cached
+result into the table. A cached result made with other settings (steps, lr, stride, crop,
+images, clicks...) is an error, never silently reused.
 
 Usage::
 
@@ -131,13 +133,40 @@ def evaluate(method, dataset, max_clicks: int) -> dict[str, float]:
     }
 
 
+TRAIN_SETTINGS = ("base", "pretrained", "steps", "steps_per_epoch", "batch_size", "crop", "scale_range", "lr",
+                  "gp_stride", "quick")
+EVAL_SETTINGS = ("limit", "max_clicks", "quick")
+
+
+def settings_of(args, names: tuple[str, ...]) -> dict[str, Any]:
+    """The arguments a cached result depends on (JSON-comparable)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(args, k)) for k in names)}
+
+
+def cached(done: Path, settings: dict[str, Any], collect_only: bool) -> Optional[dict]:
+    """The cached row of ``done`` if it was made with ``settings``; ``ValueError`` if it was
+    made with others (or, with ``collect_only``, if it is missing)."""
+    if not done.exists():
+        if collect_only:
+            raise ValueError(f"--collect: no result yet at {done} (a shard has not finished it)")
+        return None
+    row = json.loads(done.read_text())
+    if row.get("settings") != settings:
+        diff = sorted(k for k in settings if (row.get("settings") or {}).get(k) != settings[k])
+        raise ValueError(f"{done} was made with other settings ({', '.join(diff)} differ: "
+                         f"{ {k: (row.get('settings') or {}).get(k) for k in diff} }); use another --out or delete it")
+    return row
+
+
 def run_one(args, ab: Ablation, seed: int, eval_set, base_runs: Path) -> dict:
     """Train (or reuse) and evaluate one (configuration, seed); cached in result.json."""
     slug = "".join(c if c.isalnum() else "_" for c in ab.name).strip("_")
     out = Path(args.out) / "runs" / slug / f"seed{seed}"
     done = out / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    settings = settings_of(args, TRAIN_SETTINGS + EVAL_SETTINGS)
+    row = cached(done, settings, args.collect)
+    if row is not None:
+        return row
     torch.manual_seed(seed)
     if ab.eval_noise is not None:  # evaluation-time variant of the base run
         ckpt = base_runs / f"seed{seed}" / "last.pt"
@@ -173,28 +202,30 @@ def run_one(args, ab: Ablation, seed: int, eval_set, base_runs: Path) -> dict:
         last = trainer.train()
         train_row = {"images_per_s": float(np.mean([r["images_per_s"] for r in trainer.history] or [last["images_per_s"]]))}
     predictor = Predictor(model.eval(), device=args.device, zoom_in=not args.quick, with_std=False)
-    row = {"config": ab.name, "group": ab.group, "seed": seed, **evaluate(predictor, eval_set, args.max_clicks)}
+    row = {"config": ab.name, "group": ab.group, "seed": seed, **evaluate(predictor, eval_set, args.max_clicks),
+           "settings": settings}
     row["images_per_s"] = train_row.get("images_per_s", float("nan"))
     out.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(row))
     return row
 
 
-def reference_rows(eval_set, max_clicks: int, out: Path) -> list[dict]:
+def reference_rows(args, eval_set) -> list[dict]:
     """The training-free GP and the two classic methods on the same images (cached in
     ``OUT/runs/reference_<name>/result.json`` like the runs)."""
     from gpcis.baselines import create_method
 
+    settings = settings_of(args, EVAL_SETTINGS)
     rows = []
     for name in ("gp-pixel", "grabcut", "random-walker"):
-        done = out / "runs" / f"reference_{name}" / "result.json"
-        if done.exists():
-            rows.append(json.loads(done.read_text()))
-            continue
-        row = {"config": f"reference: {name}", "group": "reference", "seed": 0,
-               **evaluate(create_method(name), eval_set, max_clicks), "images_per_s": float("nan")}
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps(row))
+        done = Path(args.out) / "runs" / f"reference_{name}" / "result.json"
+        row = cached(done, settings, args.collect)
+        if row is None:
+            row = {"config": f"reference: {name}", "group": "reference", "seed": 0,
+                   **evaluate(create_method(name), eval_set, args.max_clicks), "images_per_s": float("nan"),
+                   "settings": settings}
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(row))
         rows.append(row)
     return rows
 
@@ -249,6 +280,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=None, help="head learning rate (default: the model's)")
     p.add_argument("--gp-stride", type=int, default=1, help="GP head test-grid stride of every GP row")
     p.add_argument("--shard", default=None, metavar="K/N", help="run only part K (1-based) of N")
+    p.add_argument("--collect", action="store_true",
+                   help="only collect cached results into the table (an error names any missing one)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--max-clicks", type=int, default=20)
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
@@ -271,6 +304,8 @@ def main(argv: list[str] | None = None) -> dict:
         if not 1 <= k <= n:
             p.error(f"--shard K/N needs 1 <= K <= N, got {args.shard!r}")
         shard = (k - 1, n)
+    if args.collect and shard is not None:
+        p.error("--collect and --shard exclude each other")
     if args.gp_stride < 1:
         p.error(f"--gp-stride must be >= 1, got {args.gp_stride}")
 
@@ -300,15 +335,18 @@ def main(argv: list[str] | None = None) -> dict:
     from tqdm import tqdm
 
     jobs = shard_jobs(todo, args.seeds, shard if shard else (0, 1))
-    for ab, seed in tqdm(jobs, desc="ablations", unit="run"):
-        rows.append(run_one(args, ab, seed, eval_set, base_runs))
-    if shard is not None:
-        if args.references and shard[0] == shard[1] - 1:  # the last shard also runs the references
-            rows += reference_rows(eval_set, args.max_clicks, Path(args.out))
-        print(f"shard {args.shard}: {len(rows)} runs done; run again without --shard for the table")
-        return {"rows": rows}
-    if args.references:
-        rows += reference_rows(eval_set, args.max_clicks, Path(args.out))
+    try:
+        for ab, seed in tqdm(jobs, desc="ablations", unit="run"):
+            rows.append(run_one(args, ab, seed, eval_set, base_runs))
+        if shard is not None:
+            if args.references and shard[0] == shard[1] - 1:  # the last shard also runs the references
+                rows += reference_rows(args, eval_set)
+            print(f"shard {args.shard}: {len(rows)} runs done; collect the table with --collect")
+            return {"rows": rows}
+        if args.references:
+            rows += reference_rows(args, eval_set)
+    except ValueError as err:
+        p.error(str(err))
     summary = aggregate(rows)
     print(f"{'configuration':30s} {'NoC@85':>12s} {'NoC@90':>12s} {'mIoU@1':>7s} {'mIoU@5':>7s} {'NoIC':>6s} {'img/s':>6s}")
     for s in summary:

@@ -77,7 +77,7 @@ class ModelConfig:
             raise ValueError(f"click_radius must be > 0, got {self.click_radius}")
         if self.vi_weight < 0:
             raise ValueError(f"vi_weight must be >= 0, got {self.vi_weight}")
-        if not isinstance(self.gp_stride, int) or self.gp_stride < 1:
+        if not isinstance(self.gp_stride, int) or isinstance(self.gp_stride, bool) or self.gp_stride < 1:
             raise ValueError(f"gp_stride must be an int >= 1, got {self.gp_stride!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,7 +155,7 @@ class SegmentationModel(nn.Module):
         """
         if not isinstance(self.head, GPSegHead):
             raise ValueError(f"gp_stride applies to GP heads; this model has a {self.config.head!r} head")
-        if not isinstance(stride, int) or stride < 1:
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
             raise ValueError(f"gp_stride must be an int >= 1, got {stride!r}")
         self.head.stride = stride
         self.config.gp_stride = stride

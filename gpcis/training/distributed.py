@@ -27,6 +27,7 @@ __all__ = [
     "unwrap",
     "all_reduce_mean",
     "barrier",
+    "broadcast_from_main",
     "ResumableDistributedSampler",
 ]
 
@@ -99,6 +100,20 @@ def all_reduce_mean(value: Tensor, info: DistInfo) -> Tensor:
     value = value.clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / info.world_size
+
+
+def broadcast_from_main(value: float, info: DistInfo, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (``value`` itself for one process).
+
+    Decisions that depend on a clock (time budget, time milestones) must be the same on
+    every rank: different learning rates or a missing collective would make DDP ranks
+    diverge or hang.
+    """
+    if not info.distributed:
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
 
 
 def barrier(info: DistInfo) -> None:

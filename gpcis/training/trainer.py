@@ -54,6 +54,7 @@ from gpcis.training.distributed import (
     ResumableDistributedSampler,
     all_reduce_mean,
     barrier,
+    broadcast_from_main,
     init_distributed,
     wrap_ddp,
 )
@@ -199,8 +200,8 @@ class TrainConfig:
         if self.gp_stride is not None:
             if not self.model.startswith("gpcis_"):
                 raise ValueError(f"gp_stride applies to GP-head models (gpcis_*), not {self.model!r}")
-            if int(self.gp_stride) < 1:
-                raise ValueError(f"gp_stride must be >= 1, got {self.gp_stride}")
+            if int(self.gp_stride) != self.gp_stride or int(self.gp_stride) < 1:
+                raise ValueError(f"gp_stride must be an int >= 1, got {self.gp_stride}")
             self.gp_stride = int(self.gp_stride)
         if self.data != "synthetic" and not Path(self.data).is_dir():
             raise ValueError(f"data: folder not found: {self.data} (or use 'synthetic')")
@@ -512,6 +513,11 @@ class Trainer:
         if saved_model != self.config.model:
             raise ValueError(f"resume: {path} is a {saved_model!r} run, not {self.config.model!r}")
         load_model_weights(self.model, data, source=str(path))
+        saved_stride = int((data.get("config") or {}).get("gp_stride", 1))
+        model_cfg = getattr(self.model, "config", None)
+        if (self.config.gp_stride is None and getattr(model_cfg, "head", None) == "gp"
+                and model_cfg.gp_stride != saved_stride):
+            self.model.set_gp_stride(saved_stride)  # keep the run's stride unless told otherwise
         self.model.to(self.device)
         self.optimizer.load_state_dict(extra["optimizer"])
         sched = dict(extra["scheduler"])
@@ -534,7 +540,8 @@ class Trainer:
         cfg = self.config
         if not cfg.time_milestones or cfg.time_budget_s is None:
             return
-        due = sum(self.elapsed_s() >= f * cfg.time_budget_s for f in cfg.time_milestones)
+        elapsed = broadcast_from_main(self.elapsed_s(), self.dist, self.device)  # same decision on every rank
+        due = sum(elapsed >= f * cfg.time_budget_s for f in cfg.time_milestones)
         if due > self.time_drops:
             factor = cfg.lr_gamma ** (due - self.time_drops)
             for group in self.optimizer.param_groups:
@@ -662,7 +669,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{losses['loss']:.4f}")
                     if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
                         stop = True
-                    if cfg.time_budget_s is not None and self.elapsed_s() >= cfg.time_budget_s:
+                    if cfg.time_budget_s is not None and (
+                        broadcast_from_main(self.elapsed_s(), self.dist, self.device) >= cfg.time_budget_s
+                    ):
                         stop = True
                     if stop:
                         break

@@ -64,18 +64,24 @@ def test_ablation_shards_partition_the_jobs():
     assert abs(len(parts[0]) - len(parts[1])) <= 7  # 2 eval variants x 3 seeds ride with the base runs
 
 
-def test_ablation_shards_then_collect(tmp_path):
+def test_ablation_shards_then_collect(tmp_path, capsys):
     mod = _load("ablations")
     for shard in ("1/2", "2/2"):  # the last shard also evaluates the reference methods
         mod.main(["--quick", "--gp-stride", "2", "--shard", shard, "--references", "--out", str(tmp_path)])
     cached = sorted(p.parent.parent.name for p in (tmp_path / "runs").glob("*/seed0/result.json"))
     assert len(cached) == 4
     assert len(list((tmp_path / "runs").glob("reference_*/result.json"))) == 3
-    result = mod.main(["--quick", "--gp-stride", "2", "--references", "--out", str(tmp_path)])
+    result = mod.main(["--quick", "--gp-stride", "2", "--references", "--collect", "--out", str(tmp_path)])
     assert [s["config"] for s in result["summary"]] == [
         "base", "conv head (RITM)", "prior: spectral", "eval eps2 = 0.01",
         "reference: gp-pixel", "reference: grabcut", "reference: random-walker"]
     assert result["gp_stride"] == 2
+    with pytest.raises(SystemExit):  # cached with stride 2: asking for stride 3 must not reuse them
+        mod.main(["--quick", "--gp-stride", "3", "--collect", "--out", str(tmp_path)])
+    assert "gp_stride differ" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --collect never trains: a missing result is an error
+        mod.main(["--quick", "--collect", "--out", str(tmp_path / "empty")])
+    assert "no result yet" in capsys.readouterr().err
 
 
 def test_report_collects_quick_runs(tmp_path):

@@ -125,6 +125,20 @@ def test_evaluate_checkpoint_tiny_model(tmp_path):
     # the parameter-free GP test grid can be changed at evaluation time
     args = _parse(["--checkpoint", str(ckpt), "--gp-stride", "2", "--zoom-size", "64", "--data-root", str(root), "--out", str(out),
                    "--max-clicks", "2", "--noc100-clicks", "0", "--device", "cpu", "--quiet"])
-    assert args.func(args) == 0
+    import gpcis.inference.predictor as predictor_module
+
+    seen = {}
+    real_init = predictor_module.Predictor.__init__
+
+    def spy(self, model, *a, **kw):
+        seen["stride"], seen["zoom"] = model.head.stride, kw["zoom"].target_size
+        real_init(self, model, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(predictor_module.Predictor, "__init__", spy)
+        assert args.func(args) == 0
+    assert seen == {"stride": 2, "zoom": 64}
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["gp_stride"] == 2 and settings["zoom_size"] == 64
     args = _parse(["--method", "grabcut", "--gp-stride", "2", "--data-root", str(root), "--out", str(out)])
     assert args.func(args) == 2

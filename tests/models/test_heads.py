@@ -201,7 +201,13 @@ def test_strided_head_is_the_gp_on_the_coarse_grid_upsampled(stride):
     torch.testing.assert_close(out.logits, up(ref.mean), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.std ** 2, up(ref.variance.clamp_min(0).sqrt()) ** 2, rtol=1e-4, atol=2e-6)
     assert out.samples.shape == (2, 2, 1, 17, 20)
-    torch.testing.assert_close(out.aux_loss, full(features, image, clicks).aux_loss)
+    ref_s = full.gp(x_test, x_click, clicks.labels, clicks.valid, num_samples=2,
+                    generator=torch.Generator().manual_seed(2)).samples  # (S, B, M') from the same draws
+    for s in range(2):
+        torch.testing.assert_close(out.samples[s], up(ref_s[s]), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(out.samples[0], out.samples[1])
+    same = full(features, image, clicks, num_samples=2, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out.aux_loss, same.aux_loss)  # L_VI depends on the clicks only
 
 
 def test_strided_head_trains():

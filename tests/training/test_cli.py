@@ -37,6 +37,14 @@ def test_gp_stride_option_reaches_the_model_and_checkpoint(tmp_path):
     assert data["config"]["gp_stride"] == 2 and data["extra"]["train_config"]["gp_stride"] == 2
 
 
+def test_time_milestones_option(tmp_path):
+    out = tmp_path / "run"
+    assert gpcis_main(["train", "--model", "ritm_tiny", "--out", str(out), *TINY, "--time-budget", "1000",
+                       "--time-milestones", "0.9", "0.5"]) == 0
+    extra = load_checkpoint(out / "last.pt")["extra"]
+    assert tuple(extra["train_config"]["time_milestones"]) == (0.5, 0.9) and extra["time_drops"] == 0
+
+
 def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     assert gpcis_main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     assert "data: folder not found" in capsys.readouterr().err

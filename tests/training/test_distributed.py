@@ -19,15 +19,20 @@ _SCRIPT = textwrap.dedent(
     from gpcis.training.trainer import Trainer, TrainConfig
     from gpcis.training.distributed import cleanup_distributed
     cfg = TrainConfig(model="ritm_tiny", synthetic_size=32, synthetic_samples=16, batch_size=2, epochs=2,
-                      steps_per_epoch=2, val_samples=2, val_max_clicks=2, out=sys.argv[1], progress=False)
+                      steps_per_epoch=2, val_samples=2, val_max_clicks=2, out=sys.argv[1], progress=False,
+                      time_budget_s=1e5, time_milestones=(0.5,))
     t = Trainer(cfg)
+    if t.dist.rank == 1:  # a clock far ahead on rank 1 alone: rank 0's clock must decide for both
+        t._elapsed_before = 1e6
     assert t.dist.world_size == 2 and type(t.ddp_model).__name__ == "DistributedDataParallel"
     assert torch.distributed.get_backend() == "gloo"
     t.samples.epoch = 0
     t.sampler.set_epoch(0)
     idx = list(iter(t.sampler))
     t.train()
-    torch.save({"state": t.model.state_dict(), "indices": idx}, f"{sys.argv[1]}/rank{t.dist.rank}.pt")
+    lrs = [g["lr"] for g in t.optimizer.param_groups]
+    torch.save({"state": t.model.state_dict(), "indices": idx, "lrs": lrs, "steps": t.global_step},
+               f"{sys.argv[1]}/rank{t.dist.rank}.pt")
     cleanup_distributed()
     """
 )
@@ -46,6 +51,8 @@ def test_two_process_gloo_ddp(tmp_path):
     r0 = torch.load(tmp_path / "run" / "rank0.pt")
     r1 = torch.load(tmp_path / "run" / "rank1.pt")
     assert not set(r0["indices"]) & set(r1["indices"])  # each rank reads its own share
+    # time budget and time milestones follow rank 0's clock on every rank
+    assert r0["steps"] == r1["steps"] == 4 and r0["lrs"] == r1["lrs"]
     for k, v in r0["state"].items():
         if k.endswith("running_mean") or k.endswith("running_var") or k.endswith("num_batches_tracked"):
             continue  # BatchNorm statistics are per rank (no SyncBN)

@@ -174,8 +174,10 @@ def test_config_errors(tmp_path):
         Trainer(_config(tmp_path, resume=True))
     with pytest.raises(ValueError, match="gp_stride applies to GP-head models"):
         TrainConfig(model="ritm_tiny", gp_stride=2)
-    with pytest.raises(ValueError, match="gp_stride must be >= 1"):
+    with pytest.raises(ValueError, match="gp_stride must be an int >= 1"):
         TrainConfig(model="gpcis_tiny", gp_stride=0)
+    with pytest.raises(ValueError, match="gp_stride must be an int >= 1"):
+        TrainConfig(model="gpcis_tiny", gp_stride=2.5)
 
 
 def test_training_on_a_data_folder(tmp_path):
@@ -245,24 +247,33 @@ def test_time_budget_counts_the_time_of_earlier_runs(tmp_path, monkeypatch):
 
 
 def test_time_milestones_drop_the_lr_once_across_resumes(tmp_path):
-    """lr x gamma when elapsed >= fraction x budget, applied exactly once (also after resume)."""
-    trainer = Trainer(_config(tmp_path, max_steps=2, lr=1e-3, time_budget_s=1000.0, time_milestones=(0.5,),
-                              lr_gamma=0.1))
+    """lr x gamma when elapsed >= fraction x budget, applied once by the training loop and
+    kept (not re-applied) after a resume; epoch-end scheduler steps keep the dropped lr."""
+    kw = dict(lr=1e-3, time_budget_s=1000.0, time_milestones=(0.5,), lr_gamma=0.1, steps_per_epoch=1)
+    trainer = Trainer(_config(tmp_path, max_steps=2, **kw))
     lrs = [g["lr"] for g in trainer.optimizer.param_groups]
     trainer._elapsed_before = 400.0  # before the milestone: nothing happens
     trainer.apply_time_milestones()
     assert [g["lr"] for g in trainer.optimizer.param_groups] == lrs and trainer.time_drops == 0
-    trainer._elapsed_before = 600.0
-    trainer.apply_time_milestones()
-    trainer.apply_time_milestones()  # idempotent
+    trainer._elapsed_before = 600.0  # past it: the loop applies the drop before its first step
+    trainer.train()  # 2 steps = 2 epochs of 1 step: the scheduler steps twice
+    assert trainer.time_drops == 1
     assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([0.1 * v for v in lrs])
-    trainer.train()  # 2 steps; the checkpoint stores the dropped lrs and the count
-    resumed = Trainer(_config(tmp_path, max_steps=3, lr=1e-3, time_budget_s=1000.0, time_milestones=(0.5,),
-                              lr_gamma=0.1, resume=True))
+    steps = (tmp_path / "run" / "steps.csv").read_text().splitlines()
+    assert all(float(line.split(",")[5]) == pytest.approx(0.1 * lrs[1]) for line in steps[1:])
+    resumed = Trainer(_config(tmp_path, max_steps=3, resume=True, **kw))
     assert resumed.time_drops == 1
-    resumed.apply_time_milestones()
+    resumed.train()
     assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([0.1 * v for v in lrs])
     with pytest.raises(ValueError, match="set time_budget_s"):
         TrainConfig(time_milestones=(0.5,))
     with pytest.raises(ValueError, match=r"lie in \(0, 1\)"):
         TrainConfig(time_budget_s=10, time_milestones=(1.5,))
+
+
+def test_resume_keeps_the_runs_gp_stride_unless_told(tmp_path):
+    Trainer(_config(tmp_path, model="gpcis_tiny", max_steps=1, gp_stride=2)).train()
+    again = Trainer(_config(tmp_path, model="gpcis_tiny", max_steps=2, resume=True))
+    assert again.model.config.gp_stride == 2 and again.model.head.stride == 2
+    changed = Trainer(_config(tmp_path, model="gpcis_tiny", max_steps=2, resume=True, gp_stride=3))
+    assert changed.model.head.stride == 3  # an explicit --gp-stride wins (the head has no stride parameters)
