@@ -106,17 +106,20 @@ def build_model(base: str, ab: Ablation, pretrained: bool | str, gp_stride: int 
 def shard_jobs(todo: list[Ablation], seeds: int, shard: tuple[int, int]) -> list[tuple[Ablation, int]]:
     """The (configuration, seed) jobs of shard ``k`` of ``n`` (``shard = (k, n)``, 0-based).
 
-    Training jobs are dealt round-robin in order (the base runs first); an evaluation-time
-    variant goes to the shard of the base run of its seed, which it needs.
+    Training jobs are dealt round-robin, seed-major (every configuration of seed 0 first,
+    the base run first within a seed); an evaluation-time variant goes to the shard of the
+    base run of its seed, which it needs, and runs after it.
     """
     k, n = shard
-    train = [(ab, seed) for ab in todo if ab.eval_noise is None for seed in range(seeds)]
+    train = [(ab, seed) for seed in range(seeds) for ab in todo if ab.eval_noise is None]
     owner = {(ab.name, seed): i % n for i, (ab, seed) in enumerate(train)}
     mine = [job for job in train if owner[(job[0].name, job[1])] == k]
     mine += [(ab, seed) for ab in todo if ab.eval_noise is not None for seed in range(seeds)
              if owner.get(("base", seed), 0) == k]
     order = {ab.name: i for i, ab in enumerate(todo)}
-    return sorted(mine, key=lambda job: (order[job[0].name], job[1]))
+    # seed-major: every configuration's seed 0, then seed 1, ... so that a run cut short
+    # leaves whole seeds (collect them with a smaller --seeds)
+    return sorted(mine, key=lambda job: (job[1], order[job[0].name]))
 
 
 def evaluate(method, dataset, max_clicks: int) -> dict[str, float]:

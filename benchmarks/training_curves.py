@@ -27,19 +27,39 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def training_clock(steps: list[dict[str, str]]) -> np.ndarray:
+    """Seconds of training at each step, summed over resumed runs.
+
+    ``elapsed_s`` restarts at 0 in each process of a resumed run (files written before the
+    trainer logged its cumulative clock); where it falls, the previous segment's last value
+    is carried as an offset, so the axis is the time-budget clock (the gap between a stop
+    and its resume is not training time and is not counted).
+    """
+    raw = np.array([float(r["elapsed_s"]) for r in steps], dtype=float)
+    out = raw.copy()
+    offset = 0.0
+    for i in range(1, len(raw)):
+        if raw[i] < raw[i - 1]:
+            offset += raw[i - 1]
+        out[i] = raw[i] + offset
+    return out
+
+
 def summarize_run(run: Path) -> dict:
-    """Steps, wall-clock seconds, mean images/s and the best validation NoC of a run."""
+    """Steps, training seconds, mean images/s and the validation NoC of the best epoch
+    (lowest NoC@90, the one ``best.pt`` holds; its NoC@85 beside it)."""
     steps = read_csv(run / "steps.csv")
     epochs = read_csv(run / "metrics.csv")
     val = [(float(r["val_noc85"]), float(r["val_noc90"])) for r in epochs if r.get("val_noc90")]
     ips = [float(r["images_per_s"]) for r in epochs if r.get("images_per_s")]
+    best = min(val, key=lambda v: v[1]) if val else None  # the first epoch reaching the lowest NoC@90
     return {
         "run": str(run),
         "steps": int(steps[-1]["step"]) if steps else 0,
-        "seconds": float(steps[-1]["elapsed_s"]) if steps else 0.0,
+        "seconds": float(training_clock(steps)[-1]) if steps else 0.0,
         "images_per_s": float(np.mean(ips)) if ips else float("nan"),
-        "best_val_noc85": min(v[0] for v in val) if val else None,
-        "best_val_noc90": min(v[1] for v in val) if val else None,
+        "best_val_noc85": best[0] if best else None,
+        "best_val_noc90": best[1] if best else None,
     }
 
 
@@ -52,13 +72,13 @@ def plot(runs: list[Path], labels: list[str], out: Path, window: int = 25) -> No
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for run, label in zip(runs, labels):
         steps = read_csv(run / "steps.csv")
-        t = np.array([float(r["elapsed_s"]) for r in steps]) / 60
+        t = training_clock(steps) / 60
         nfl = np.array([float(r["nfl"]) for r in steps])
         k = min(window, len(nfl))
         smooth = np.convolve(nfl, np.ones(k) / k, mode="valid")
         ax1.plot(t[k - 1 :], smooth, label=f"{label} ({len(steps)} steps)")
         # validation points: an epoch's row is written after its last step
-        by_step = {int(r["step"]): float(r["elapsed_s"]) / 60 for r in steps}
+        by_step = {int(r["step"]): float(v) for r, v in zip(steps, t)}
         val = [(by_step.get(int(r["step"]), np.nan), float(r["val_noc90"])) for r in read_csv(run / "metrics.csv") if r.get("val_noc90")]
         if val:
             ax2.plot(*zip(*val), marker="o", label=label)

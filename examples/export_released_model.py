@@ -1,4 +1,5 @@
-"""Turn a training checkpoint into a released model file (float16 weights, no training state).
+"""Turn a training checkpoint into a released model file (no training state; float16 weights
+unless ``--float32``).
 
 The released file is what ``gpcis.create_model(name, pretrained_checkpoint=True)``,
 ``gpcis segment`` and ``gpcis demo`` load (``gpcis/models/weights/``; docs/model_card.md).
@@ -10,7 +11,10 @@ Usage::
 
     python examples/export_released_model.py --checkpoint runs/gpcis_efflite0_coco/best.pt \\
         --name gpcis_efflite0 [--gp-stride 2] [--metrics runs/eval/released/metrics.json] \\
-        [--out gpcis/models/weights/gpcis_efflite0_coco.pt]
+        [--out gpcis/models/weights/gpcis_efflite0_coco.pt] [--float32]
+
+Check that a float16 file keeps the scores (``gpcis evaluate --checkpoint FILE``) before
+shipping it; ``--float32`` keeps the weights bit for bit (twice the size).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ def export(
     out: Path | None = None,
     gp_stride: int | None = None,
     metrics: Path | None = None,
+    half: bool = True,
 ) -> Path:
     """Write the released file of ``checkpoint``.
 
@@ -40,6 +45,7 @@ def export(
         out: destination (default: ``gpcis/models/weights/<RELEASED_MODELS[name]>``).
         gp_stride: set the GP head's test-grid stride of the released model.
         metrics: a ``metrics.json`` of ``gpcis evaluate`` to store with the weights.
+        half: store float16 weights (``False``: float32, identical to the source).
 
     Returns:
         The path written.
@@ -67,7 +73,9 @@ def export(
             extra["metrics"] = json.loads(Path(metrics).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"--metrics {metrics}: cannot read it ({err})") from None
-    return save_checkpoint(out, model.eval(), extra=extra, half=True)
+    path = save_checkpoint(out, model.eval(), extra=extra, half=half)
+    path.chmod(0o644)  # a shipped, readable file (the atomic writer's temp file is 0600)
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,9 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="destination (default: the package's weights folder)")
     p.add_argument("--gp-stride", type=int, default=None, help="GP head test-grid stride of the released model")
     p.add_argument("--metrics", type=Path, default=None, help="gpcis evaluate metrics.json to store with it")
+    p.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
     args = p.parse_args(argv)
     try:
-        path = export(args.checkpoint, args.name, args.out, args.gp_stride, args.metrics)
+        path = export(args.checkpoint, args.name, args.out, args.gp_stride, args.metrics, half=not args.float32)
     except (ValueError, FileNotFoundError) as err:
         print(f"export_released_model: error: {err}", file=sys.stderr)
         return 2

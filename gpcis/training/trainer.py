@@ -641,7 +641,7 @@ class Trainer:
         """
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        start = self._run_start = time.perf_counter()
+        self._run_start = time.perf_counter()
         last_row: dict[str, Any] = {}
         try:
             while self.epoch < cfg.epochs:
@@ -664,7 +664,7 @@ class Trainer:
                     self._log_csv("steps.csv", {"step": self.global_step, "epoch": self.epoch + 1,
                                                 "loss": losses["loss"], "nfl": losses["nfl"], "aux": losses["aux"],
                                                 "lr": self.optimizer.param_groups[1]["lr"],
-                                                "elapsed_s": round(time.perf_counter() - start, 3)})
+                                                "elapsed_s": round(self.elapsed_s(), 3)})
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses['loss']:.4f}")
                     if cfg.max_steps is not None and self.global_step >= cfg.max_steps:

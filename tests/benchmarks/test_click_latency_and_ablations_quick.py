@@ -52,7 +52,7 @@ def test_ablation_shards_partition_the_jobs():
     mod = _load("ablations")
     todo = mod.ablations(128)
     every = mod.shard_jobs(todo, 3, (0, 1))
-    assert [(a.name, s) for a, s in every] == [(a.name, s) for a in todo for s in range(3)]
+    assert [(a.name, s) for a, s in every] == [(a.name, s) for s in range(3) for a in todo]  # seed-major
     parts = [mod.shard_jobs(todo, 3, (k, 2)) for k in range(2)]
     names = [[(a.name, s) for a, s in part] for part in parts]
     assert sorted(names[0] + names[1]) == sorted((a.name, s) for a in todo for s in range(3))
@@ -126,6 +126,16 @@ def test_training_curves_from_generated_runs(tmp_path):
     assert summary[0]["seconds"] == pytest.approx(45.0)
     with pytest.raises(SystemExit):
         mod.main([str(tmp_path / "missing")])
+
+
+def test_training_clock_sums_resumed_runs_and_best_epoch_pairs():
+    mod = _load("training_curves")
+    # two processes: 0..30 s, then a resumed one whose clock restarts at 2 s
+    rows = [{"elapsed_s": str(v)} for v in (10, 20, 30, 2, 12)]
+    np.testing.assert_allclose(mod.training_clock(rows), [10, 20, 30, 32, 42])
+    # already cumulative (no drop): unchanged
+    rows = [{"elapsed_s": str(v)} for v in (10, 20, 35)]
+    np.testing.assert_allclose(mod.training_clock(rows), [10, 20, 35])
 
 
 def test_zoom_sweep_quick(tmp_path):

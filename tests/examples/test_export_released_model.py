@@ -41,6 +41,13 @@ def test_export_keeps_the_model_drops_the_training_state(trained, tmp_path):
 
 def test_export_errors(trained, tmp_path, capsys):
     mod = load_script("export_released_model", "examples/export_released_model.py")
+    exact = tmp_path / "exact.pt"
+    assert mod.main(["--checkpoint", str(trained), "--name", "gpcis_tiny", "--out", str(exact), "--float32"]) == 0
+    assert load_checkpoint(exact)["dtype"] == "float32"
+    for va, vb in zip(create_model(checkpoint=trained).state_dict().values(),
+                      create_model(checkpoint=exact).state_dict().values()):
+        assert torch.equal(va, vb)  # bit for bit
+    assert oct(exact.stat().st_mode & 0o777) == "0o644"
     assert mod.main(["--checkpoint", str(trained), "--name", "gpcis_tiny"]) == 2  # no released file name
     assert "no released file name" in capsys.readouterr().err
     bad = tmp_path / "bad.json"

@@ -29,14 +29,32 @@ def test_the_shipped_registry():
     assert (released.WEIGHTS_DIR / "README.md").is_file()
 
 
-def test_the_real_file_when_present_is_a_float16_checkpoint_of_its_model():
+def test_the_shipped_file_loads_and_segments():
+    """The released gpcis_efflite0 file (when this checkout has it): the documented model,
+    at most 25 MB, its evaluation stored beside the weights, and a working predictor."""
+    import numpy as np
+
+    from gpcis import Click, Predictor, create_model
+
     name = "gpcis_efflite0"
     path = released.WEIGHTS_DIR / RELEASED_MODELS[name]
     if not path.is_file():
         pytest.skip(f"no released weights installed at {path}")
+    assert path.stat().st_size <= 25 * 2**20
     data = load_checkpoint(path)
-    assert data["dtype"] == "float16"
     assert (data["config"]["backbone"], data["config"]["head"]) == ("efflite0", "gp")
+    assert "optimizer" not in data["extra"] and data["extra"]["metrics"]["GrabCut"]["num_images"] == 50
+    model = create_model(name, pretrained_checkpoint=True)
+    assert not model.training
+    image = np.zeros((96, 128, 3), np.uint8)
+    image[30:70, 40:90] = (220, 40, 40)  # a red box on black
+    predictor = Predictor(model, with_std=True)
+    predictor.set_image(image)
+    clicks = [Click(50, 65, True), Click(10, 10, False)]
+    result = predictor.predict(clicks)
+    assert result.mask.shape == (96, 128) and np.isfinite(result.std).all()
+    for c in clicks:  # the GP mean interpolates the clicks (NoIC = 0)
+        assert bool(result.mask[c.row, c.col]) == c.positive
 
 
 def test_unknown_name_lists_the_released_ones(released_tiny):
