@@ -134,12 +134,12 @@ def section_click_latency(path: Path, assets: Path) -> str:
 def section_ablations(path: Path, assets: Path) -> str:
     data = _load(path)
     summary = data.get("summary", [])
-    lines = ["## Ablations (`benchmarks/ablations.py`)", "", _meta(data, path),
-             f"; base {data.get('base')} (pretrained: {data.get('pretrained')}), {data.get('steps')} steps"
+    lines = ["## Ablations (`benchmarks/ablations.py`)", "",
+             _meta(data, path) + f"; base {data.get('base')} (pretrained: {data.get('pretrained')}), {data.get('steps')} steps"
              + (f" of batch {data.get('batch_size')} at {data['crop']}x{data['crop']}" if data.get("crop") else "")
              + (f", lr {data['lr']:g}" if data.get("lr") else "")
              + (f", GP test-grid stride {data['gp_stride']}" if data.get("gp_stride") else "")
-             + f", trained on {data.get('train_data')}, evaluated on {data.get('eval_data')}"
+             + f", trained on {Path(str(data.get('train_data'))).name}, evaluated on {Path(str(data.get('eval_data'))).name}"
              + (f" ({data['eval_images']} images, {data.get('max_clicks')} clicks)" if data.get("eval_images") else ""),
              "",
              "| configuration | seeds | NoC@85 | NoC@90 | mIoU@1 | mIoU@5 | NoIC | train img/s |",
