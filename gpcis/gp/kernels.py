@@ -98,13 +98,42 @@ class ARDRBFKernel(Kernel):
         return x * self.precision.sqrt()
 
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor:
-        """Kernel matrix ``(..., n1, n2)``, or its diagonal ``(..., n1)`` when ``diag``."""
+        """Kernel matrix ``(..., n1, n2)``, or its diagonal ``(..., n1)`` when ``diag``.
+
+        Large rectangular blocks (``n1 >= FUSED_MIN_ROWS``, e.g. every pixel against the
+        clicks) use :meth:`_sq_dist_rect`, which touches the ``n1 x D`` inputs three times
+        instead of GPyTorch's ``covar_dist`` (centre, square, concatenate: about seven
+        passes); everything else goes through ``covar_dist``.
+        """
+        scale = self.outputscale
+        scale = scale.unsqueeze(-1) if diag else scale.unsqueeze(-1).unsqueeze(-1)
+        if not diag and x1.shape[-2] >= self.FUSED_MIN_ROWS and x1 is not x2:
+            return scale * torch.exp(-0.5 * self._sq_dist_rect(x1, x2))
         x1_ = self.scale_inputs(x1)
         x2_ = self.scale_inputs(x2)
         sq = self.covar_dist(x1_, x2_, square_dist=True, diag=diag, **params)
-        scale = self.outputscale
-        scale = scale.unsqueeze(-1) if diag else scale.unsqueeze(-1).unsqueeze(-1)
         return scale * torch.exp(-0.5 * sq)
+
+    #: ``n1`` from which :meth:`forward` uses :meth:`_sq_dist_rect`.
+    FUSED_MIN_ROWS = 4096
+
+    def _sq_dist_rect(self, x1: Tensor, x2: Tensor) -> Tensor:
+        r"""Scaled squared distances ``sum_t eta_t (x1_t - x2_t)^2``, ``(..., n1, n2)``.
+
+        Centred at the mean of ``x2`` (the small set) before the expansion
+        ``|a|^2 + |b|^2 - 2 a.b``, as GPyTorch centres at the mean of ``x1``, so that the
+        cancellation error stays of order ``eps * |a - b|``-scale quantities rather than
+        ``eps * |x|^2``; clamped at 0.
+        """
+        root = self.precision.sqrt()  # (*batch, 1, D)
+        centre = x2.mean(-2, keepdim=True)  # (..., 1, D)
+        a = torch.addcmul(-centre * root, x1, root)  # (x1 - centre) sqrt(eta): one pass over x1
+        b = (x2 - centre) * root
+        a_sq = torch.linalg.vector_norm(a, dim=-1, keepdim=True).square()  # (..., n1, 1), no n1 x D temp
+        b_sq = b.square().sum(-1).unsqueeze(-2)  # (..., 1, n2)
+        return torch.baddbmm((a_sq + b_sq).reshape(-1, *a_sq.shape[-2:-1], b_sq.shape[-1]),
+                             a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]).mT,
+                             alpha=-2.0).reshape(*a.shape[:-1], b.shape[-2]).clamp_min(0.0)
 
 
 class FourierFeatureKernel(Kernel):

@@ -42,6 +42,43 @@ def test_ard_rbf_matches_brute_force_float64():
     np.testing.assert_allclose(diag, np.full(7, 1.7), rtol=1e-12)
 
 
+@pytest.mark.parametrize("batch", [(), (2,)])
+def test_ard_rbf_fused_rectangular_path_matches_brute_force_and_gpytorch(batch):
+    """Blocks with n1 >= FUSED_MIN_ROWS use the fused distance. float64: equal to the brute
+    force to 1e-12. float32: the expansion |a|^2 + |b|^2 - 2ab loses about
+    eps32 * (|a|^2 + |b|^2) ~ 1e-7 * 60 in the exponent for these inputs (|x| ~ 5 after
+    centring), i.e. a relative error ~ 6e-6 in k; GPyTorch's covar_dist has the same order.
+    Gradients (also with a click exactly on a test point, where the centred row is 0) equal
+    those of the covar_dist path."""
+    g = torch.Generator().manual_seed(3)
+    n1 = ARDRBFKernel.FUSED_MIN_ROWS + 5
+    x1 = torch.randn(*batch, n1, 6, generator=g, dtype=torch.float64) + 2.0
+    x2 = torch.randn(*batch, 9, 6, generator=g, dtype=torch.float64) + 2.0
+    x2[..., 0, :] = x1[..., 0, :]  # a click on a test point
+    eta = torch.tensor([0.3, 2.0, 5.0, 0.5, 1.0, 0.1], dtype=torch.float64)
+    k = ARDRBFKernel(6).double()
+    k.outputscale, k.precision = 1.7, eta
+    ref = 1.7 * torch.exp(-0.5 * (((x1[..., :, None, :] - x2[..., None, :, :]) ** 2) * eta).sum(-1))
+    torch.testing.assert_close(k(x1, x2).to_dense(), ref, rtol=1e-12, atol=1e-14)
+    k32 = ARDRBFKernel(6)
+    k32.outputscale, k32.precision = 1.7, eta.float()
+    torch.testing.assert_close(k32(x1.float(), x2.float()).to_dense().double(), ref, rtol=0, atol=1.7 * 6e-6)
+
+    def grads(min_rows):
+        x1g, x2g = x1.clone().requires_grad_(True), x2.clone().requires_grad_(True)
+        k.FUSED_MIN_ROWS = min_rows
+        k.zero_grad()
+        w = torch.linspace(-1, 1, n1 * 9, dtype=torch.float64).reshape(n1, 9)
+        (k(x1g, x2g).to_dense() * w).sum().backward()
+        return [x1g.grad, x2g.grad, k.raw_outputscale.grad, k.raw_precision.grad]
+
+    fused, plain = grads(ARDRBFKernel.FUSED_MIN_ROWS), grads(10**9)
+    del k.FUSED_MIN_ROWS  # back to the class attribute
+    for a, b in zip(fused, plain):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_ard_rbf_batch_shapes():
     k = ARDRBFKernel(2, batch_shape=torch.Size([3]))
     x = torch.randn(3, 6, 2)
