@@ -30,6 +30,7 @@ __all__ = [
     "ConvHead",
     "gather_at_clicks",
     "sample_at_clicks",
+    "check_stride",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -121,6 +122,13 @@ def sample_at_clicks(x: Tensor, coords: Tensor, size: tuple[int, int]) -> Tensor
     out = F.grid_sample(x.float(), grid.unsqueeze(1).float(), mode="bilinear", padding_mode="border",
                         align_corners=False)
     return out[:, :, 0].transpose(1, 2).to(x.dtype)  # (B, N, D)
+
+
+def check_stride(stride: object, name: str = "stride") -> int:
+    """``stride`` if it is an int >= 1 (not a bool), else a ``ValueError`` naming ``name``."""
+    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {stride!r}")
+    return stride
 
 
 class SegHead(nn.Module):
@@ -228,8 +236,7 @@ class GPSegHead(SegHead):
             raise ValueError(f"in_channels must be positive, got {in_channels}")
         if vi_weight < 0:
             raise ValueError(f"vi_weight must be >= 0, got {vi_weight}")
-        if not isinstance(stride, int) or stride < 1:
-            raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+        check_stride(stride)
         self.in_channels = in_channels
         self.stride = stride
         self.use_image = bool(use_image)

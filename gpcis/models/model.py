@@ -24,7 +24,7 @@ from gpcis.clicks import ClickBatch, disk_maps
 from gpcis.gp import GPHeadConfig
 from gpcis.models.backbones import create_backbone
 from gpcis.models.click_encoder import Conv1S
-from gpcis.models.heads import ConvHead, GPSegHead, HeadOutput, SegHead, normalize_image
+from gpcis.models.heads import ConvHead, GPSegHead, HeadOutput, SegHead, check_stride, normalize_image
 
 __all__ = ["ModelConfig", "ModelOutput", "SegmentationModel"]
 
@@ -77,8 +77,7 @@ class ModelConfig:
             raise ValueError(f"click_radius must be > 0, got {self.click_radius}")
         if self.vi_weight < 0:
             raise ValueError(f"vi_weight must be >= 0, got {self.vi_weight}")
-        if not isinstance(self.gp_stride, int) or isinstance(self.gp_stride, bool) or self.gp_stride < 1:
-            raise ValueError(f"gp_stride must be an int >= 1, got {self.gp_stride!r}")
+        check_stride(self.gp_stride, "gp_stride")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (``dataclasses.asdict``), as stored in checkpoints."""
@@ -155,9 +154,7 @@ class SegmentationModel(nn.Module):
         """
         if not isinstance(self.head, GPSegHead):
             raise ValueError(f"gp_stride applies to GP heads; this model has a {self.config.head!r} head")
-        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
-            raise ValueError(f"gp_stride must be an int >= 1, got {stride!r}")
-        self.head.stride = stride
+        self.head.stride = check_stride(stride, "gp_stride")
         self.config.gp_stride = stride
 
     # ------------------------------------------------------------------ parameters
