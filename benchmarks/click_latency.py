@@ -100,9 +100,23 @@ def _timer(device: torch.device) -> Callable[[Callable[[], object]], tuple[objec
 
 @torch.no_grad()
 def time_session(
-    name: str, image: np.ndarray, gt: np.ndarray, num_clicks: int, repeats: int, device: torch.device
+    name: str,
+    image: np.ndarray,
+    gt: np.ndarray,
+    num_clicks: int,
+    repeats: int,
+    device: torch.device,
+    warmup: int = 1,
+    profile_to: Path | None = None,
 ) -> list[ClickTiming]:
-    """Median backbone / head time of clicks 1..num_clicks of a simulated session."""
+    """Median backbone / head time of clicks 1..num_clicks of a simulated session.
+
+    Args:
+        warmup: untimed backbone + head calls before click 1 (allocator, kernels, GPU clocks).
+        profile_to: if given, the head at the last click is run once more under
+            ``torch.profiler`` and its operator table (sorted by device or CPU time) is
+            written to this text file.
+    """
     model = create_model(name).to(device).eval()
     timed = _timer(device)
     img = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
@@ -122,8 +136,9 @@ def time_session(
         def run_head(features):
             return model.head(features, img, batch, num_samples=0, return_std=False)
 
-        if k == 1:  # warm-up (allocator, kernels, lazy init)
-            run_head(run_backbone())
+        if k == 1:  # warm-up (allocator, kernels, lazy init, GPU clocks)
+            for _ in range(warmup):
+                run_head(run_backbone())
         bb, hd = [], []
         for _ in range(repeats):
             feats, t_bb = timed(run_backbone)
@@ -134,7 +149,23 @@ def time_session(
         prev = prob
         pred = (prob[0, 0] > 0.5).cpu().numpy()
         rows.append(ClickTiming(name, model.config.backbone, k, statistics.median(bb), statistics.median(hd)))
+    if profile_to is not None:
+        profile_head(lambda: run_head(feats), device, profile_to)
     return rows
+
+
+def profile_head(fn: Callable[[], object], device: torch.device, path: Path) -> None:
+    """Write ``torch.profiler``'s operator table of one call of ``fn`` to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prof.key_averages().table(sort_by=sort, row_limit=25))
 
 
 def summarize(rows: list[ClickTiming]) -> list[dict]:
@@ -213,6 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--size", type=int, default=384, help="square input size (the paper's evaluation input)")
     p.add_argument("--clicks", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before click 1")
+    p.add_argument("--profile", action="store_true", help="write the GP head's profiler table at the last click")
     p.add_argument("--backbones", default="resnet50,hrnet18s,segformer_b0,efflite0")
     p.add_argument("--out", default="runs/bench/click_latency")
     args = p.parse_args(argv)
@@ -222,10 +255,13 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda given but CUDA is not available")
     image, gt, image_name = load_image(args.size)
+    out = Path(args.out)
     rows: list[ClickTiming] = []
     for bb in [b.strip() for b in args.backbones.split(",") if b.strip()]:
         for prefix in ("ritm", "gpcis"):
-            rows += time_session(f"{prefix}_{bb}", image, gt, args.clicks, args.repeats, device)
+            name = f"{prefix}_{bb}"
+            prof = out / f"profile_{name}.txt" if args.profile and prefix == "gpcis" else None
+            rows += time_session(name, image, gt, args.clicks, args.repeats, device, args.warmup, prof)
     summary = summarize(rows)
     header = f"{'model':22s} {'click':>5s} {'backbone ms':>12s} {'head ms':>9s} {'total ms':>9s}"
     print(header)
@@ -237,7 +273,6 @@ def main(argv: list[str] | None = None) -> dict:
             f"{s['backbone']}: GP head click {args.clicks} vs 1: {100 * s.get('gp_head_growth', float('nan')):+.1f}%"
             f"; GPCIS vs RITM total: {100 * s.get('gpcis_over_ritm', float('nan')):+.1f}%"
         )
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {
         **run_metadata("click_latency", device),
@@ -245,6 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
         "size": args.size,
         "image": image_name,
         "repeats": args.repeats,
+        "warmup": args.warmup,
         "rows": [dict(r.__dict__, total_ms=r.total_ms) for r in rows],
         "summary": summary,
     }

@@ -26,6 +26,14 @@ from gpcis.gp.weights import WeightPrior
 __all__ = ["GPHeadConfig", "GPHeadOutput", "GPHead", "check_gp_inputs"]
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _upcast(x: Tensor) -> Tensor:
+    """float16 / bfloat16 -> float32; other dtypes unchanged."""
+    return x.float() if x.dtype in _LOW_PRECISION else x
+
+
 @dataclass
 class GPHeadConfig:
     """Configuration of :class:`GPHead`.
@@ -204,8 +212,30 @@ class GPHead(nn.Module):
             generator: random generator for the draws of ``w`` and ``f_n``.
 
         Returns:
-            :class:`GPHeadOutput`.
+            :class:`GPHeadOutput` in float32 for float16/bfloat16 inputs, else in the
+            inputs' dtype.
+
+        Mixed precision: the GP algebra (``cos`` of the projections, the Cholesky factor
+        and its solves) always runs in at least float32 -- half-precision inputs are
+        upcast and autocast is switched off inside the head, so the head trains under
+        ``torch.autocast`` with the backbone in float16/bfloat16.
         """
+        device_type = x_test.device.type
+        if torch.is_autocast_enabled(device_type) or x_test.dtype in _LOW_PRECISION or x_click.dtype in _LOW_PRECISION:
+            with torch.autocast(device_type, enabled=False):
+                return self._forward(_upcast(x_test), _upcast(x_click), labels, valid, num_samples, return_variance, generator)
+        return self._forward(x_test, x_click, labels, valid, num_samples, return_variance, generator)
+
+    def _forward(
+        self,
+        x_test: Tensor,
+        x_click: Tensor,
+        labels: Tensor,
+        valid: Tensor,
+        num_samples: int,
+        return_variance: bool,
+        generator: Optional[torch.Generator],
+    ) -> GPHeadOutput:
         labels = check_gp_inputs(x_test, x_click, labels, valid, self.in_dim)
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")

@@ -17,9 +17,14 @@ def _load(name: str):
 
 def test_click_latency_quick(tmp_path):
     mod = _load("click_latency")
-    result = mod.main(["--quick", "--out", str(tmp_path)])
+    result = mod.main(["--quick", "--out", str(tmp_path), "--warmup", "2", "--profile"])
     data = json.loads((tmp_path / "click_latency.json").read_text())
     assert data == json.loads(json.dumps(result))
+    assert data["warmup"] == 2
+    # the profiler's operator table of the GP head (only the GP model is profiled)
+    table = (tmp_path / "profile_gpcis_tiny.txt").read_text()
+    assert "Self CPU time total" in table and "aten::cos" in table  # the RFF prior path ran
+    assert not (tmp_path / "profile_ritm_tiny.txt").exists()
     assert (tmp_path / "click_latency.png").stat().st_size > 1000
     models = {r["model"] for r in data["rows"]}
     assert models == {"gpcis_tiny", "ritm_tiny"}

@@ -167,3 +167,36 @@ def test_head_variance_is_eq_s5_or_the_sample_variance_on_request():
             head.kernel, x_test, x_click, valid, head.noise, click_variance=0.01 if with_noise else None
         )
         torch.testing.assert_close(out.variance, expected, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_autocast_and_half_inputs_run_the_gp_in_float32(low):
+    """Under ``torch.autocast`` (what AMP training does) the head switches autocast off and
+    upcasts half inputs, so it returns exactly what the float32 head gives on the same
+    (rounded) inputs, forward and backward; without that, the fused cos-feature backward
+    mixed dtypes (found on CUDA AMP)."""
+    head = GPHead(5, GPHeadConfig(num_features=16))
+    x_test, x_click, labels, valid = _inputs()
+    x_test, x_click = x_test.to(low).float(), x_click.to(low).float()  # values a half tensor holds
+
+    def run(xt, xc, autocast):
+        xt, xc = xt.detach().requires_grad_(True), xc.detach().requires_grad_(True)
+        head.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = head(xt, xc, labels, valid, num_samples=2, return_variance=True,
+                       generator=torch.Generator().manual_seed(3))
+        (out.samples.sum() + out.mean.sum() + out.vi_loss + out.variance.sum()).backward()
+        grads = [p.grad.clone() for p in head.parameters()]
+        return out, grads, xt.grad, xc.grad
+
+    ref = run(x_test, x_click, autocast=False)
+    for got in (run(x_test, x_click, autocast=True), run(x_test.to(low), x_click.to(low), autocast=True),
+                run(x_test.to(low), x_click.to(low), autocast=False)):
+        out = got[0]
+        assert out.mean.dtype == out.samples.dtype == out.variance.dtype == torch.float32
+        for a, b in [(out.mean, ref[0].mean), (out.samples, ref[0].samples), (out.variance, ref[0].variance),
+                     (out.vi_loss, ref[0].vi_loss)] + list(zip(got[1], ref[1])):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        # gradients w.r.t. half inputs come back in their dtype, equal to the rounded float32 ones
+        for g_got, g_ref in zip(got[2:], ref[2:]):
+            torch.testing.assert_close(g_got.float(), g_ref.to(g_got.dtype).float(), rtol=0, atol=0)

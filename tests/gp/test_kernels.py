@@ -79,6 +79,46 @@ def test_ard_rbf_fused_rectangular_path_matches_brute_force_and_gpytorch(batch):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize(("x1_batch", "x2_batch", "kernel_batch"), [((), (), ()), ((2,), (2,), ()), ((2,), (), ()), ((), (), (3,))])
+def test_ard_rbf_blocked_inference_path_matches_brute_force(x1_batch, x2_batch, kernel_batch):
+    """Without autograd, blocks of n1 >= FUSED_MIN_ROWS are filled BLOCK_ROWS rows at a time
+    (a last, partial block here) with the arithmetic of the fused distance. float64: the
+    brute force to 1e-12, and exactly the values of the autograd path up to GEMM blocking
+    (1e-13); broadcast batch shapes of x1, x2 and the kernel give the same shapes."""
+    g = torch.Generator().manual_seed(4)
+    n1 = ARDRBFKernel.FUSED_MIN_ROWS + 7
+    x1 = torch.randn(*x1_batch, n1, 5, generator=g, dtype=torch.float64)
+    x2 = torch.randn(*x2_batch, 6, 5, generator=g, dtype=torch.float64)
+    k = ARDRBFKernel(5, batch_shape=torch.Size(kernel_batch)).double()
+    k.BLOCK_ROWS = 1000
+    with torch.no_grad():
+        k.raw_outputscale.copy_(torch.linspace(-0.5, 0.5, k.raw_outputscale.numel()).reshape(kernel_batch))
+        k.raw_precision.copy_(torch.linspace(-1.5, 1.0, 5).expand_as(k.raw_precision))
+        got = k(x1, x2).to_dense()
+    eta0 = k.outputscale.detach()[..., None, None]
+    eta = k.precision.detach()  # (*kernel_batch, 1, 5)
+    ref = eta0 * torch.exp(-0.5 * (((x1[..., :, None, :] - x2[..., None, :, :]) ** 2) * eta[..., None, :]).sum(-1))
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
+    with_grad = k(x1.requires_grad_(True), x2).to_dense()  # the autograd path
+    torch.testing.assert_close(got, with_grad.detach(), rtol=1e-13, atol=1e-15)
+
+
+def test_ard_rbf_diagonal_of_a_set_with_itself_is_the_amplitude():
+    """k(x, x) = eta0 for a stationary kernel: returned without touching x, with the batch
+    shapes of x and of the kernel, and it still carries the amplitude's gradient."""
+    k = ARDRBFKernel(3, batch_shape=torch.Size([2]))
+    k.outputscale = torch.tensor([0.5, 3.0])
+    x = torch.randn(4, 2, 7, 3)
+    d = k(x, diag=True)
+    assert d.shape == (4, 2, 7)
+    torch.testing.assert_close(d, torch.tensor([0.5, 3.0])[:, None].expand(4, 2, 7))
+    d.sum().backward()
+    assert k.raw_outputscale.grad is not None and (k.raw_outputscale.grad != 0).all()
+    x2 = x.clone()  # a different set of the same values: the general path, same result
+    torch.testing.assert_close(k(x, x2, diag=True), d.detach())
+
+
 def test_ard_rbf_batch_shapes():
     k = ARDRBFKernel(2, batch_shape=torch.Size([3]))
     x = torch.randn(3, 6, 2)

@@ -267,12 +267,16 @@ def test_inference_prior_path_in_row_blocks_equals_one_block(monkeypatch):
     torch.testing.assert_close(whole, torch.einsum("bml,sbl->sbm", rff.features(x), w), rtol=1e-5, atol=1e-6)
 
 
-def test_float32_variance_solves_stay_within_their_error_bound():
-    """float32 (N, M) solves vs float64: |error| <= 1e-3 eta0 here.
+def test_float32_variance_products_stay_within_their_error_bound():
+    """float32 products with L^{-1} vs float64: within a rounding bound derived here.
 
-    Bound: backward error of a triangular solve ~ n * eps32 * cond(L) relative, with
-    cond(L) = sqrt(cond(K + eps^2 I)) <= sqrt(1 + n eta0 / eps^2) ~ 1e2 for these 20 clicks
-    and eps^2 = 1e-2 (eta0 = 1): 20 * 1.2e-7 * 1e2 * |v|^2 (<= eta0) ~ 2.4e-4 << 1e-3.
+    The variance uses x = k_{*n} L^{-T} (rows) and y = x L^{-1}, with L^{-1} from a float64
+    triangular solve rounded to float32 (relative error eps per entry) and float32 GEMMs
+    (error <= N eps sum |terms|, eps = 2^-23). With r / c the largest row / column
+    absolute sums of L^{-1} and |k| <= eta0 = 1:
+      |dx_j| <= (N + 2) eps r = dx,  |dy_j| <= c dx + (N + 2) eps |x|_inf c = dy,
+      |d var| <= 2 |x|_1 dx + N dx^2 + (s^2 - eps^2) (2 |y|_1 dy + N dy^2),
+    |x|_1, |y|_1 taken from the float64 reference (worst test point).
     """
     g = torch.Generator().manual_seed(5)
     k = _kernel_d(4)
@@ -282,4 +286,15 @@ def test_float32_variance_solves_stay_within_their_error_bound():
     exact = predictive_variance(k, x_test, x_click, valid, 0.01, click_variance=0.05)
     fast = predictive_variance(k, x_test, x_click, valid, 0.01, click_variance=0.05, solve_dtype=torch.float32)
     assert fast.dtype == torch.float64
-    assert (fast - exact).abs().max().item() < 1e-3
+    n, eps = 20, 2.0**-23
+    chol = click_gram_cholesky(k, x_click, valid, 0.01)
+    l_inv = torch.linalg.solve_triangular(chol, torch.eye(n, dtype=torch.float64).expand_as(chol), upper=False)
+    r, c = l_inv.abs().sum(-1).max().item(), l_inv.abs().sum(-2).max().item()
+    x = k(x_test, x_click).to_dense() @ l_inv.mT
+    y = x @ l_inv
+    dx = (n + 2) * eps * r
+    dy = c * dx + (n + 2) * eps * x.abs().max().item() * c
+    bound = (2 * x.abs().sum(-1).max().item() * dx + n * dx**2
+             + (0.05 - 0.01) * (2 * y.abs().sum(-1).max().item() * dy + n * dy**2))
+    assert bound < 1e-3  # the bound itself is small for this problem
+    assert (fast - exact).abs().max().item() <= bound
