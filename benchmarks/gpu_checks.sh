@@ -4,11 +4,13 @@
 # training throughput of the efflite0 pair.
 # Results go to ${OUT:-runs/bench/gpu} (JSON, PNG, logs); collect them with
 #   python benchmarks/report.py --runs <that folder's parent> --out docs/benchmarks.md
-# Usage (repository root):  bash benchmarks/gpu_checks.sh
+# Usage (repository root):  bash benchmarks/gpu_checks.sh [STEP ...]   (default: 1 2 3 4)
 # The machine needs torch, gpytorch, linear-operator, timm, opencv, scikit-image and botorch
 # importable (the project's device machines have torch preinstalled; the others travel as
 # wheels, see /work/.library/device/README.md) and gpcis on PYTHONPATH (the repo root).
 set -u
+STEPS=" ${*:-1 2 3 4} "
+want() { [[ "$STEPS" == *" $1 "* ]]; }
 OUT=${OUT:-runs/bench/gpu}
 mkdir -p "$OUT"
 if [ -z "${PY:-}" ]; then
@@ -21,19 +23,20 @@ $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(
     | tee "$OUT/device.txt" || exit 1
 # 1. every CUDA test (parity of the GP layer, models, AMP training); test modules that need
 #    packages the machine lacks (flask for the demo) fail to collect and are passed over
-timeout 180 $PY -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors 2>&1 | tail -n 20 | tee "$OUT/pytest_gpu.log"
+want 1 && timeout 180 $PY -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors 2>&1 | tail -n 20 | tee "$OUT/pytest_gpu.log"
 # 2. the GP sampler at every (m, n) of issue 2, CUDA events
-timeout 240 $PY benchmarks/gp_sampler.py --device cuda --json "$OUT/gp_sampler/gp_sampler.json" \
+want 2 && timeout 240 $PY benchmarks/gp_sampler.py --device cuda --json "$OUT/gp_sampler/gp_sampler.json" \
     --png "$OUT/gp_sampler/gp_sampler.png" 2>&1 | tee "$OUT/gp_sampler.log"
 # 3. per-click latency (Fig. S1) of the full-size model pairs at 384x384: GPU times are a few
 #    ms, so more repeats and warm-up calls than on the CPU; the GP head's profile at click 20
-timeout 180 $PY benchmarks/click_latency.py --device cuda --repeats 15 --warmup 5 --profile \
+want 3 && timeout 180 $PY benchmarks/click_latency.py --device cuda --repeats 15 --warmup 5 --profile \
     --out "$OUT/click_latency" 2>&1 | tail -n 30 \
     | tee "$OUT/click_latency.log"
 # 4. AMP training throughput of the efflite0 pair (random init, synthetic 320 px images, the
 #    paper's 256x256 crops and batch 28): images/s over steps 11-40, from steps.csv
-for model in gpcis_efflite0 ritm_efflite0; do
-    timeout 150 $PY -m gpcis train --model "$model" --data synthetic --synthetic-size 320 \
+#    (gpcis.training.cli directly: `-m gpcis` also loads the demo, i.e. flask)
+want 4 && for model in gpcis_efflite0 ritm_efflite0; do
+    timeout 150 $PY -c 'import sys; from gpcis.training.cli import main; sys.exit(main())' --model "$model" --data synthetic --synthetic-size 320 \
         --crop-size 256 256 --batch-size 28 --max-steps 40 --steps-per-epoch 40 --epochs 1 \
         --device cuda --num-workers 8 --val-samples 0 --no-progress --out "$OUT/train_$model" \
         > "$OUT/train_$model.log" 2>&1

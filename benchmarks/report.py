@@ -49,7 +49,23 @@ def _meta(data: Any, path: Path) -> str:
         if bits:
             return "; ".join(bits)
     mtime = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).isoformat(timespec="seconds")
+    # a bare list of rows (gp_sampler): the device.txt that benchmarks/gpu_checks.sh writes
+    # beside its results names the machine
+    for folder in (path.parent, path.parent.parent):
+        device = folder / "device.txt"
+        if device.is_file() and device.read_text().strip():
+            return f"machine: {device.read_text().strip()}; file written {mtime}"
     return f"file {path.name}, written {mtime} (machine not recorded in the JSON)"
+
+
+def _asset_name(path: Path, runs: Path, default: str) -> str:
+    """PNG name in docs/benchmarks/: the result's folders below ``runs`` joined by '_' (so
+    that the CPU and GPU runs of one script do not overwrite each other's picture)."""
+    try:
+        parts = path.relative_to(runs).parent.parts
+    except ValueError:
+        parts = ()
+    return ("_".join(parts) or default) + ".png"
 
 
 def _copy_png(src: Path, dest_dir: Path, name: str) -> str | None:
@@ -60,7 +76,7 @@ def _copy_png(src: Path, dest_dir: Path, name: str) -> str | None:
     return f"{dest_dir.name}/{name}"
 
 
-def section_gp_sampler(path: Path, assets: Path) -> str:
+def section_gp_sampler(path: Path, assets: Path, png_name: str = "gp_sampler.png") -> str:
     data = _load(path)
     rows = _rows(data)
     impls = sorted({r["impl"] for r in rows})
@@ -78,13 +94,13 @@ def section_gp_sampler(path: Path, assets: Path) -> str:
                 cells.append(f"{v[0]:.1f}" if v else "")
             lines.append(f"| {impl} | " + " | ".join(cells) + " |")
         lines.append("")
-    png = _copy_png(path.with_suffix(".png"), assets, "gp_sampler.png")
+    png = _copy_png(path.with_suffix(".png"), assets, png_name)
     if png:
         lines += [f"![GP sampler timing]({png})", ""]
     return "\n".join(lines)
 
 
-def section_complexity(path: Path, assets: Path) -> str:
+def section_complexity(path: Path, assets: Path, png_name: str = "") -> str:
     data = _load(path)
     rows = _rows(data)
     lines = ["## Model complexity at 384x384 (`benchmarks/model_complexity.py`; paper Table S2)", "",
@@ -98,7 +114,7 @@ def section_complexity(path: Path, assets: Path) -> str:
     return "\n".join(lines)
 
 
-def section_click_latency(path: Path, assets: Path) -> str:
+def section_click_latency(path: Path, assets: Path, png_name: str = "click_latency.png") -> str:
     data = _load(path)
     rows = _rows(data)
     clicks = sorted({r["click"] for r in rows})
@@ -124,14 +140,14 @@ def section_click_latency(path: Path, assets: Path) -> str:
         )
     lines.append("")
     lines.append("The paper's Fig. S1 is a plot; its values are not tabulated in this project, so no paper column is given.")
-    png = _copy_png(path.with_suffix(".png"), assets, "click_latency.png")
+    png = _copy_png(path.with_suffix(".png"), assets, png_name)
     if png:
         lines += ["", f"![per-click latency]({png})"]
     lines.append("")
     return "\n".join(lines)
 
 
-def section_ablations(path: Path, assets: Path) -> str:
+def section_ablations(path: Path, assets: Path, png_name: str = "ablations.png") -> str:
     data = _load(path)
     summary = data.get("summary", [])
     lines = ["## Ablations (`benchmarks/ablations.py`)", "",
@@ -149,7 +165,7 @@ def section_ablations(path: Path, assets: Path) -> str:
             f"| {s['config']} | {s['seeds']} | {s['noc85']:.2f} ± {s['noc85_std']:.2f} | {s['noc90']:.2f} ± {s['noc90_std']:.2f} "
             f"| {s['miou1']:.3f} | {s['miou5']:.3f} | {s['noic']:.1f} | {s['images_per_s']:.2f} |"
         )
-    png = _copy_png(path.with_suffix(".png"), assets, f"ablations_{path.parent.name}.png")
+    png = _copy_png(path.with_suffix(".png"), assets, png_name)
     if png:
         lines += ["", f"![ablations]({png})"]
     lines.append("")
@@ -192,7 +208,7 @@ def build_report(runs: Path, out: Path) -> str:
     found = 0
     for name, make in makers:
         for path in sorted(runs.rglob(name)):
-            parts.append(make(path, assets))
+            parts.append(make(path, assets, _asset_name(path, runs, Path(name).stem)))
             found += 1
     evals = sorted(runs.rglob("metrics.json"))
     if evals:

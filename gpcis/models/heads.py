@@ -206,7 +206,8 @@ class GPSegHead(SegHead):
       only if asked for.
 
     ``aux_loss = vi_weight * L_VI`` (supplement Eq. S1, the amortized variational loss on
-    the clicks). ``std = sqrt(predictive variance)`` (supplement Eq. S5) when asked for.
+    the clicks); in eval mode under ``torch.no_grad`` (inference) L_VI is not computed and
+    ``aux_loss`` is 0. ``std = sqrt(predictive variance)`` (supplement Eq. S5) when asked for.
 
     Args:
         in_channels: backbone feature width ``d``.
@@ -313,6 +314,7 @@ class GPSegHead(SegHead):
             num_samples=num_samples,
             return_variance=return_std,
             generator=generator,
+            compute_vi_loss=self.training or torch.is_grad_enabled(),
         )
         size = (int(big_h), int(big_w))
         samples = None
@@ -328,4 +330,6 @@ class GPSegHead(SegHead):
             if out.variance is None:
                 raise RuntimeError("GPHead returned no variance although return_variance=True")
             std = _upsample(out.variance.clamp_min(0).sqrt().reshape(b, 1, h, w), size)
-        return HeadOutput(logits=logits, aux_loss=self.vi_weight * out.vi_loss, std=std, samples=samples)
+        # L_VI only where it can be trained on (inference: 0, as the conv head's aux_loss)
+        aux = self.vi_weight * out.vi_loss if out.vi_loss is not None else logits.new_zeros(())
+        return HeadOutput(logits=logits, aux_loss=aux, std=std, samples=samples)

@@ -104,6 +104,18 @@ def test_report_collects_quick_runs(tmp_path):
     assert "## Ablations" in text and "conv head (RITM)" in text
     assert "| gpcis_resnet50 | head | 1.97 | 0.02 | 1.93 | 0.02 |" in text  # paper's Table S2 beside ours
     assert (tmp_path / "docs" / "benchmarks" / "click_latency.png").exists()
+    # a second machine's results in a subfolder (as benchmarks/gpu_checks.sh writes them):
+    # its own PNG name, and the machine of a bare-list JSON read from device.txt
+    gpu = tmp_path / "runs" / "gpu"
+    _load("click_latency").main(["--quick", "--out", str(gpu / "click_latency")])
+    (gpu / "gp_sampler").mkdir()
+    (gpu / "gp_sampler" / "gp_sampler.json").write_text(json.dumps([{"impl": "gpcis-mean", "m": 4096, "n": 1, "ms": 2.5}]))
+    (gpu / "device.txt").write_text("NVIDIA H200\n")
+    text = report.build_report(tmp_path / "runs", out)
+    assert text.count("## Per-click latency") == 2
+    assert "machine: NVIDIA H200" in text and "| gpcis-mean | 2.5 |" in text
+    assert (tmp_path / "docs" / "benchmarks" / "gpu_click_latency.png").exists()
+    assert "(benchmarks/gpu_click_latency.png)" in text and "(benchmarks/click_latency.png)" in text
     with pytest.raises(ValueError, match="no benchmark"):
         report.build_report(tmp_path / "missing", out)
 

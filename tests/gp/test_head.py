@@ -200,3 +200,16 @@ def test_autocast_and_half_inputs_run_the_gp_in_float32(low):
         # gradients w.r.t. half inputs come back in their dtype, equal to the rounded float32 ones
         for g_got, g_ref in zip(got[2:], ref[2:]):
             torch.testing.assert_close(g_got.float(), g_ref.to(g_got.dtype).float(), rtol=0, atol=0)
+
+
+def test_vi_loss_can_be_skipped_without_changing_anything_else():
+    head = GPHead(5, GPHeadConfig(num_features=16)).eval()
+    x_test, x_click, labels, valid = _inputs()
+    full = head(x_test, x_click, labels, valid, num_samples=2, return_variance=True,
+                generator=torch.Generator().manual_seed(0))
+    lean = head(x_test, x_click, labels, valid, num_samples=2, return_variance=True,
+                generator=torch.Generator().manual_seed(0), compute_vi_loss=False)
+    assert lean.vi_loss is None and full.vi_loss is not None and full.vi_loss > 0
+    for a, b in [(lean.mean, full.mean), (lean.samples, full.samples), (lean.variance, full.variance),
+                 (lean.click_mean, full.click_mean)]:
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

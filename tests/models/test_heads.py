@@ -219,3 +219,20 @@ def test_strided_head_trains():
     (out.logits.square().mean() + out.aux_loss).backward()
     assert torch.isfinite(features.grad).all() and features.grad.abs().sum() > 0
     assert all(p.grad is not None for p in head.gp.kernel.parameters())
+
+
+def test_gp_seg_head_aux_loss_is_l_vi_except_at_inference():
+    """aux_loss = vi_weight * L_VI whenever it can be trained on (training mode, or grads
+    on); in eval mode under no_grad the head skips L_VI and returns 0 (as ConvHead)."""
+    features, image, clicks = _inputs()
+    head = GPSegHead(D_FEAT, SMALL_GP, vi_weight=0.5).eval()
+    ref = head(features, image, clicks)  # eval mode, grads enabled
+    x_test = head.pixel_features(features, image).flatten(2).transpose(1, 2)
+    x_click = gather_at_clicks(x_test, clicks.coords, image.shape[-1])
+    direct = head.gp(x_test, x_click, clicks.labels.float(), clicks.valid)
+    torch.testing.assert_close(ref.aux_loss, 0.5 * direct.vi_loss)
+    assert ref.aux_loss > 0
+    with torch.no_grad():
+        lean = head(features, image, clicks)
+    assert lean.aux_loss.item() == 0.0
+    torch.testing.assert_close(lean.logits, ref.logits.detach(), rtol=0, atol=0)
