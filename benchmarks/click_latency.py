@@ -196,12 +196,15 @@ def plot(rows: list[ClickTiming], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    backbones = sorted({r.backbone for r in rows})
+    color = {bb: f"C{i % 10}" for i, bb in enumerate(backbones)}  # one colour per backbone
     for model in sorted({r.model for r in rows}):
         rs = [r for r in rows if r.model == model]
         style = "-" if model.startswith("gpcis_") else "--"
-        ax.plot([r.click for r in rs], [r.total_ms for r in rs], style, marker="o", ms=3, label=f"{model} total")
+        c = color[rs[0].backbone]
+        ax.plot([r.click for r in rs], [r.total_ms for r in rs], style, color=c, marker="o", ms=3, label=f"{model} total")
         if model.startswith("gpcis_"):
-            ax.plot([r.click for r in rs], [r.head_ms for r in rs], ":", label=f"{model} GP head")
+            ax.plot([r.click for r in rs], [r.head_ms for r in rs], ":", color=c, label=f"{model} GP head")
     ax.set_yscale("log")
     ax.set_xlabel("click")
     ax.set_ylabel("time per click [ms] (log)")

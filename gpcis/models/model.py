@@ -108,7 +108,8 @@ class ModelOutput:
 
     Attributes:
         logits: ``(B, 1, H, W)`` logits at the input resolution.
-        aux_loss: scalar (``alpha * L_VI`` for GP heads, 0 for the conv head).
+        aux_loss: scalar (``alpha * L_VI`` for GP heads, 0 for the conv head and at
+            inference: eval mode under ``torch.no_grad``).
         std: ``(B, 1, H, W)`` posterior std of the latent function (GP head, when asked).
         samples: ``(S, B, 1, H, W)`` posterior samples when ``num_samples > 0``, else None.
     """
