@@ -136,14 +136,13 @@ class ARDRBFKernel(Kernel):
         broadcast norms, the clamp, the exp and the scale, each a fresh ``n1 x n2`` array)
         cost more than the GEMM itself for n2 = 20 clicks against every pixel.
         """
-        root = self.precision.sqrt()  # (*kbatch, 1, D)
+        shift, root, b = self._centred_scaling(x2)
         scale = self.outputscale  # kbatch
-        centre = x2.mean(-2, keepdim=True)
-        batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2], root.shape[:-2], scale.shape)
+        batch = torch.broadcast_shapes(x1.shape[:-2], b.shape[:-2], scale.shape)
         n1, n2, d = x1.shape[-2], x2.shape[-2], x1.shape[-1]
-        shift = (-centre * root).expand(*batch, 1, d).reshape(-1, 1, d)
+        shift = shift.expand(*batch, 1, d).reshape(-1, 1, d)
         root_f = root.expand(*batch, 1, d).reshape(-1, 1, d)
-        b = ((x2 - centre) * root).expand(*batch, n2, d).reshape(-1, n2, d)
+        b = b.expand(*batch, n2, d).reshape(-1, n2, d)
         b_sq = b.square().sum(-1).unsqueeze(-2)  # (Bf, 1, n2)
         b_t = b.mT.contiguous()
         scale_f = scale.expand(batch).reshape(-1, 1, 1)
@@ -160,6 +159,13 @@ class ARDRBFKernel(Kernel):
             block.clamp_(min=0.0).mul_(-0.5).exp_().mul_(scale_f)
         return out.reshape(*batch, n1, n2)
 
+    def _centred_scaling(self, x2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(shift, root, b)`` with ``x1 * root + shift = (x1 - c) sqrt(eta)`` and
+        ``b = (x2 - c) sqrt(eta)``, centred at the mean ``c`` of the small set ``x2``."""
+        root = self.precision.sqrt()  # (*kbatch, 1, D)
+        centre = x2.mean(-2, keepdim=True)  # (..., 1, D)
+        return -centre * root, root, (x2 - centre) * root
+
     def _sq_dist_rect(self, x1: Tensor, x2: Tensor) -> Tensor:
         r"""Scaled squared distances ``sum_t eta_t (x1_t - x2_t)^2``, ``(..., n1, n2)``.
 
@@ -168,10 +174,8 @@ class ARDRBFKernel(Kernel):
         cancellation error stays of order ``eps * |a - b|``-scale quantities rather than
         ``eps * |x|^2``; clamped at 0.
         """
-        root = self.precision.sqrt()  # (*batch, 1, D)
-        centre = x2.mean(-2, keepdim=True)  # (..., 1, D)
-        a = torch.addcmul(-centre * root, x1, root)  # (x1 - centre) sqrt(eta): one pass over x1
-        b = (x2 - centre) * root
+        shift, root, b = self._centred_scaling(x2)
+        a = torch.addcmul(shift, x1, root)  # (x1 - centre) sqrt(eta): one pass over x1
         batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])  # e.g. batched x1, one x2
         a, b = a.expand(*batch, *a.shape[-2:]), b.expand(*batch, *b.shape[-2:])
         a_sq = torch.linalg.vector_norm(a, dim=-1, keepdim=True).square()  # (..., n1, 1), no n1 x D temp
