@@ -89,8 +89,8 @@ class GPHeadOutput:
             logits of the foreground probability.
         samples: ``(S, B, M)`` joint pathwise samples, or ``None`` when ``num_samples=0``.
         variance: ``(B, M)`` marginal posterior variance (Eq. S5), or ``None``.
-        vi_loss: scalar L_VI (Eq. S1), or ``None`` when not asked for
-            (``compute_vi_loss=False``, e.g. inference).
+        vi_loss: scalar L_VI (Eq. S1), or ``None`` when not computed (inference: eval
+            mode under ``torch.no_grad``, or ``compute_vi_loss=False``).
         click_mean: ``(B, N)`` ``m_xi`` at the clicks (0 at padding).
     """
 
@@ -205,7 +205,7 @@ class GPHead(nn.Module):
         num_samples: int = 0,
         return_variance: bool = False,
         generator: Optional[torch.Generator] = None,
-        compute_vi_loss: bool = True,
+        compute_vi_loss: Optional[bool] = None,
     ) -> GPHeadOutput:
         """Classify test points from clicks.
 
@@ -217,9 +217,10 @@ class GPHead(nn.Module):
             num_samples: ``S``; 0 returns the mean path only.
             return_variance: also return the marginal variance (Eq. S5).
             generator: random generator for the draws of ``w`` and ``f_n``.
-            compute_vi_loss: compute L_VI (``False`` skips it: inference, where it is
-                not used and costs ~120 small tensor operations, a fifth of the head's
-                kernel launches on a GPU).
+            compute_vi_loss: compute L_VI. ``None`` (default): when it can be trained
+                on, i.e. in training mode or with gradients enabled; skipped at inference
+                (eval mode under ``torch.no_grad``), where it would cost ~120 small tensor
+                operations, a fifth of the head's kernel launches on a GPU.
 
         Returns:
             :class:`GPHeadOutput` in float32 for float16/bfloat16 inputs, else in the
@@ -230,6 +231,8 @@ class GPHead(nn.Module):
         upcast and autocast is switched off inside the head, so the head trains under
         ``torch.autocast`` with the backbone in float16/bfloat16.
         """
+        if compute_vi_loss is None:
+            compute_vi_loss = self.training or torch.is_grad_enabled()
         device_type = x_test.device.type
         if torch.is_autocast_enabled(device_type) or x_test.dtype in _LOW_PRECISION or x_click.dtype in _LOW_PRECISION:
             with torch.autocast(device_type, enabled=False):

@@ -314,7 +314,6 @@ class GPSegHead(SegHead):
             num_samples=num_samples,
             return_variance=return_std,
             generator=generator,
-            compute_vi_loss=self.training or torch.is_grad_enabled(),
         )
         size = (int(big_h), int(big_w))
         samples = None

@@ -210,6 +210,9 @@ def test_vi_loss_can_be_skipped_without_changing_anything_else():
     lean = head(x_test, x_click, labels, valid, num_samples=2, return_variance=True,
                 generator=torch.Generator().manual_seed(0), compute_vi_loss=False)
     assert lean.vi_loss is None and full.vi_loss is not None and full.vi_loss > 0
+    with torch.no_grad():  # the default at inference (eval mode, no gradients): skipped
+        assert head(x_test, x_click, labels, valid).vi_loss is None
+        assert head.train()(x_test, x_click, labels, valid).vi_loss is not None  # training mode
     for a, b in [(lean.mean, full.mean), (lean.samples, full.samples), (lean.variance, full.variance),
                  (lean.click_mean, full.click_mean)]:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
