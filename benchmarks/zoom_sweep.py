@@ -33,9 +33,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from ablations import evaluate  # noqa: E402
 from click_latency import run_metadata  # noqa: E402
 
-from gpcis.evaluation import EvalConfig, evaluate_dataset, summarize  # noqa: E402
 from gpcis.inference import Predictor  # noqa: E402
 from gpcis.inference.zoom import ZoomConfig  # noqa: E402
 from gpcis.models import create_model, load_checkpoint  # noqa: E402
@@ -60,13 +60,11 @@ def sweep(model: torch.nn.Module, dataset: Any, sizes: list[Optional[int]], max_
           device: str) -> list[dict[str, Any]]:
     """Evaluate one model at each zoom size (``None`` = no zoom-in)."""
     rows = []
-    cfg = EvalConfig(max_clicks=max_clicks, long_max_clicks=None, progress=False)
     for size in sizes:
         pred = Predictor(model, device=device, zoom_in=size is not None,
                          zoom=ZoomConfig(target_size=size) if size else None, with_std=False)
-        m = summarize(evaluate_dataset(pred, dataset, cfg, desc="zoom"), cfg)
-        rows.append({"zoom": size, "noc85": m["noc85"], "noc90": m["noc90"], "miou1": m["miou_at"][0],
-                     "sec_per_click": m["sec_per_click"]})
+        m = evaluate(pred, dataset, max_clicks)
+        rows.append({"zoom": size, **{k: m[k] for k in ("noc85", "noc90", "miou1", "sec_per_click")}})
     return rows
 
 

@@ -1,7 +1,7 @@
 """Released model weights: checkpoints shipped inside the package, found by model name.
 
 A released checkpoint is an ordinary file written by :func:`gpcis.models.save_checkpoint`
-(float16 weights), stored in the package folder ``gpcis/models/weights/`` under the file
+(weights only; the shipped ``gpcis_efflite0_coco.pt`` is float32), stored in the package folder ``gpcis/models/weights/`` under the file
 name given by :data:`RELEASED_MODELS`; ``docs/model_card.md`` describes each file (data,
 training recipe, scores). An install may lack a file (e.g. a checkout without it): every
 function here says so clearly instead of failing later.
