@@ -81,6 +81,8 @@ class BenchConfig:
         max_exact_m: largest ``m`` run with ``gpytorch-exact`` (dense ``m x m`` kernel).
         clock: ``"wall"`` (wall-clock) or ``"cpu"`` (process CPU time: on a shared, loaded
             machine with one thread this estimates the wall-clock time of an idle machine).
+        min_time_s: time each (impl, m, n) at least this long in all (more than ``repeats``
+            calls for fast cases, see :func:`time_interleaved`).
     """
 
     sizes: tuple[int, ...] = FULL_SIZES
@@ -94,6 +96,7 @@ class BenchConfig:
     seed: int = 0
     max_exact_m: int = 128 * 128
     clock: str = "wall"
+    min_time_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.sizes or any(s < 1 for s in self.sizes):
@@ -106,6 +109,8 @@ class BenchConfig:
             raise ValueError(f"dim must be >= 4 (3 colour channels + features), got {self.dim}")
         if self.num_features < 2 or self.num_features % 2:
             raise ValueError(f"num_features must be even and >= 2 (BoTorch uses sin/cos pairs), got {self.num_features}")
+        if self.min_time_s < 0:
+            raise ValueError(f"min_time_s must be >= 0, got {self.min_time_s}")
         if self.repeats < 1 or self.warmup < 0:
             raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {self.repeats}, {self.warmup}")
         if self.device not in ("cpu", "cuda"):
@@ -326,26 +331,43 @@ def time_ms(fn: Callable[[], object], repeats: int, warmup: int, device: str, cl
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: str, clock: str = "wall"
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    device: str,
+    clock: str = "wall",
+    min_time_s: float = 0.0,
+    max_repeats: int = 1000,
 ) -> dict[str, float]:
     """Median milliseconds of each function, calls interleaved round-robin.
 
     Interleaving (repeat 1 of every function, then repeat 2, ...) spreads slow phases of a
-    shared machine evenly over the implementations being compared.
+    shared machine evenly over the implementations being compared. Each function is timed
+    ``repeats`` times, or more when that takes less than ``min_time_s`` in all (estimated
+    from its first timed call; at most ``max_repeats``): a 4-ms call timed 7 times gives a
+    median that moves by several percent between runs, 125 times much less. Functions that
+    have their count sit out the remaining rounds.
     """
     now = _clock(clock)
     times: dict[str, list[float]] = {k: [] for k in fns}
+    counts: dict[str, int] = {}
     with torch.no_grad():
         for fn in fns.values():
             for _ in range(warmup):
                 fn()
         _sync(device)
-        for _ in range(repeats):
-            for k, fn in fns.items():
+        while True:
+            pending = [k for k in fns if len(times[k]) < counts.get(k, 1)]
+            if not pending:
+                break
+            for k in pending:
                 t0 = now()
-                fn()
+                fns[k]()
                 _sync(device)
                 times[k].append((now() - t0) * 1e3)
+                if k not in counts:
+                    need = math.ceil(min_time_s * 1e3 / max(times[k][0], 1e-3))
+                    counts[k] = max(repeats, min(max_repeats, need))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -383,7 +405,7 @@ def bench_case(cfg: BenchConfig, head: GPHead, ref_kernel, prob: Problem, gen_se
             fns[impl] = partial(_ExactGP(ref_kernel, x_click[0], labels[0], noise), x_test[0])
         else:
             fns[impl] = Floor(head, prob)
-    return time_interleaved(fns, cfg.repeats, cfg.warmup, cfg.device, cfg.clock)
+    return time_interleaved(fns, cfg.repeats, cfg.warmup, cfg.device, cfg.clock, cfg.min_time_s)
 
 
 def run(cfg: BenchConfig, progress: bool = True) -> list[dict]:
@@ -498,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", type=Path, help="plot ms vs n to this PNG (matplotlib)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--repeats", type=int, help="timed calls per case (default 7, quick 3)")
+    p.add_argument("--min-time", type=float, default=None, metavar="S",
+                   help="time each case at least S seconds in all, with more calls than --repeats "
+                   "when they are fast (default 0.5, quick 0)")
     p.add_argument("--sizes", type=partial(_int_list, name="--sizes"), help="image sides (m = side^2)")
     p.add_argument("--clicks", type=partial(_int_list, name="--clicks"), help="numbers of clicks n")
     p.add_argument("--impls", type=lambda s: tuple(s.split(",")), help=f"subset of {','.join(IMPLS)}")
@@ -520,10 +545,12 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
         impls=args.impls or IMPLS,
         seed=args.seed,
         clock=args.clock,
+        min_time_s=args.min_time if args.min_time is not None else (0.0 if args.quick else 0.5),
     )
     print(
         f"gp_sampler: float32, d={cfg.dim}, l={cfg.num_features}, device={cfg.device}, "
-        f"torch threads={torch.get_num_threads()}, repeats={cfg.repeats} (median, interleaved), "
+        f"torch threads={torch.get_num_threads()}, repeats={cfg.repeats} (median, interleaved; "
+        f"more for cases faster than {cfg.min_time_s:g} s in all), "
         f"clock={cfg.clock}, "
         f"load average={os.getloadavg()[0]:.2f}"
     )

@@ -29,7 +29,7 @@ want 2 && timeout 240 $PY benchmarks/gp_sampler.py --device cuda --json "$OUT/gp
     --png "$OUT/gp_sampler/gp_sampler.png" 2>&1 | tee "$OUT/gp_sampler.log"
 # 3. per-click latency (Fig. S1) of the full-size model pairs at 384x384: GPU times are a few
 #    ms, so more repeats and warm-up calls than on the CPU; the GP head's profile at click 20
-want 3 && timeout 180 $PY benchmarks/click_latency.py --device cuda --repeats 15 --warmup 5 --profile \
+want 3 && timeout 180 $PY benchmarks/click_latency.py --device cuda --repeats 30 --warmup 10 --profile \
     --out "$OUT/click_latency" 2>&1 | tail -n 30 \
     | tee "$OUT/click_latency.log"
 # 4. AMP training throughput of the efflite0 pair (random init, synthetic 320 px images, the

@@ -39,7 +39,13 @@ from gpcis.baselines.pixel_features import (
     compute_pixel_features,
     segment_mean,
 )
-from gpcis.baselines.refine import GrabCutRefineConfig, click_disks, grabcut_refine, keep_components_with_clicks
+from gpcis.baselines.refine import (
+    GrabCutRefineConfig,
+    click_disks,
+    keep_components_with_clicks,
+    refine_decision,
+    refined_probability,
+)
 from gpcis.clicks import Click, check_clicks_in_image
 from gpcis.gp import ARDRBFKernel, click_gram_cholesky, predictive_variance, update_path
 from gpcis.inference.base import PredictionResult
@@ -312,22 +318,8 @@ class GPPixelMethod:
         cfg = self.config
         mean = _resize(post.mean, height, width)
         std = np.maximum(_resize(post.std, height, width), 0.0)
-        thr = _logit(cfg.threshold)
-        fg = mean > thr
-        if cfg.keep_components:
-            fg = keep_components_with_clicks(fg, clicks)
-        if cfg.refine.enabled and any(c.positive for c in clicks):
-            mask = grabcut_refine(self._image, mean - thr, clicks, cfg.refine, init_fg=fg)
-            if cfg.keep_components:
-                mask = keep_components_with_clicks(mask, clicks)
-        else:
-            mask = fg
-        # The clicked pixels are labelled as clicked (later clicks win).
-        for c in clicks:
-            disk = click_disks((height, width), [c], cfg.refine.click_radius, positive=c.positive)
-            mask[disk] = c.positive
-        p = 1.0 / (1.0 + np.exp(-mean))
-        prob = np.where(mask, 0.55 + 0.45 * p, 0.45 * p).astype(np.float32)
+        mask = refine_decision(self._image, mean - _logit(cfg.threshold), clicks, cfg.refine, cfg.keep_components)
+        prob = refined_probability(mask, 1.0 / (1.0 + np.exp(-mean)))
         return PredictionResult(mask=mask, prob=prob, std=std.astype(np.float32))
 
 

@@ -5,7 +5,9 @@ The GP's decision is smooth in feature space but does not follow image edges exa
 "probably foreground" where the GP says foreground, "probably background" elsewhere,
 sure labels on the click disks, and "sure background" where the GP is very confident and
 far from every positive click. :func:`keep_components_with_clicks` keeps only the
-connected components that contain a positive click.
+connected components that contain a positive click. :func:`refine_decision` chains them
+(the post-processing of ``gp-pixel``, and of any model through
+``Predictor(refine=GrabCutRefineConfig())``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import numpy as np
 
 from gpcis.clicks import Click
 
-__all__ = ["GrabCutRefineConfig", "keep_components_with_clicks", "click_disks", "grabcut_refine"]
+__all__ = [
+    "GrabCutRefineConfig",
+    "keep_components_with_clicks",
+    "click_disks",
+    "grabcut_refine",
+    "refine_decision",
+    "refined_probability",
+]
 
 _MIN_GMM_PIXELS = 10
 
@@ -152,3 +161,48 @@ def grabcut_refine(
     out[pos_disk] = True
     out[neg_disk] = False
     return out
+
+
+def refine_decision(
+    image: np.ndarray,
+    logit: np.ndarray,
+    clicks: Sequence[Click],
+    config: GrabCutRefineConfig,
+    keep_components: bool = True,
+) -> np.ndarray:
+    """Decision ``logit > 0``, its components under positive clicks, GrabCut seeded from it.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 image.
+        logit: ``(H, W)`` decision function at the image's resolution, foreground iff > 0
+            (a GP latent mean minus the logit of the threshold, or a model's logit).
+        clicks: all clicks, image pixels.
+        config: GrabCut settings (``enabled=False``: components and click disks only).
+        keep_components: keep only the connected components that contain a positive click
+            (before and after GrabCut).
+
+    Returns:
+        ``(H, W)`` bool mask; every click's disk of radius ``config.click_radius`` carries the
+        click's label (later clicks win), so no click is left wrong (NoIC = 0).
+    """
+    shape = logit.shape
+    fg = logit > 0
+    if keep_components:
+        fg = keep_components_with_clicks(fg, clicks)
+    if config.enabled and any(c.positive for c in clicks):
+        mask = grabcut_refine(image, logit, clicks, config, init_fg=fg)
+        if keep_components:
+            mask = keep_components_with_clicks(mask, clicks)
+    else:
+        mask = fg
+    for c in clicks:
+        mask[click_disks(shape, [c], config.click_radius, positive=c.positive)] = c.positive
+    return mask
+
+
+def refined_probability(mask: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """A probability map consistent with a refined ``mask``: ``prob`` squeezed into
+    [0.55, 1] on the mask and [0, 0.45] off it, so any threshold in [0.45, 0.55] gives
+    ``mask`` and the ordering of ``prob`` within each side is kept. float32 ``(H, W)``."""
+    p = np.asarray(prob, dtype=np.float32)
+    return np.where(mask, 0.55 + 0.45 * p, 0.45 * p).astype(np.float32)

@@ -73,6 +73,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="target crop around the object from the second click on (models only)")
     p.add_argument("--zoom-size", type=_positive_int, default=None, metavar="PX",
                    help="longer side of the zoom-in crop fed to the model (default: 400, RITM's)")
+    p.add_argument("--whole-image-size", type=_positive_int, default=None, metavar="PX",
+                   help="downscale the whole image to this longer side for the predictions that are "
+                   "not zoomed (the first click; default: the image's own size, RITM's)")
+    p.add_argument("--refine", action="store_true",
+                   help="post-process a model's decision with GrabCut seeded from it (gp-pixel's "
+                   "refinement, gpcis.baselines.refine; models only)")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="first N images of each data set")
     p.add_argument("--out", type=Path, default=Path("eval_out"), metavar="DIR", help="output folder")
     p.add_argument("--device", default=None, help="torch device for models (default: cuda if available, else cpu)")
@@ -119,8 +125,10 @@ def resolve_datasets(names: str, data_root: Optional[Path]) -> list[tuple[str, P
 
 def _build_method(args: argparse.Namespace):
     if args.method is not None:
-        if args.gp_stride is not None or args.zoom_size is not None:
-            raise ValueError("--gp-stride and --zoom-size apply to a --checkpoint, not to --method")
+        if (args.gp_stride is not None or args.zoom_size is not None or args.whole_image_size is not None
+                or args.refine):
+            raise ValueError("--gp-stride, --zoom-size, --whole-image-size and --refine apply to a "
+                             "--checkpoint, not to --method")
         from gpcis.baselines import create_method
 
         return create_method(args.method), args.label or args.method
@@ -135,8 +143,13 @@ def _build_method(args: argparse.Namespace):
         model.set_gp_stride(args.gp_stride)
     from gpcis.inference.zoom import ZoomConfig
 
-    zoom = ZoomConfig() if args.zoom_size is None else ZoomConfig(target_size=args.zoom_size)
-    pred = Predictor(model, device=device, zoom_in=args.zoom_in, thresh=args.thresh, zoom=zoom, with_std=False)
+    sizes = {"target_size": args.zoom_size} if args.zoom_size is not None else {}
+    zoom = ZoomConfig(whole_image_size=args.whole_image_size, **sizes)
+    from gpcis.baselines.refine import GrabCutRefineConfig
+
+    refine = GrabCutRefineConfig() if args.refine else None
+    pred = Predictor(model, device=device, zoom_in=args.zoom_in, thresh=args.thresh, zoom=zoom, with_std=False,
+                     refine=refine)
     return pred, args.label or (args.model or Path(args.checkpoint).stem)
 
 

@@ -46,6 +46,9 @@ DEFAULT_JITTER = 1e-8
 DEFAULT_MAX_TRIES = 8
 #: rows per block of the inference-time prior path on the CPU (one block on a GPU)
 _ROW_BLOCK = 8192
+#: test points per block of the predictive variance on the CPU (one block on a GPU): the
+#: (N, block) products stay in cache (512^2 x 20 clicks, 1 thread: 6.3 -> 4.4 ms)
+_VAR_BLOCK = 16384
 
 
 def _dense(k) -> Tensor:
@@ -217,9 +220,13 @@ def update_path(
     alpha = solve_clicks(chol, residual * v).to(x_test.dtype) * valid.to(x_test.dtype)
     if k_star_n is None:
         k_star_n = _dense(kernel(x_test, x_click))  # (B, M, N)
+    # alpha^T k_{n*}: rows of alpha against k_{n*} = k_{*n}^T, a wide (S, N) x (N, M) product;
+    # it reads k_{*n} in either memory layout (ARDRBFKernel may store it transposed) without a
+    # copy, where k_{*n} @ alpha with several columns and a transposed k_{*n} does not.
+    k_n_star = k_star_n.mT
     if alpha.dim() == 2:
-        return torch.bmm(k_star_n, alpha.unsqueeze(-1)).squeeze(-1)
-    return torch.bmm(k_star_n, alpha.permute(1, 2, 0)).permute(2, 0, 1)
+        return torch.matmul(alpha.unsqueeze(-2), k_n_star).squeeze(-2)
+    return torch.matmul(alpha.transpose(0, 1), k_n_star).transpose(0, 1)  # (B, S, M) -> (S, B, M)
 
 
 def pathwise_posterior(
@@ -280,7 +287,8 @@ def predictive_variance(
     features in the limit l -> infinity). Memory ``O(M N)``, time ``O(M N^2)``: the
     ``(N, M)`` triangular solve ``L^{-1} k_{n*}`` is done as a GEMM with ``L^{-1}``
     (itself an ``(N, N)`` triangular solve, never a general inverse), 3x faster at
-    ``M = 512^2, N = 20`` on one CPU core.
+    ``M = 512^2, N = 20`` on one CPU core; on the CPU in blocks of ``_VAR_BLOCK`` test
+    points, so the ``(N, block)`` products stay in cache.
 
     Args:
         kernel: GPyTorch kernel.
@@ -315,10 +323,16 @@ def predictive_variance(
     eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device).expand_as(chol)
     l_inv = torch.linalg.solve_triangular(chol, eye, upper=False) * valid.to(chol.dtype).unsqueeze(-2)
     l_inv = l_inv.to(dtype)
-    # rows of x are (L^{-1} k_{n*})^T: one (M, N) x (N, N) GEMM instead of an (N, M) solve
-    x = torch.matmul(k_star_n.to(dtype), l_inv.mT)
-    var = prior_var.to(dtype) - torch.linalg.vector_norm(x, dim=-1).square()
-    if click_variance is not None and click_variance != noise:
-        a_inv_k = torch.matmul(x, l_inv)  # rows: (A^{-1} k_{n*})^T = (L^{-T} L^{-1} k_{n*})^T
-        var = var + (click_variance - noise) * torch.linalg.vector_norm(a_inv_k, dim=-1).square()
+    correct = click_variance is not None and click_variance != noise
+    k_n_star = k_star_n.mT  # (B, N, M), a view in either memory layout
+    m = x_test.shape[-2]
+    var = prior_var.to(dtype).clone()
+    cols = _VAR_BLOCK if x_test.device.type == "cpu" else max(m, 1)
+    for i in range(0, m, cols):
+        # columns of z are L^{-1} k_{n*}: one (N, N) x (N, cols) GEMM instead of an (N, cols) solve
+        z = torch.matmul(l_inv, k_n_star[..., i : i + cols].to(dtype))
+        if correct:  # columns: A^{-1} k_{n*} = L^{-T} L^{-1} k_{n*}
+            a_inv_k = torch.matmul(l_inv.mT, z)
+            var[..., i : i + cols] += (click_variance - noise) * a_inv_k.square_().sum(-2)
+        var[..., i : i + cols] -= z.square_().sum(-2)
     return var.clamp_min(0.0).to(x_test.dtype)

@@ -37,6 +37,12 @@ class ZoomConfig:
         skip_clicks: no zoom while ``len(clicks) <= skip_clicks`` (the first click sees
             the whole image).
         size_divisor: the resized crop's sides are rounded to a multiple of this.
+        whole_image_size: for the predictions that are not zoomed (the first
+            ``skip_clicks`` clicks, or no positive click yet), the whole image is resized so
+            its longer side is at most this many pixels (``None``: the image at its own
+            size, RITM's behaviour). A model trained on downscaled images then sees the
+            first click at a scale near its training scale; choose it on validation data
+            (``benchmarks/zoom_sweep.py --whole-sizes``).
     """
 
     target_size: int = 400
@@ -44,6 +50,7 @@ class ZoomConfig:
     min_crop_size: int = 200
     skip_clicks: int = 1
     size_divisor: int = 1
+    whole_image_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.target_size < 8:
@@ -56,6 +63,8 @@ class ZoomConfig:
             raise ValueError(f"skip_clicks must be >= 0, got {self.skip_clicks}")
         if self.size_divisor < 1:
             raise ValueError(f"size_divisor must be >= 1, got {self.size_divisor}")
+        if self.whole_image_size is not None and self.whole_image_size < 8:
+            raise ValueError(f"whole_image_size must be >= 8 or None, got {self.whole_image_size}")
 
 
 @dataclass(frozen=True)
@@ -101,25 +110,40 @@ class ZoomIn:
             min_size=self.config.min_crop_size,
         )
 
-    def crop_size(self, box: Box) -> tuple[int, int]:
-        """``(h, w)`` of the resized crop: longer side ``target_size``, aspect ratio kept."""
-        s = self.config.target_size / max(box.height, box.width)
+    def whole_image_box(self, image_size: tuple[int, int]) -> Optional[Box]:
+        """The whole image as a box when an unzoomed prediction is to be downscaled.
+
+        Returns:
+            ``Box(0, 0, H, W)`` if ``whole_image_size`` is set and the image's longer side
+            exceeds it (resize it with ``target_size=whole_image_size``), else ``None``.
+        """
+        limit = self.config.whole_image_size
+        h, w = image_size
+        if limit is None or max(h, w) <= limit:
+            return None
+        return Box(0, 0, h, w)
+
+    def crop_size(self, box: Box, target_size: Optional[int] = None) -> tuple[int, int]:
+        """``(h, w)`` of the resized crop: longer side ``target_size`` (default: the
+        config's), aspect ratio kept."""
+        s = (target_size or self.config.target_size) / max(box.height, box.width)
         d = self.config.size_divisor
         h = max(d, int(round(box.height * s / d)) * d)
         w = max(d, int(round(box.width * s / d)) * d)
         return h, w
 
-    def crop_image(self, image: np.ndarray, box: Box) -> np.ndarray:
+    def crop_image(self, image: np.ndarray, box: Box, target_size: Optional[int] = None) -> np.ndarray:
         """``(h, w, C)`` resized crop of an ``(H, W, C)`` image (bilinear)."""
-        return crop_resize(image, box, self.crop_size(box), interpolation=cv2.INTER_LINEAR)
+        return crop_resize(image, box, self.crop_size(box, target_size), interpolation=cv2.INTER_LINEAR)
 
-    def crop_map(self, values: np.ndarray, box: Box) -> np.ndarray:
+    def crop_map(self, values: np.ndarray, box: Box, target_size: Optional[int] = None) -> np.ndarray:
         """``(h, w)`` float32 resized crop of an ``(H, W)`` map (bilinear)."""
-        return crop_resize(np.asarray(values, dtype=np.float32), box, self.crop_size(box))
+        return crop_resize(np.asarray(values, dtype=np.float32), box, self.crop_size(box, target_size))
 
-    def crop_clicks(self, clicks: Sequence[Click], box: Box) -> list[CropClick]:
+    def crop_clicks(self, clicks: Sequence[Click], box: Box,
+                    target_size: Optional[int] = None) -> list[CropClick]:
         """Clicks inside the box, mapped to crop coordinates (clicks outside are dropped)."""
-        size = self.crop_size(box)
+        size = self.crop_size(box, target_size)
         out = []
         for c in clicks:
             if box.top <= c.row < box.bottom and box.left <= c.col < box.right:

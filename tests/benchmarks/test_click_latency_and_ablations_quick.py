@@ -158,12 +158,13 @@ def test_training_clock_sums_resumed_runs_and_best_epoch_pairs():
 def test_zoom_sweep_quick(tmp_path):
     result = _load("zoom_sweep").main(["--quick", "--out", str(tmp_path)])
     rows = result["rows"]
-    assert [r["zoom"] for r in rows] == [32, 64]
+    # every zoom size with the native and the downscaled (<= 40 px) whole-image view
+    assert [(r["zoom"], r["whole"]) for r in rows] == [(32, None), (32, 40), (64, None), (64, 40)]
     for r in rows:
         assert 1 <= r["noc85"] <= r["noc90"] <= 3 and 0 <= r["miou1"] <= 1
     (name,) = result["best"]
     best = min(rows, key=lambda r: (r["noc90"], r["noc85"]))
-    assert result["best"][name] == best["zoom"]
+    assert result["best"][name] == {"zoom": best["zoom"], "whole": best["whole"]}
     assert (tmp_path / "zoom_sweep.png").stat().st_size > 1000
 
 

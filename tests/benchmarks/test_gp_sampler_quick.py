@@ -150,6 +150,7 @@ def test_targets_and_table():
         dict(device="tpu"),
         dict(impls=("sklearn",)),
         dict(clock="gpu-cycles"),
+        dict(min_time_s=-1.0),
     ],
 )
 def test_bad_config(kwargs):
@@ -164,6 +165,20 @@ def test_interleaved_timing_positive(clock):
     out = gs.time_interleaved(fns, repeats=3, warmup=1, device="cpu", clock=clock)
     assert set(out) == {"a", "b"} and all(v >= 0 for v in out.values())
     assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up, then round-robin
+
+
+def test_interleaved_timing_times_fast_functions_longer():
+    """With min_time_s, a function is called until about that long has been spent on it
+    (estimated from its first timed call), capped at max_repeats; a slow one keeps `repeats`;
+    the round-robin order holds while both run."""
+    import time as _time
+
+    calls = []
+    fns = {"slow": lambda: calls.append("slow") or _time.sleep(0.02), "fast": lambda: calls.append("fast")}
+    gs.time_interleaved(fns, repeats=3, warmup=0, device="cpu", min_time_s=0.03, max_repeats=50)
+    assert calls.count("slow") == 3  # 0.03 s / 0.02 s -> 2 < repeats
+    assert calls.count("fast") == 50  # microseconds each: the cap
+    assert calls[:6] == ["slow", "fast"] * 3 and set(calls[6:]) == {"fast"}
 
 
 def test_bad_cli_list():

@@ -62,4 +62,4 @@ def test_default_method_without_released_weights_is_gp_pixel(released_tiny, monk
     assert "method: gp-pixel" in capsys.readouterr().out
     assert served["app"].test_client().get("/api/info").get_json()["method"] == "gp-pixel"
     assert main(["demo", "--device", "cpu"]) == 2  # no model to put on a device
-    assert "--device only applies" in capsys.readouterr().err
+    assert "--device and --refine only apply" in capsys.readouterr().err

@@ -298,3 +298,32 @@ def test_float32_variance_products_stay_within_their_error_bound():
              + (0.05 - 0.01) * (2 * y.abs().sum(-1).max().item() * dy + n * dy**2))
     assert bound < 1e-3  # the bound itself is small for this problem
     assert (fast - exact).abs().max().item() <= bound
+
+
+@pytest.mark.parametrize("layout", ["rows", "transposed"])
+def test_update_and_variance_read_k_star_n_in_either_layout_and_in_blocks(monkeypatch, layout):
+    """ARDRBFKernel may return k_{*n} as a transposed view of an (N, M) array; the update
+    path and the variance (here in blocks of 7 test points, a partial last one) must give the
+    exact float64 posterior for both layouts, with several sample columns and padding."""
+    import gpcis.gp.pathwise as pw
+
+    xs, xn, fn = _problem(n=5, m=30, seed=3)
+    k = _kernel()
+    x_test = torch.tensor(xs)[None].repeat(2, 1, 1)
+    x_click = torch.tensor(xn)[None].repeat(2, 1, 1)
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    valid[1, 3:] = False  # item 1: its first three clicks only
+    resid = torch.tensor(fn)[None, None].repeat(3, 2, 1)  # (S=3, B=2, N)
+    resid[1] *= -2.0
+    ksn = k(x_test, x_click).to_dense()
+    ksn = ksn.contiguous() if layout == "rows" else ksn.mT.contiguous().mT
+    assert ksn.is_contiguous() == (layout == "rows")
+    monkeypatch.setattr(pw, "_VAR_BLOCK", 7)
+    with torch.no_grad():
+        mean = update_path(k, x_test, x_click, resid, valid, 0.01, k_star_n=ksn)
+        var = predictive_variance(k, x_test, x_click, valid, 0.01, click_variance=0.2, k_star_n=ksn)
+    for b, n in ((0, 5), (1, 3)):
+        for s, factor in ((0, 1.0), (1, -2.0), (2, 1.0)):
+            mu, cov = exact_posterior(xs, xn[:n], factor * fn[:n], ETA0, ETA, 0.01, 0.2)
+            np.testing.assert_allclose(mean[s, b].numpy(), mu, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(var[b].numpy(), np.diag(cov), rtol=1e-8, atol=1e-10)

@@ -121,8 +121,10 @@ def test_method_factory_errors(tmp_path, monkeypatch):
         make_method_factory(method="grabcut", checkpoint="x.pt")
     with pytest.raises(ValueError, match="--checkpoint: file not found"):
         make_method_factory(checkpoint=tmp_path / "none.pt")
-    with pytest.raises(ValueError, match="--device only applies"):
+    with pytest.raises(ValueError, match="--device and --refine only apply"):
         make_method_factory(device="cpu")
+    with pytest.raises(ValueError, match="--device and --refine only apply"):
+        make_method_factory(method="grabcut", refine=True)
     factory, name = make_method_factory(method="no-such-method")
     with pytest.raises(ValueError, match="--method no-such-method"):
         factory()
@@ -132,6 +134,20 @@ def test_method_factory_errors(tmp_path, monkeypatch):
     assert name == f"checkpoint {bad}"
     with pytest.raises(ValueError, match="could not load the model"):
         factory()
+
+
+def test_method_factory_refine_builds_refining_predictors(tmp_path):
+    import torch
+
+    from gpcis.baselines.refine import GrabCutRefineConfig
+    from gpcis.models import create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", create_model("gpcis_tiny"))
+    plain, _ = make_method_factory(checkpoint=ckpt)
+    refined, _ = make_method_factory(checkpoint=ckpt, refine=True)
+    assert plain().refine is None
+    assert refined().refine == GrabCutRefineConfig()
 
 
 def test_segment_with_gp_pixel_recovers_the_object(tmp_path, capsys, monkeypatch):
@@ -238,7 +254,7 @@ def test_default_is_the_released_model_when_installed(released_tiny, monkeypatch
     # an explicit method or checkpoint still wins; --model needs --checkpoint
     assert make_method_factory(method="grabcut")[1] == "grabcut"
     assert make_method_factory(checkpoint=released_tiny)[1] == f"checkpoint {released_tiny}"
-    with pytest.raises(ValueError, match="--device only applies"):
+    with pytest.raises(ValueError, match="--device and --refine only apply"):
         make_method_factory(method="grabcut", device="cpu")
     with pytest.raises(ValueError, match="--model only applies"):
         make_method_factory(model="gpcis_tiny")
@@ -252,13 +268,17 @@ def test_default_is_the_released_model_when_installed(released_tiny, monkeypatch
 def test_default_falls_back_to_gp_pixel(released_tiny, monkeypatch):
     monkeypatch.setenv("GPCIS_NO_RELEASED", "1")
     assert make_method_factory()[1] == "gp-pixel"
-    with pytest.raises(ValueError, match="--device only applies"):
+    with pytest.raises(ValueError, match="--device and --refine only apply"):
         make_method_factory(device="cpu")
+    with pytest.raises(ValueError, match="--device and --refine only apply"):
+        make_method_factory(method="grabcut", refine=True)
     monkeypatch.delenv("GPCIS_NO_RELEASED")
     released_tiny.unlink()  # no released weights installed
     assert make_method_factory()[1] == "gp-pixel"
-    with pytest.raises(ValueError, match="--device only applies"):
+    with pytest.raises(ValueError, match="--device and --refine only apply"):
         make_method_factory(device="cpu")
+    with pytest.raises(ValueError, match="--device and --refine only apply"):
+        make_method_factory(method="grabcut", refine=True)
 
 
 def test_segment_uses_the_released_model_by_default(tmp_path, released_tiny, capsys, monkeypatch):
@@ -271,4 +291,4 @@ def test_segment_uses_the_released_model_by_default(tmp_path, released_tiny, cap
     assert f"method: released model gpcis_tiny ({released_tiny})" in capsys.readouterr().out
     monkeypatch.setenv("GPCIS_NO_RELEASED", "1")
     assert main(["segment", str(tmp_path / "s.png"), "--click", "30,40,+", "--device", "cpu"]) == 2
-    assert "--device only applies" in capsys.readouterr().err
+    assert "--device and --refine only apply" in capsys.readouterr().err

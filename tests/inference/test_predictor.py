@@ -106,6 +106,69 @@ def test_zoom_in_crops_and_maps_back():
     assert iou(second.mask, gt) > 0.97  # only resampling at the boundary differs
 
 
+def test_whole_image_view_is_downscaled_when_asked():
+    img, _ = _scene(180, 240)
+    gt = np.zeros((180, 240), np.uint8)
+    cv2.circle(gt, (140, 80), 30, 1, -1)
+    img[..., 0] = np.where(gt > 0, 230, 0)
+    gt = gt.astype(bool)
+    model = ColourModel()
+    cfg = ZoomConfig(target_size=160, min_crop_size=40, whole_image_size=120)
+    p = Predictor(model, zoom_in=True, zoom=cfg, size_divisor=1)
+    p.set_image(img)
+    first = p.add_click(Click(80, 140, True))
+    assert model.calls[-1].shape == (1, 3, 90, 120)  # longer side 240 -> 120, aspect kept
+    (r, c), = model.calls[-1].clicks.coords[0].tolist()
+    # the click maps to the downscaled view (pixel-centre convention): (x + 0.5) / 2 - 0.5
+    assert (r, c) == pytest.approx((39.75, 69.75))
+    assert first.prob.shape == (180, 240)
+    assert iou(first.mask, gt) > 0.97  # mapped back to the full image (boundary resampling only)
+    p.add_click(Click(60, 140, True))  # the zoomed crop is unaffected by the setting
+    assert max(model.calls[-1].shape[-2:]) == 160
+    # an image already within the limit is fed at its own size
+    small = Predictor(model, zoom_in=True, zoom=ZoomConfig(whole_image_size=400), size_divisor=1)
+    small.set_image(img)
+    small.add_click(Click(80, 140, True))
+    assert model.calls[-1].shape == (1, 3, 180, 240)
+    with pytest.raises(ValueError, match="whole_image_size"):
+        ZoomConfig(whole_image_size=4)
+
+
+def test_refine_snaps_a_blurred_decision_to_the_object_edges():
+    """A model whose decision is the object shifted by 6 px: the GrabCut refinement seeded
+    from it recovers the object's colour edges; the probability map agrees with the mask, the
+    clicked pixels carry their labels, and without ``refine`` the shifted mask is returned."""
+    from gpcis.baselines.refine import GrabCutRefineConfig
+
+    h, w = 120, 160
+    gt = np.zeros((h, w), np.uint8)
+    cv2.circle(gt, (80, 60), 30, 1, -1)
+    gt = gt.astype(bool)
+    rng = np.random.default_rng(0)
+    img = np.where(gt[..., None], [200, 40, 40], [40, 120, 200]).astype(np.float64)
+    img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+
+    class Shifted(ColourModel):
+        def forward(self, image, clicks, prev_mask=None, return_std=False):
+            out = super().forward(image, clicks, prev_mask, return_std)
+            out.logits = torch.roll(out.logits, shifts=6, dims=-1)
+            return out
+
+    clicks = [Click(60, 80, True), Click(5, 5, False)]
+    plain = Predictor(Shifted(), zoom_in=False, size_divisor=1)
+    plain.set_image(img)
+    res_plain = plain.predict(clicks)
+    refined = Predictor(Shifted(), zoom_in=False, size_divisor=1, refine=GrabCutRefineConfig())
+    refined.set_image(img)
+    res = refined.predict(clicks)
+    assert iou(res_plain.mask, gt) < 0.85
+    assert iou(res.mask, gt) > 0.97
+    np.testing.assert_array_equal(res.mask, res.prob > 0.5)
+    assert res.mask[60, 80] and not res.mask[5, 5]
+    with pytest.raises(ValueError, match="refine"):
+        Predictor(ColourModel(), refine={"iterations": 3})
+
+
 def test_history_add_undo_reset_and_continuation():
     img, gt = _scene()
     model = ColourModel()
