@@ -208,7 +208,7 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
         "--refine",
         action="store_true",
         help="post-process a model's mask with GrabCut seeded from it (edge-aware; gp-pixel's "
-        "refinement, ~0.1-0.3 s more per click on a CPU)",
+        "refinement, about 0.3-0.4 s more per click for a 640x480 image on a CPU core)",
     )
 
 

@@ -83,12 +83,17 @@ def test_full_image_prediction_and_padding():
     assert coords == [[40.0, 70.0]]
 
 
+def _big_object_scene():
+    """A 180 x 240 image whose red channel marks a radius-30 disk at (80, 140)."""
+    img, _ = _scene(180, 240)
+    gt = np.zeros((180, 240), np.uint8)
+    cv2.circle(gt, (140, 80), 30, 1, -1)
+    img[..., 0] = np.where(gt > 0, 230, 0)
+    return img, gt.astype(bool)
+
+
 def test_zoom_in_crops_and_maps_back():
-    img, gt = _scene(180, 240)
-    gt_big = np.zeros((180, 240), np.uint8)
-    cv2.circle(gt_big, (140, 80), 30, 1, -1)
-    img[..., 0] = np.where(gt_big > 0, 230, 0)
-    gt = gt_big.astype(bool)
+    img, gt = _big_object_scene()
     model = ColourModel()
     p = Predictor(model, zoom_in=True, zoom=ZoomConfig(target_size=160, min_crop_size=40), size_divisor=1)
     p.set_image(img)
@@ -107,11 +112,7 @@ def test_zoom_in_crops_and_maps_back():
 
 
 def test_whole_image_view_is_downscaled_when_asked():
-    img, _ = _scene(180, 240)
-    gt = np.zeros((180, 240), np.uint8)
-    cv2.circle(gt, (140, 80), 30, 1, -1)
-    img[..., 0] = np.where(gt > 0, 230, 0)
-    gt = gt.astype(bool)
+    img, gt = _big_object_scene()
     model = ColourModel()
     cfg = ZoomConfig(target_size=160, min_crop_size=40, whole_image_size=120)
     p = Predictor(model, zoom_in=True, zoom=cfg, size_divisor=1)
