@@ -140,9 +140,11 @@ class ARDRBFKernel(Kernel):
         the output: the full-size temporaries of the plain expression (scaled ``x1``, the
         broadcast norms, the clamp, the exp and the scale, each a fresh ``n1 x n2`` array)
         cost more than the GEMM itself for n2 = 20 clicks against every pixel.
-        ``exp(-d^2/2)`` is evaluated as ``exp2(-d^2 log2(e)/2)`` (3.5x faster than ``exp``
-        on one AVX-512 core; the extra product adds one rounding, 6e-8 relative, to
-        ``d^2``, whose own rounding error is larger). For ``n2 >= TRANSPOSED_MIN_COLS``
+        ``eta0 exp(-d^2/2)`` is evaluated as ``exp2(-d^2 log2(e)/2 + log2(eta0))`` (``exp2``
+        is 3.5x faster than ``exp`` on one AVX-512 core; the base change adds one rounding,
+        6e-8 relative, to ``d^2``, whose own rounding error is larger), with every term but
+        ``|a|^2`` inside the GEMM (see the code), so a block costs the GEMM, a clamp and
+        the ``exp2``. For ``n2 >= TRANSPOSED_MIN_COLS``
         the result is a transposed view of an ``(..., n2, n1)`` array (see there);
         consumers should not assume it is contiguous.
         """
@@ -153,30 +155,37 @@ class ARDRBFKernel(Kernel):
         shift = shift.expand(*batch, 1, d).reshape(-1, 1, d)
         root_f = root.expand(*batch, 1, d).reshape(-1, 1, d)
         b = b.expand(*batch, n2, d).reshape(-1, n2, d)
-        b_sq = b.square().sum(-1).unsqueeze(-2)  # (Bf, 1, n2)
-        scale_f = scale.expand(batch).reshape(-1, 1, 1)
+        # In base 2 with c = -1/(2 ln 2): k = 2^v, v = c (|a|^2 + |b|^2 - 2 a.b) + log2(eta0).
+        # The GEMM with alpha = -2c adds the b-only terms through an extra input column:
+        # a_aug = [a, 1], b_aug = [b, e], e = -|b|^2 / 2 + ln(eta0), so that
+        # v = c |a|^2 + alpha * (a_aug . b_aug); the block is then clamp (d^2 >= 0, i.e.
+        # v <= log2 eta0) and exp2, two passes instead of four (clamp, scale, exp, scale).
+        c = -0.5 / math.log(2.0)
+        log_scale = scale.log().expand(batch).reshape(-1, 1, 1)
+        b_aug = torch.cat([b, log_scale - 0.5 * b.square().sum(-1, keepdim=True)], dim=-1)  # (Bf, n2, d+1)
+        log2_scale = log_scale / math.log(2.0)
         x1_f = x1.expand(*batch, n1, d).reshape(-1, n1, d)  # a view unless x1 is broadcast
         bf = x1_f.shape[0]
         transposed = n2 >= self.TRANSPOSED_MIN_COLS
         if transposed:
             out_t = x1.new_empty(bf, n2, n1)
-            b_sq, b_op = b_sq.mT, b  # (Bf, n2, 1), (Bf, n2, d)
         else:
             out = x1.new_empty(bf, n1, n2)
-            b_op = b.mT.contiguous()  # (Bf, d, n2)
+            b_aug = b_aug.mT.contiguous()  # (Bf, d+1, n2)
         rows = min(self.BLOCK_ROWS, n1) if x1.device.type == "cpu" else n1
-        a_buf = x1.new_empty(bf, rows, d)
+        a_buf = x1.new_empty(bf, rows, d + 1)
+        a_buf[..., d] = 1.0
         sq_buf = x1.new_empty(bf, rows, 1)
-        c = -0.5 / math.log(2.0)  # exp(-x/2) = exp2(c x)
         for i in range(0, n1, rows):
             r = min(rows, n1 - i)
-            a = torch.addcmul(shift, x1_f[:, i : i + r], root_f, out=a_buf[:, :r])  # (x1 - c) sqrt(eta)
-            a_sq = torch.linalg.vector_norm(a, dim=-1, keepdim=True, out=sq_buf[:, :r]).square_()
+            a = torch.addcmul(shift, x1_f[:, i : i + r], root_f, out=a_buf[:, :r, :d])  # (x1 - c) sqrt(eta)
+            ca_sq = torch.linalg.vector_norm(a, dim=-1, keepdim=True, out=sq_buf[:, :r]).square_().mul_(c)
+            a_aug = a_buf[:, :r]
             if transposed:
-                block = torch.baddbmm(a_sq.mT + b_sq, b_op, a.mT, alpha=-2.0, out=out_t[:, :, i : i + r])
+                block = torch.baddbmm(ca_sq.mT, b_aug, a_aug.mT, alpha=-2.0 * c, out=out_t[:, :, i : i + r])
             else:
-                block = torch.baddbmm(a_sq + b_sq, a, b_op, alpha=-2.0, out=out[:, i : i + r])
-            block.clamp_(min=0.0).mul_(c).exp2_().mul_(scale_f)
+                block = torch.baddbmm(ca_sq, a_aug, b_aug, alpha=-2.0 * c, out=out[:, i : i + r])
+            torch.minimum(block, log2_scale, out=block).exp2_()
         if transposed:
             out = out_t.mT
         return out.reshape(*batch, n1, n2)

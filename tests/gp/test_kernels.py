@@ -107,6 +107,22 @@ def test_ard_rbf_blocked_inference_path_matches_brute_force(x1_batch, x2_batch, 
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
     with_grad = k(x1.requires_grad_(True), x2).to_dense()  # the autograd path
     torch.testing.assert_close(got, with_grad.detach(), rtol=1e-13, atol=1e-15)
+    # float32: the exponent v = c |a|^2 + (a.b + e) / ln 2 (c = -1/(2 ln 2), e = ln eta0 - |b|^2/2)
+    # is a (D + 1)-term GEMM plus two additions, so |dv| <= (D + 4) u S / ln 2 with S the sum of
+    # the magnitudes of its terms, S <= (|a| + |b|)^2 + 2 |ln eta0| (a, b centred and scaled);
+    # k = 2^v then has relative error <= ln 2 |dv| + 2 u (exp2 and its rounding).
+    k32 = ARDRBFKernel(5, batch_shape=torch.Size(kernel_batch))
+    k32.load_state_dict(k.state_dict())
+    with torch.no_grad():
+        got32 = k32(x1.detach().float(), x2.float()).to_dense().double()
+        centre = x2.mean(-2, keepdim=True)
+        root = eta.sqrt()
+        a_norm = ((x1.detach() - centre) * root).norm(dim=-1).unsqueeze(-1)  # (..., n1, 1)
+        b_norm = ((x2 - centre) * root).norm(dim=-1).unsqueeze(-2)  # (..., 1, n2)
+    u = 2.0**-24
+    s_terms = (a_norm + b_norm) ** 2 + 2 * eta0.log().abs()
+    bound = ref * ((5 + 4) * u * s_terms + 2 * u)
+    assert ((got32 - ref).abs() <= bound).all()
 
 
 def test_ard_rbf_diagonal_of_a_set_with_itself_is_the_amplitude():
