@@ -2,8 +2,9 @@
 
 For each model pair (``gpcis_<backbone>`` vs ``ritm_<backbone>``) a simulated session on
 one real image (GrabCut's first image when ``../shared/datasets`` exists, else
-scikit-image's astronaut with a thresholded mask) runs clicks 1..K at a fixed input size;
-every click is timed ``--repeats`` times after a warm-up and the median is kept. Time is
+scikit-image's astronaut with a thresholded mask) runs clicks 1..K at a fixed input size
+and records each click's inputs; then every click of both models is timed ``--repeats``
+times in interleaved rounds after a warm-up, and the median is kept. Time is
 split into *backbone* (click maps + Conv1S + backbone) and *head* (GP head or 1x1 conv
 head, mean path, as at evaluation). On CUDA, CUDA events with synchronisation are used.
 
@@ -29,7 +30,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -98,59 +99,97 @@ def _timer(device: torch.device) -> Callable[[Callable[[], object]], tuple[objec
     return timed
 
 
+@dataclass
+class _Session:
+    """A model and the recorded inputs of each click of its simulated session."""
+
+    name: str
+    model: torch.nn.Module
+    steps: list[tuple[ClickBatch, torch.Tensor]]  # (clicks so far, previous mask) per click
+
+
 @torch.no_grad()
-def time_session(
-    name: str,
+def record_session(name: str, image: torch.Tensor, gt: np.ndarray, num_clicks: int,
+                   device: torch.device) -> _Session:
+    """Run clicks 1..num_clicks once (RITM's simulated user, previous mask = the last
+    prediction) and keep each click's inputs, so the timing can replay them in any order."""
+    model = create_model(name).to(device).eval()
+    size = tuple(image.shape[-2:])
+    pred = np.zeros_like(gt)
+    prev = torch.zeros(1, 1, *size, device=device)
+    clicks: list[Click] = []
+    steps = []
+    for _ in range(num_clicks):
+        clicks.append(next_click(gt, pred, None, clicks))
+        batch = ClickBatch.from_lists([list(clicks)], device=device)
+        steps.append((batch, prev))
+        maps = model.encode_clicks(batch, prev, size)
+        feats = model.backbone(normalize_image(image), model.click_encoder(maps))
+        prev = torch.sigmoid(model.head(feats, image, batch, num_samples=0, return_std=False).logits)
+        pred = (prev[0, 0] > 0.5).cpu().numpy()
+    return _Session(name, model, steps)
+
+
+@torch.no_grad()
+def time_sessions(
+    names: Sequence[str],
     image: np.ndarray,
     gt: np.ndarray,
     num_clicks: int,
     repeats: int,
     device: torch.device,
     warmup: int = 1,
-    profile_to: Path | None = None,
+    profile_to: dict[str, Path] | None = None,
 ) -> list[ClickTiming]:
-    """Median backbone / head time of clicks 1..num_clicks of a simulated session.
+    """Median backbone / head time of clicks 1..num_clicks of each model's session.
+
+    The sessions are recorded first (:func:`record_session`); then ``repeats`` rounds each
+    time every click of every model once, in order, so a slow phase of a shared machine
+    (host load on a GPU machine too) spreads over all clicks and both models of a pair
+    instead of landing on one click of one model.
 
     Args:
-        warmup: untimed backbone + head calls before click 1 (allocator, kernels, GPU clocks).
-        profile_to: if given, the head at the last click is run once more under
-            ``torch.profiler`` and its operator table (sorted by device or CPU time) is
-            written to this text file.
+        names: registry names, e.g. ``("ritm_resnet50", "gpcis_resnet50")``.
+        warmup: untimed backbone + head calls of each model before timing (allocator,
+            kernels, GPU clocks).
+        profile_to: model name -> text file: the head at the last click is run once more
+            under ``torch.profiler`` and its operator table (sorted by device or CPU time)
+            is written there.
     """
-    model = create_model(name).to(device).eval()
     timed = _timer(device)
     img = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
     size = tuple(img.shape[-2:])
-    pred = np.zeros_like(gt)
-    prev = torch.zeros(1, 1, *size, device=device)
-    clicks: list[Click] = []
+    sessions = [record_session(n, img, gt, num_clicks, device) for n in names]
+
+    def run_backbone(model, batch, prev):
+        maps = model.encode_clicks(batch, prev, size)
+        return model.backbone(normalize_image(img), model.click_encoder(maps))
+
+    def run_head(model, feats, batch):
+        return model.head(feats, img, batch, num_samples=0, return_std=False)
+
+    for sess in sessions:
+        batch, prev = sess.steps[0]
+        for _ in range(warmup):
+            run_head(sess.model, run_backbone(sess.model, batch, prev), batch)
+    times = {(sess.name, k): ([], []) for sess in sessions for k in range(num_clicks)}
+    for _ in range(repeats):
+        for sess in sessions:
+            for k, (batch, prev) in enumerate(sess.steps):
+                feats, t_bb = timed(lambda: run_backbone(sess.model, batch, prev))
+                _, t_hd = timed(lambda: run_head(sess.model, feats, batch))
+                times[(sess.name, k)][0].append(t_bb)
+                times[(sess.name, k)][1].append(t_hd)
     rows = []
-    for k in range(1, num_clicks + 1):
-        clicks.append(next_click(gt, pred, None, clicks))
-        batch = ClickBatch.from_lists([clicks], device=device)
-
-        def run_backbone():
-            maps = model.encode_clicks(batch, prev, size)
-            return model.backbone(normalize_image(img), model.click_encoder(maps))
-
-        def run_head(features):
-            return model.head(features, img, batch, num_samples=0, return_std=False)
-
-        if k == 1:  # warm-up (allocator, kernels, lazy init, GPU clocks)
-            for _ in range(warmup):
-                run_head(run_backbone())
-        bb, hd = [], []
-        for _ in range(repeats):
-            feats, t_bb = timed(run_backbone)
-            out, t_hd = timed(lambda: run_head(feats))
-            bb.append(t_bb)
-            hd.append(t_hd)
-        prob = torch.sigmoid(out.logits)
-        prev = prob
-        pred = (prob[0, 0] > 0.5).cpu().numpy()
-        rows.append(ClickTiming(name, model.config.backbone, k, statistics.median(bb), statistics.median(hd)))
-    if profile_to is not None:
-        profile_head(lambda: run_head(feats), device, profile_to)
+    for sess in sessions:
+        for k in range(num_clicks):
+            bb, hd = times[(sess.name, k)]
+            rows.append(ClickTiming(sess.name, sess.model.config.backbone, k + 1,
+                                    statistics.median(bb), statistics.median(hd)))
+        if profile_to and sess.name in profile_to:
+            batch, prev = sess.steps[-1]
+            feats = run_backbone(sess.model, batch, prev)
+            profile_head(lambda: run_head(sess.model, feats, batch), device, profile_to[sess.name])
     return rows
 
 
@@ -261,10 +300,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     rows: list[ClickTiming] = []
     for bb in [b.strip() for b in args.backbones.split(",") if b.strip()]:
-        for prefix in ("ritm", "gpcis"):
-            name = f"{prefix}_{bb}"
-            prof = out / f"profile_{name}.txt" if args.profile and prefix == "gpcis" else None
-            rows += time_session(name, image, gt, args.clicks, args.repeats, device, args.warmup, prof)
+        names = (f"ritm_{bb}", f"gpcis_{bb}")
+        prof = {names[1]: out / f"profile_{names[1]}.txt"} if args.profile else None
+        rows += time_sessions(names, image, gt, args.clicks, args.repeats, device, args.warmup, prof)
     summary = summarize(rows)
     header = f"{'model':22s} {'click':>5s} {'backbone ms':>12s} {'head ms':>9s} {'total ms':>9s}"
     print(header)
