@@ -49,6 +49,7 @@ from gpcis.data.datasets import Sample, get_dataset
 from gpcis.data.sampler import MultiPointSampler
 from gpcis.data.synthetic import SyntheticConfig, SyntheticDataset
 from gpcis.data.transforms import AugmentConfig, augment, resize_sample
+from gpcis.models.heads import check_stride
 from gpcis.training.distributed import (
     DistInfo,
     ResumableDistributedSampler,
@@ -200,9 +201,7 @@ class TrainConfig:
         if self.gp_stride is not None:
             if not self.model.startswith("gpcis_"):
                 raise ValueError(f"gp_stride applies to GP-head models (gpcis_*), not {self.model!r}")
-            if int(self.gp_stride) != self.gp_stride or int(self.gp_stride) < 1:
-                raise ValueError(f"gp_stride must be an int >= 1, got {self.gp_stride}")
-            self.gp_stride = int(self.gp_stride)
+            check_stride(self.gp_stride, "gp_stride")  # the rule of ModelConfig.gp_stride
         if self.data != "synthetic" and not Path(self.data).is_dir():
             raise ValueError(f"data: folder not found: {self.data} (or use 'synthetic')")
 

@@ -181,6 +181,8 @@ def test_config_errors(tmp_path):
         TrainConfig(model="gpcis_tiny", gp_stride=0)
     with pytest.raises(ValueError, match="gp_stride must be an int >= 1"):
         TrainConfig(model="gpcis_tiny", gp_stride=2.5)
+    with pytest.raises(ValueError, match="gp_stride must be an int >= 1"):
+        TrainConfig(model="gpcis_tiny", gp_stride=2.0)  # one rule with ModelConfig.gp_stride: ints only
 
 
 def test_training_on_a_data_folder(tmp_path):
