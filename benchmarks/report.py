@@ -174,6 +174,10 @@ def section_ablations(path: Path, assets: Path, png_name: str = "ablations.png")
 
 def section_evaluations(paths: list[Path]) -> str:
     lines = ["## Evaluations (`gpcis evaluate`; layout of the paper's Table S1)", "",
+             "The paper's Table S1 rows are models trained on SBD (or COCO+LVIS) for hundreds of GPU "
+             "epochs; nothing here is trained that way and this project holds no verified copy of "
+             "those numbers, so no paper column is given: the rows compare methods run on this "
+             "machine with the same protocol.", "",
              "| run | data set | NoC@85 | NoC@90 | NoF@90 | mIoU@1 | mIoU@5 | NoIC | s/click | images |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for path in paths:
