@@ -79,6 +79,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--refine", action="store_true",
                    help="post-process a model's decision with GrabCut seeded from it (gp-pixel's "
                    "refinement, gpcis.baselines.refine; models only)")
+    p.add_argument("--flip", action="store_true",
+                   help="test-time horizontal flip, averaged (RITM's with_flip; twice the work; models only)")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="first N images of each data set")
     p.add_argument("--out", type=Path, default=Path("eval_out"), metavar="DIR", help="output folder")
     p.add_argument("--device", default=None, help="torch device for models (default: cuda if available, else cpu)")
@@ -126,8 +128,8 @@ def resolve_datasets(names: str, data_root: Optional[Path]) -> list[tuple[str, P
 def _build_method(args: argparse.Namespace):
     if args.method is not None:
         if (args.gp_stride is not None or args.zoom_size is not None or args.whole_image_size is not None
-                or args.refine):
-            raise ValueError("--gp-stride, --zoom-size, --whole-image-size and --refine apply to a "
+                or args.refine or args.flip):
+            raise ValueError("--gp-stride, --zoom-size, --whole-image-size, --refine and --flip apply to a "
                              "--checkpoint, not to --method")
         from gpcis.baselines import create_method
 
@@ -149,7 +151,7 @@ def _build_method(args: argparse.Namespace):
 
     refine = GrabCutRefineConfig() if args.refine else None
     pred = Predictor(model, device=device, zoom_in=args.zoom_in, thresh=args.thresh, zoom=zoom, with_std=False,
-                     refine=refine)
+                     refine=refine, flip=args.flip)
     return pred, args.label or (args.model or Path(args.checkpoint).stem)
 
 

@@ -62,6 +62,9 @@ class Predictor:
             (``roi_margin`` limits it to the object's neighbourhood): about 0.3-0.4 s more
             per click at GrabCut's image sizes on one CPU core. The result's ``mask`` is
             the refined mask; ``prob > thresh`` agrees with it for ``thresh`` in [0.45, 0.55].
+        flip: test-time horizontal flip, as in RITM's evaluation (``with_flip``): the model
+            also sees the mirrored input (image, clicks, previous mask) in the same batch,
+            and the probabilities (and std maps) of the two are averaged. Twice the work.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Predictor:
         size_divisor: int = 32,
         with_std: bool = True,
         refine: Optional[GrabCutRefineConfig] = None,
+        flip: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -94,6 +98,7 @@ class Predictor:
         if refine is not None and not isinstance(refine, GrabCutRefineConfig):
             raise ValueError(f"refine must be a GrabCutRefineConfig or None, got {type(refine).__name__}")
         self.refine = refine
+        self.flip = bool(flip)
         self._image: Optional[np.ndarray] = None
         self._tensor: Optional[torch.Tensor] = None
         self._clicks: list[Click] = []
@@ -209,14 +214,28 @@ class Predictor:
         h, w = size
         coords = torch.tensor([[[float(c.row), float(c.col)] for c in clicks]], dtype=torch.float32).view(1, -1, 2)
         labels = torch.tensor([[1.0 if c.positive else -1.0 for c in clicks]], dtype=torch.float32).view(1, -1)
-        batch = ClickBatch(coords, labels, torch.ones_like(labels, dtype=torch.bool)).to(self.device)
         prev_t = None
         if prev is not None:
-            prev_t = self._pad(torch.from_numpy(np.ascontiguousarray(prev, dtype=np.float32)).to(self.device)[None, None])
+            prev_t = torch.from_numpy(np.ascontiguousarray(prev, dtype=np.float32)).to(self.device)[None, None]
+        if self.flip:  # item 1: the mirror image; pixel-centre columns map to w - 1 - col
+            mirrored = coords.clone()
+            mirrored[..., 1] = (w - 1) - mirrored[..., 1]
+            coords, labels = torch.cat([coords, mirrored]), torch.cat([labels, labels])
+            image_t = torch.cat([image_t, self._pad(image_t[..., :h, :w].flip(-1))])
+            if prev_t is not None:
+                prev_t = torch.cat([prev_t, prev_t.flip(-1)])
+        batch = ClickBatch(coords, labels, torch.ones_like(labels, dtype=torch.bool)).to(self.device)
+        if prev_t is not None:
+            prev_t = self._pad(prev_t)
         out: Any = self.model(image_t, batch, prev_t, return_std=self.with_std)
-        prob = torch.sigmoid(out.logits[0, 0, :h, :w].float()).cpu().numpy()
-        std = getattr(out, "std", None)
-        std_np = std[0, 0, :h, :w].float().cpu().numpy() if std is not None else None
+        prob_t = torch.sigmoid(out.logits[:, 0, :h, :w].float())
+        std_t = getattr(out, "std", None)
+        std_t = std_t[:, 0, :h, :w].float() if std_t is not None else None
+        if self.flip:
+            prob_t = 0.5 * (prob_t[:1] + prob_t[1:].flip(-1))
+            std_t = 0.5 * (std_t[:1] + std_t[1:].flip(-1)) if std_t is not None else None
+        prob = prob_t[0].cpu().numpy()
+        std_np = std_t[0].cpu().numpy() if std_t is not None else None
         return prob, std_np
 
     def _run(self, clicks: Sequence[Click], prev: Optional[np.ndarray]) -> PredictionResult:

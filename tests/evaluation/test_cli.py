@@ -101,7 +101,7 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for opt in ("--method", "--checkpoint", "--model", "--datasets", "--data-root", "--max-clicks",
                 "--target-iou", "--thresh", "--zoom-in", "--no-zoom-in", "--limit", "--out", "--device",
-                "--all-clicks", "--gp-stride", "--zoom-size", "--whole-image-size", "--refine"):
+                "--all-clicks", "--gp-stride", "--zoom-size", "--whole-image-size", "--refine", "--flip"):
         assert opt in text
 
 
@@ -135,20 +135,21 @@ def test_evaluate_checkpoint_tiny_model(tmp_path):
         seen["stride"], seen["zoom"] = model.head.stride, kw["zoom"].target_size
         seen["whole"] = kw["zoom"].whole_image_size
         seen["refine"] = kw["refine"]
+        seen["flip"] = kw["flip"]
         real_init(self, model, *a, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(predictor_module.Predictor, "__init__", spy)
         assert args.func(args) == 0
-    assert seen == {"stride": 2, "zoom": 64, "whole": 48, "refine": None}
+    assert seen == {"stride": 2, "zoom": 64, "whole": 48, "refine": None, "flip": False}
     from gpcis.baselines.refine import GrabCutRefineConfig
 
-    args_refine = _parse(["--checkpoint", str(ckpt), "--refine", "--data-root", str(root), "--out", str(tmp_path / "r"),
+    args_refine = _parse(["--checkpoint", str(ckpt), "--refine", "--flip", "--data-root", str(root), "--out", str(tmp_path / "r"),
                           "--max-clicks", "1", "--noc100-clicks", "0", "--device", "cpu", "--quiet"])
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(predictor_module.Predictor, "__init__", spy)
         assert args_refine.func(args_refine) == 0
-    assert seen["refine"] == GrabCutRefineConfig()
+    assert seen["refine"] == GrabCutRefineConfig() and seen["flip"] is True
     settings = json.loads((out / "run.json").read_text())["settings"]
     assert settings["gp_stride"] == 2 and settings["zoom_size"] == 64 and settings["whole_image_size"] == 48
     args = _parse(["--method", "grabcut", "--gp-stride", "2", "--data-root", str(root), "--out", str(out)])
@@ -156,4 +157,6 @@ def test_evaluate_checkpoint_tiny_model(tmp_path):
     args = _parse(["--method", "grabcut", "--whole-image-size", "64", "--data-root", str(root), "--out", str(out)])
     assert args.func(args) == 2
     args = _parse(["--method", "grabcut", "--refine", "--data-root", str(root), "--out", str(out)])
+    assert args.func(args) == 2
+    args = _parse(["--method", "grabcut", "--flip", "--data-root", str(root), "--out", str(out)])
     assert args.func(args) == 2

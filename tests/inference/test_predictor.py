@@ -170,6 +170,39 @@ def test_refine_snaps_a_blurred_decision_to_the_object_edges():
         Predictor(ColourModel(), refine={"iterations": 3})
 
 
+def test_flip_averages_the_prediction_of_the_mirrored_input():
+    """RITM's test-time flip: item 1 of the batch is the mirror image with mirrored clicks
+    (pixel-centre columns: c -> w - 1 - c) and previous mask; the two probabilities are
+    averaged after mirroring back. A column-ramp model makes the average checkable in closed
+    form: 0.5 (sigmoid(L(c)) + sigmoid(L(w - 1 - c)))."""
+    img, _ = _scene(40, 50)
+
+    class Ramp(ColourModel):
+        def forward(self, image, clicks, prev_mask=None, return_std=False):
+            out = super().forward(image, clicks, prev_mask, return_std)
+            cols = torch.arange(image.shape[-1], dtype=torch.float32)
+            out.logits = ((cols - 10.0) / 4.0).expand(image.shape[0], 1, *image.shape[-2:]).clone()
+            return out
+
+    model = Ramp()
+    p = Predictor(model, zoom_in=False, size_divisor=16, flip=True)
+    p.set_image(img)
+    prev = np.zeros((40, 50), np.float32)
+    prev[:, :5] = 1.0
+    res = p.predict([Click(7, 3, True), Click(30, 44, False)], prev_mask=prev)
+    call = model.calls[-1]
+    assert call.shape == (2, 3, 48, 64)  # both items padded to a multiple of 16
+    np.testing.assert_array_equal(call.image[1, :, :40, :50].numpy(), call.image[0, :, :40, :50].flip(-1).numpy())
+    assert call.clicks.coords[1].tolist() == [[7.0, 46.0], [30.0, 5.0]]
+    assert call.clicks.labels[1].tolist() == [1.0, -1.0]
+    np.testing.assert_array_equal(call.prev[1, 0, :40, :50].numpy(), prev[:, ::-1])
+    cols = np.arange(50, dtype=np.float64)
+    sig = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    expected = 0.5 * (sig((cols - 10) / 4) + sig((49 - cols - 10) / 4))
+    np.testing.assert_allclose(res.prob[0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.prob, res.prob[:, ::-1], atol=1e-6)  # symmetric after averaging
+
+
 def test_history_add_undo_reset_and_continuation():
     img, gt = _scene()
     model = ColourModel()
