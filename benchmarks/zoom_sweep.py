@@ -11,14 +11,17 @@ GrabCut is chosen without looking at GrabCut.
 Usage::
 
     python benchmarks/zoom_sweep.py --checkpoints runs/a/best.pt runs/b/best.pt \\
-        [--sizes 160 240 320 400] [--whole-sizes 240 320] [--no-zoom] [--limit N] [--out runs/bench/zoom_sweep] [--quick]
+        [--sizes 160 240 320 400] [--whole-sizes 240 320] [--flip] [--no-zoom] [--limit N]
+        [--out runs/bench/zoom_sweep] [--quick]
 
 ``--whole-sizes A B ...`` also tries downscaling the whole image for the predictions that
 are not zoomed (the first click) to a longer side of at most A, B, ... px
-(``ZoomConfig.whole_image_size``). Writes ``OUT/zoom_sweep.json`` (rows ``{"checkpoint",
-"model", "zoom", "whole", "noc85", "noc90", "miou1", "sec_per_click"}`` and per checkpoint
-the ``best`` ``{"zoom", "whole"}`` by NoC@90, ties by NoC@85), ``OUT/zoom_sweep.png`` and prints a table. ``--quick``: a freshly initialised
-``gpcis_tiny`` on 2 synthetic images, 3 clicks (a smoke run for CI).
+(``ZoomConfig.whole_image_size``); ``--flip`` also evaluates every setting with the
+test-time flip. Writes ``OUT/zoom_sweep.json`` (rows ``{"checkpoint", "model", "zoom",
+"whole", "flip", "noc85", "noc90", "miou1", "sec_per_click"}`` and per checkpoint the
+``best`` ``{"zoom", "whole", "flip"}`` by NoC@90, ties by NoC@85), ``OUT/zoom_sweep.png``
+and prints a table. ``--quick``: a freshly initialised ``gpcis_tiny`` on 2 synthetic
+images, 3 clicks (a smoke run for CI).
 """
 
 from __future__ import annotations
@@ -59,17 +62,21 @@ def validation_split(checkpoint: Path) -> Any:
 
 
 def sweep(model: torch.nn.Module, dataset: Any, sizes: list[Optional[int]], max_clicks: int,
-          device: str, whole_sizes: Sequence[Optional[int]] = (None,)) -> list[dict[str, Any]]:
-    """Evaluate one model at each zoom size (``None`` = no zoom-in) and each size of the
-    unzoomed whole-image view (``ZoomConfig.whole_image_size``; ``None`` = native size)."""
+          device: str, whole_sizes: Sequence[Optional[int]] = (None,),
+          flips: Sequence[bool] = (False,)) -> list[dict[str, Any]]:
+    """Evaluate one model at each zoom size (``None`` = no zoom-in), each size of the
+    unzoomed whole-image view (``ZoomConfig.whole_image_size``; ``None`` = native size) and
+    with / without the test-time flip (``Predictor(flip=...)``)."""
     rows = []
-    for size in sizes:
-        for whole in (whole_sizes if size is not None else [None]):
-            zoom = ZoomConfig(target_size=size, whole_image_size=whole) if size else None
-            pred = Predictor(model, device=device, zoom_in=size is not None, zoom=zoom, with_std=False)
-            m = evaluate(pred, dataset, max_clicks)
-            rows.append({"zoom": size, "whole": whole,
-                         **{k: m[k] for k in ("noc85", "noc90", "miou1", "sec_per_click")}})
+    for flip in flips:
+        for size in sizes:
+            for whole in (whole_sizes if size is not None else [None]):
+                zoom = ZoomConfig(target_size=size, whole_image_size=whole) if size else None
+                pred = Predictor(model, device=device, zoom_in=size is not None, zoom=zoom, with_std=False,
+                                 flip=flip)
+                m = evaluate(pred, dataset, max_clicks)
+                rows.append({"zoom": size, "whole": whole, "flip": flip,
+                             **{k: m[k] for k in ("noc85", "noc90", "miou1", "sec_per_click")}})
     return rows
 
 
@@ -80,9 +87,10 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, whole in dict.fromkeys((r["checkpoint"], r.get("whole")) for r in rows):
-        rs = [r for r in rows if r["checkpoint"] == name and r.get("whole") == whole and r["zoom"] is not None]
-        label = name if whole is None else f"{name}, whole image <= {whole} px"
+    for name, whole, flip in dict.fromkeys((r["checkpoint"], r.get("whole"), r.get("flip")) for r in rows):
+        rs = [r for r in rows if r["checkpoint"] == name and r.get("whole") == whole and r.get("flip") == flip
+              and r["zoom"] is not None]
+        label = name + ("" if whole is None else f", whole image <= {whole} px") + (", flip" if flip else "")
         ax.plot([r["zoom"] for r in rs], [r["noc90"] for r in rs], "o-", label=label)
     ax.set_xlabel("zoom-in crop size (px)")
     ax.set_ylabel("validation NoC@90")
@@ -101,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--whole-sizes", type=int, nargs="*", default=[],
                    help="also try resizing the unzoomed whole image to at most these sizes "
                         "(ZoomConfig.whole_image_size; the native size is always tried)")
+    p.add_argument("--flip", action="store_true", help="also try the test-time flip (Predictor(flip=True))")
     p.add_argument("--max-clicks", type=int, default=20)
     p.add_argument("--limit", type=int, default=None, help="first N validation images")
     p.add_argument("--device", default="cpu")
@@ -133,15 +142,16 @@ def main(argv: list[str] | None = None) -> dict:
             jobs.append((str(ckpt), model, val))
     rows: list[dict] = []
     best: dict[str, Any] = {}
-    print(f"{'checkpoint':45s} {'zoom':>5s} {'whole':>5s} {'NoC@85':>7s} {'NoC@90':>7s} {'mIoU@1':>7s} {'s/click':>8s}")
+    print(f"{'checkpoint':45s} {'zoom':>5s} {'whole':>5s} {'flip':>5s} {'NoC@85':>7s} {'NoC@90':>7s} {'mIoU@1':>7s} {'s/click':>8s}")
     for name, model, data in jobs:
         these = [{"checkpoint": name, "model": model.config.name, **r}
-                 for r in sweep(model, data, sizes, args.max_clicks, args.device, whole_sizes)]
+                 for r in sweep(model, data, sizes, args.max_clicks, args.device, whole_sizes,
+                                (False, True) if args.flip else (False,))]
         for r in these:
-            print(f"{name[-45:]:45s} {str(r['zoom']):>5s} {str(r['whole']):>5s} {r['noc85']:7.2f} {r['noc90']:7.2f} "
+            print(f"{name[-45:]:45s} {str(r['zoom']):>5s} {str(r['whole']):>5s} {str(r['flip']):>5s} {r['noc85']:7.2f} {r['noc90']:7.2f} "
                   f"{r['miou1']:7.3f} {r['sec_per_click']:8.3f}")
         top = min(these, key=lambda r: (r["noc90"], r["noc85"]))
-        best[name] = {"zoom": top["zoom"], "whole": top["whole"]}
+        best[name] = {"zoom": top["zoom"], "whole": top["whole"], "flip": top["flip"]}
         rows += these
     args.out.mkdir(parents=True, exist_ok=True)
     result = {**run_metadata("zoom_sweep", torch.device(args.device)), "rows": rows, "best": best,

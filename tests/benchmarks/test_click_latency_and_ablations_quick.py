@@ -164,8 +164,11 @@ def test_zoom_sweep_quick(tmp_path):
         assert 1 <= r["noc85"] <= r["noc90"] <= 3 and 0 <= r["miou1"] <= 1
     (name,) = result["best"]
     best = min(rows, key=lambda r: (r["noc90"], r["noc85"]))
-    assert result["best"][name] == {"zoom": best["zoom"], "whole": best["whole"]}
+    assert result["best"][name] == {"zoom": best["zoom"], "whole": best["whole"], "flip": False}
     assert (tmp_path / "zoom_sweep.png").stat().st_size > 1000
+    flipped = _load("zoom_sweep").main(["--quick", "--flip", "--out", str(tmp_path / "flip")])["rows"]
+    assert [(r["flip"], r["zoom"], r["whole"]) for r in flipped] == [
+        (f, z, w) for f in (False, True) for z in (32, 64) for w in (None, 40)]
 
 
 def test_zoom_sweep_uses_the_runs_own_validation_split(tmp_path):
