@@ -210,6 +210,12 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
         help="post-process a model's mask with GrabCut seeded from it (edge-aware; gp-pixel's "
         "refinement, about 0.3-0.4 s more per click for a 640x480 image on a CPU core)",
     )
+    parser.add_argument(
+        "--flip",
+        action="store_true",
+        help="test-time horizontal flip for a model: the mirrored input is predicted too and the two "
+        "averaged (RITM's with_flip; twice the model's work)",
+    )
 
 
 def make_method_factory(
@@ -218,6 +224,7 @@ def make_method_factory(
     model: Optional[str] = None,
     device: Optional[str] = None,
     refine: bool = False,
+    flip: bool = False,
 ) -> tuple[MethodFactory, str]:
     """Build a factory of fresh :class:`InteractiveSegmenter` instances.
 
@@ -238,6 +245,7 @@ def make_method_factory(
             released default).
         refine: post-process a model's decision with
             ``gpcis.baselines.refine.GrabCutRefineConfig()`` (a model only).
+        flip: the predictor's test-time flip (``Predictor(flip=True)``; a model only).
 
     Returns:
         ``(factory, description)``, the description for messages (``"gp-pixel"``,
@@ -245,8 +253,8 @@ def make_method_factory(
 
     Raises:
         ValueError: both ``method`` and ``checkpoint`` given, ``checkpoint`` missing,
-            ``model`` given without ``checkpoint``, or ``device`` / ``refine`` given when the
-            method is a training-free baseline.
+            ``model`` given without ``checkpoint``, or ``device`` / ``refine`` / ``flip`` given
+            when the method is a training-free baseline.
     """
     if method is not None and checkpoint is not None:
         raise ValueError("give either --method or --checkpoint, not both")
@@ -260,10 +268,10 @@ def make_method_factory(
             if released is not None:
                 path = released_checkpoint(released)
                 label = f"released model {released} ({path})"
-                return _checkpoint_factory(path, released, device, label, refine), label
-        if device is not None or refine:
+                return _checkpoint_factory(path, released, device, label, refine, flip), label
+        if device is not None or refine or flip:
             raise ValueError(
-                "--device and --refine only apply to a model (--checkpoint, or the released model when its "
+                "--device, --refine and --flip only apply to a model (--checkpoint, or the released model when its "
                 "weights are installed); the training-free baselines run on the CPU (gp-pixel refines itself)"
             )
         name = method or DEFAULT_METHOD
@@ -283,11 +291,11 @@ def make_method_factory(
     path = Path(checkpoint)
     if not path.is_file():
         raise ValueError(f"--checkpoint: file not found: {path}")
-    return _checkpoint_factory(path, model, device, f"--checkpoint {path}", refine), f"checkpoint {path}"
+    return _checkpoint_factory(path, model, device, f"--checkpoint {path}", refine, flip), f"checkpoint {path}"
 
 
 def _checkpoint_factory(
-    path: Path, model: Optional[str], device: Optional[str], label: str, refine: bool = False
+    path: Path, model: Optional[str], device: Optional[str], label: str, refine: bool = False, flip: bool = False
 ) -> MethodFactory:
     """Predictors over ``create_model(model, checkpoint=path)``, the model loaded once, lazily.
 
@@ -311,7 +319,7 @@ def _checkpoint_factory(
         from gpcis.baselines.refine import GrabCutRefineConfig
         from gpcis.inference.predictor import Predictor
 
-        return Predictor(cache["model"], device=device, refine=GrabCutRefineConfig() if refine else None)
+        return Predictor(cache["model"], device=device, refine=GrabCutRefineConfig() if refine else None, flip=flip)
 
     return checkpoint_factory
 
@@ -320,7 +328,7 @@ def method_factory_from_args(args: argparse.Namespace) -> tuple[MethodFactory, s
     """:func:`make_method_factory` from the options of :func:`add_method_arguments`."""
     return make_method_factory(
         method=args.method, checkpoint=args.checkpoint, model=args.model, device=args.device,
-        refine=getattr(args, "refine", False),
+        refine=getattr(args, "refine", False), flip=getattr(args, "flip", False),
     )
 
 

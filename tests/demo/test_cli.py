@@ -62,10 +62,10 @@ def test_default_method_without_released_weights_is_gp_pixel(released_tiny, monk
     assert "method: gp-pixel" in capsys.readouterr().out
     assert served["app"].test_client().get("/api/info").get_json()["method"] == "gp-pixel"
     assert main(["demo", "--device", "cpu"]) == 2  # no model to put on a device
-    assert "--device and --refine only apply" in capsys.readouterr().err
+    assert "--device, --refine and --flip only apply" in capsys.readouterr().err
 
 
-def test_refine_reaches_the_demo_predictor(released_tiny, monkeypatch):
+def test_refine_and_flip_reach_the_demo_predictor(released_tiny, monkeypatch):
     """`gpcis demo --refine` serves predictors that post-process with GrabCut (the released
     tiny model stands in for the real one)."""
     from gpcis.baselines.refine import GrabCutRefineConfig
@@ -80,7 +80,7 @@ def test_refine_reaches_the_demo_predictor(released_tiny, monkeypatch):
 
     monkeypatch.setattr(app_module, "create_app", spy)
     monkeypatch.setattr(flask.Flask, "run", lambda self, **kw: None)
-    assert main(["demo", "--device", "cpu", "--refine"]) == 0
-    assert seen["predictor"].refine == GrabCutRefineConfig()
+    assert main(["demo", "--device", "cpu", "--refine", "--flip"]) == 0
+    assert seen["predictor"].refine == GrabCutRefineConfig() and seen["predictor"].flip
     assert main(["demo", "--device", "cpu"]) == 0
     assert seen["predictor"].refine is None

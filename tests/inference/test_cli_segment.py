@@ -121,10 +121,12 @@ def test_method_factory_errors(tmp_path, monkeypatch):
         make_method_factory(method="grabcut", checkpoint="x.pt")
     with pytest.raises(ValueError, match="--checkpoint: file not found"):
         make_method_factory(checkpoint=tmp_path / "none.pt")
-    with pytest.raises(ValueError, match="--device and --refine only apply"):
+    with pytest.raises(ValueError, match="--device, --refine and --flip only apply"):
         make_method_factory(device="cpu")
-    with pytest.raises(ValueError, match="--device and --refine only apply"):
+    with pytest.raises(ValueError, match="--device, --refine and --flip only apply"):
         make_method_factory(method="grabcut", refine=True)
+    with pytest.raises(ValueError, match="--device, --refine and --flip only apply"):
+        make_method_factory(method="grabcut", flip=True)
     factory, name = make_method_factory(method="no-such-method")
     with pytest.raises(ValueError, match="--method no-such-method"):
         factory()
@@ -136,7 +138,7 @@ def test_method_factory_errors(tmp_path, monkeypatch):
         factory()
 
 
-def test_method_factory_refine_builds_refining_predictors(tmp_path):
+def test_method_factory_refine_and_flip_reach_the_predictors(tmp_path):
     import torch
 
     from gpcis.baselines.refine import GrabCutRefineConfig
@@ -145,9 +147,9 @@ def test_method_factory_refine_builds_refining_predictors(tmp_path):
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "tiny.pt", create_model("gpcis_tiny"))
     plain, _ = make_method_factory(checkpoint=ckpt)
-    refined, _ = make_method_factory(checkpoint=ckpt, refine=True)
-    assert plain().refine is None
-    assert refined().refine == GrabCutRefineConfig()
+    refined, _ = make_method_factory(checkpoint=ckpt, refine=True, flip=True)
+    assert plain().refine is None and plain().flip is False
+    assert refined().refine == GrabCutRefineConfig() and refined().flip is True
 
 
 def test_segment_with_gp_pixel_recovers_the_object(tmp_path, capsys, monkeypatch):
@@ -254,7 +256,7 @@ def test_default_is_the_released_model_when_installed(released_tiny, monkeypatch
     # an explicit method or checkpoint still wins; --model needs --checkpoint
     assert make_method_factory(method="grabcut")[1] == "grabcut"
     assert make_method_factory(checkpoint=released_tiny)[1] == f"checkpoint {released_tiny}"
-    with pytest.raises(ValueError, match="--device and --refine only apply"):
+    with pytest.raises(ValueError, match="--device, --refine and --flip only apply"):
         make_method_factory(method="grabcut", device="cpu")
     with pytest.raises(ValueError, match="--model only applies"):
         make_method_factory(model="gpcis_tiny")
@@ -268,17 +270,21 @@ def test_default_is_the_released_model_when_installed(released_tiny, monkeypatch
 def test_default_falls_back_to_gp_pixel(released_tiny, monkeypatch):
     monkeypatch.setenv("GPCIS_NO_RELEASED", "1")
     assert make_method_factory()[1] == "gp-pixel"
-    with pytest.raises(ValueError, match="--device and --refine only apply"):
+    with pytest.raises(ValueError, match="--device, --refine and --flip only apply"):
         make_method_factory(device="cpu")
-    with pytest.raises(ValueError, match="--device and --refine only apply"):
+    with pytest.raises(ValueError, match="--device, --refine and --flip only apply"):
         make_method_factory(method="grabcut", refine=True)
+    with pytest.raises(ValueError, match="--device, --refine and --flip only apply"):
+        make_method_factory(method="grabcut", flip=True)
     monkeypatch.delenv("GPCIS_NO_RELEASED")
     released_tiny.unlink()  # no released weights installed
     assert make_method_factory()[1] == "gp-pixel"
-    with pytest.raises(ValueError, match="--device and --refine only apply"):
+    with pytest.raises(ValueError, match="--device, --refine and --flip only apply"):
         make_method_factory(device="cpu")
-    with pytest.raises(ValueError, match="--device and --refine only apply"):
+    with pytest.raises(ValueError, match="--device, --refine and --flip only apply"):
         make_method_factory(method="grabcut", refine=True)
+    with pytest.raises(ValueError, match="--device, --refine and --flip only apply"):
+        make_method_factory(method="grabcut", flip=True)
 
 
 def test_segment_uses_the_released_model_by_default(tmp_path, released_tiny, capsys, monkeypatch):
@@ -291,4 +297,4 @@ def test_segment_uses_the_released_model_by_default(tmp_path, released_tiny, cap
     assert f"method: released model gpcis_tiny ({released_tiny})" in capsys.readouterr().out
     monkeypatch.setenv("GPCIS_NO_RELEASED", "1")
     assert main(["segment", str(tmp_path / "s.png"), "--click", "30,40,+", "--device", "cpu"]) == 2
-    assert "--device and --refine only apply" in capsys.readouterr().err
+    assert "--device, --refine and --flip only apply" in capsys.readouterr().err
