@@ -173,14 +173,30 @@ class ARDRBFKernel(Kernel):
             out = x1.new_empty(bf, n1, n2)
             b_aug = b_aug.mT.contiguous()  # (Bf, d+1, n2)
         rows = min(self.BLOCK_ROWS, n1) if x1.device.type == "cpu" else n1
-        a_buf = x1.new_empty(bf, rows, d + 1)
-        a_buf[..., d] = 1.0
-        sq_buf = x1.new_empty(bf, rows, 1)
+        # Channel-major x1 (a feature map (B, D, H, W) seen as (B, HW, D), as the segmentation
+        # head passes it) is scaled in (D, rows) blocks: reading it row by row is 4x slower
+        # (384^2 x 51, one thread: 16.6 vs 3.8 ms at one click).
+        channel_major = n1 > 1 and x1_f.stride(-2) == 1 and x1_f.stride(-1) != 1
+        if channel_major:
+            a_buf = x1.new_empty(bf, d + 1, rows)  # columns [a; 1]
+            a_buf[:, d] = 1.0
+            sq_tmp = x1.new_empty(bf, d, rows)
+            sq_buf = x1.new_empty(bf, 1, rows)
+            shift_t, root_t = shift.mT, root_f.mT  # (Bf, d, 1)
+        else:
+            a_buf = x1.new_empty(bf, rows, d + 1)  # rows [a, 1]
+            a_buf[..., d] = 1.0
+            sq_buf = x1.new_empty(bf, rows, 1)
         for i in range(0, n1, rows):
             r = min(rows, n1 - i)
-            a = torch.addcmul(shift, x1_f[:, i : i + r], root_f, out=a_buf[:, :r, :d])  # (x1 - c) sqrt(eta)
-            ca_sq = torch.linalg.vector_norm(a, dim=-1, keepdim=True, out=sq_buf[:, :r]).square_().mul_(c)
-            a_aug = a_buf[:, :r]
+            if channel_major:
+                a = torch.addcmul(shift_t, x1_f[:, i : i + r].mT, root_t, out=a_buf[:, :d, :r])  # (Bf, d, r)
+                a_sq = torch.sum(torch.mul(a, a, out=sq_tmp[:, :, :r]), dim=-2, keepdim=True, out=sq_buf[:, :, :r])
+                ca_sq, a_aug = a_sq.mul_(c).mT, a_buf[:, :, :r].mT  # (Bf, r, 1), (Bf, r, d+1) views
+            else:
+                a = torch.addcmul(shift, x1_f[:, i : i + r], root_f, out=a_buf[:, :r, :d])  # (x1 - c) sqrt(eta)
+                ca_sq = torch.linalg.vector_norm(a, dim=-1, keepdim=True, out=sq_buf[:, :r]).square_().mul_(c)
+                a_aug = a_buf[:, :r]
             if transposed:
                 block = torch.baddbmm(ca_sq.mT, b_aug, a_aug.mT, alpha=-2.0 * c, out=out_t[:, :, i : i + r])
             else:

@@ -79,13 +79,14 @@ def test_ard_rbf_fused_rectangular_path_matches_brute_force_and_gpytorch(batch):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("channel_major", [False, True])
 @pytest.mark.parametrize("n2", [2, 6])
 @pytest.mark.parametrize(("x1_batch", "x2_batch", "kernel_batch"), [((), (), ()), ((2,), (2,), ()), ((2,), (), ()), ((), (), (3,))])
-def test_ard_rbf_blocked_inference_path_matches_brute_force(x1_batch, x2_batch, kernel_batch, n2):
+def test_ard_rbf_blocked_inference_path_matches_brute_force(x1_batch, x2_batch, kernel_batch, n2, channel_major):
     """Without autograd, blocks of n1 >= FUSED_MIN_ROWS are filled BLOCK_ROWS rows at a time
     (a last, partial block here) with the arithmetic of the fused distance, exp(-d^2/2) as
     exp2, and from TRANSPOSED_MIN_COLS columns on stored transposed (n2 = 2 and 6 cover both
-    layouts). float64: the brute force to 1e-12, and the values of the autograd path up to
+    layouts); a channel-major x1 is scaled in (D, rows) blocks (both input layouts tested). float64: the brute force to 1e-12, and the values of the autograd path up to
     GEMM blocking and the exp/exp2 rounding (1e-13); broadcast batch shapes of x1, x2 and the
     kernel give the same shapes."""
     assert 2 < ARDRBFKernel.TRANSPOSED_MIN_COLS <= 6
@@ -93,6 +94,9 @@ def test_ard_rbf_blocked_inference_path_matches_brute_force(x1_batch, x2_batch, 
     n1 = ARDRBFKernel.FUSED_MIN_ROWS + 7
     x1 = torch.randn(*x1_batch, n1, 5, generator=g, dtype=torch.float64)
     x2 = torch.randn(*x2_batch, n2, 5, generator=g, dtype=torch.float64)
+    if channel_major:  # a (..., D, n1) feature map seen as (..., n1, D), as the segmentation head passes it
+        x1 = x1.mT.contiguous().mT
+        assert x1.stride(-2) == 1
     k = ARDRBFKernel(5, batch_shape=torch.Size(kernel_batch)).double()
     k.BLOCK_ROWS = 1000
     with torch.no_grad():

@@ -78,6 +78,22 @@ def test_pixel_features_are_l2_normalized_features_and_normalized_image():
     torch.testing.assert_close(x[:, D_FEAT:], normalize_image(image))
 
 
+@pytest.mark.parametrize("same_size", [False, True])
+def test_pixel_features_inference_buffer_equals_the_autograd_path(same_size):
+    """Without autograd the upsampled features and the image are written into one buffer;
+    the values are those of the differentiable path (upsample + concatenate) bit for bit,
+    for a batch of 2 (whose channel slices of the buffer are not contiguous)."""
+    head = GPSegHead(D_FEAT, SMALL_GP)
+    torch.manual_seed(3)
+    features = torch.randn(2, D_FEAT, 6, 7) * 3
+    image = torch.rand(2, 3, 6, 7) if same_size else torch.rand(2, 3, 23, 29)
+    with torch.no_grad():
+        fast = head.pixel_features(features, image)
+    slow = head.pixel_features(features.requires_grad_(True), image)
+    assert slow.requires_grad and not fast.requires_grad
+    assert torch.equal(fast, slow.detach())
+
+
 def test_gp_head_equals_direct_gp_layer_call():
     """The head's row-major flattening and click gathering agree with explicit indexing."""
     torch.manual_seed(0)
