@@ -4,7 +4,7 @@ For each model pair (``gpcis_<backbone>`` vs ``ritm_<backbone>``) a simulated se
 one real image (GrabCut's first image when ``../shared/datasets`` exists, else
 scikit-image's astronaut with a thresholded mask) runs clicks 1..K at a fixed input size
 and records each click's inputs; then every click of both models is timed ``--repeats``
-times in interleaved rounds after a warm-up, and the median is kept. Time is
+times in rounds of seeded random order after a warm-up, and the median is kept. Time is
 split into *backbone* (click maps + Conv1S + backbone) and *head* (GP head or 1x1 conv
 head, mean path, as at evaluation). On CUDA, CUDA events with synchronisation are used.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import sys
 import time
@@ -144,9 +145,12 @@ def time_sessions(
     """Median backbone / head time of clicks 1..num_clicks of each model's session.
 
     The sessions are recorded first (:func:`record_session`); then ``repeats`` rounds each
-    time every click of every model once, in order, so a slow phase of a shared machine
-    (host load on a GPU machine too) spreads over all clicks and both models of a pair
-    instead of landing on one click of one model.
+    time every click of every model once, in a new seeded random order per round, so a slow
+    phase of a shared machine (host load on a GPU machine too) spreads over all clicks and
+    both models of a pair instead of landing on one click of one model, and a drift within
+    a round (on the 2-core VM, back-to-back clicks of the same model slowed by 5-10% from
+    the first to the twentieth, RITM's identical backbone work included) is not tied to
+    the click number.
 
     Args:
         names: registry names, e.g. ``("ritm_resnet50", "gpcis_resnet50")``.
@@ -173,13 +177,16 @@ def time_sessions(
         for _ in range(warmup):
             run_head(sess.model, run_backbone(sess.model, batch, prev), batch)
     times = {(sess.name, k): ([], []) for sess in sessions for k in range(num_clicks)}
+    calls = [(sess, k) for sess in sessions for k in range(num_clicks)]
+    order = random.Random(0)
     for _ in range(repeats):
-        for sess in sessions:
-            for k, (batch, prev) in enumerate(sess.steps):
-                feats, t_bb = timed(lambda: run_backbone(sess.model, batch, prev))
-                _, t_hd = timed(lambda: run_head(sess.model, feats, batch))
-                times[(sess.name, k)][0].append(t_bb)
-                times[(sess.name, k)][1].append(t_hd)
+        order.shuffle(calls)  # a new order each round: a drift within a round is not tied to a click
+        for sess, k in calls:
+            batch, prev = sess.steps[k]
+            feats, t_bb = timed(lambda: run_backbone(sess.model, batch, prev))
+            _, t_hd = timed(lambda: run_head(sess.model, feats, batch))
+            times[(sess.name, k)][0].append(t_bb)
+            times[(sess.name, k)][1].append(t_hd)
     rows = []
     for sess in sessions:
         for k in range(num_clicks):
