@@ -127,9 +127,10 @@ class ARDRBFKernel(Kernel):
     BLOCK_ROWS = 4096
     #: ``n2`` from which :meth:`_rect_blocked` stores the matrix transposed, ``(n2, n1)`` in
     #: memory (returned as a transposed view): the GEMM then writes wide ``n2 x rows`` blocks
-    #: instead of skinny ``rows x n2`` ones (512^2 x 51, 1 thread: 5 clicks 13.0 -> 6.4 ms,
-    #: 20 clicks 12.2 -> 10.8 ms; 1 click 2.6 -> 2.7 ms, hence the threshold).
-    TRANSPOSED_MIN_COLS = 4
+    #: instead of skinny ``rows x n2`` ones (1 thread, 384^2 x 51 channel-major: 2 clicks
+    #: 22.8 -> 7.5 ms, 3 clicks 23.4 -> 8.2 ms; 512^2: 5 clicks 13.0 -> 6.4 ms, 20 clicks
+    #: 12.2 -> 10.8 ms; one click 6.8 -> 7.2 ms, hence the threshold).
+    TRANSPOSED_MIN_COLS = 2
 
     def _rect_blocked(self, x1: Tensor, x2: Tensor) -> Tensor:
         r"""Kernel matrix ``(..., n1, n2)`` without autograd, ``BLOCK_ROWS`` rows at a time.
