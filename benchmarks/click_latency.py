@@ -147,10 +147,9 @@ def time_sessions(
     The sessions are recorded first (:func:`record_session`); then ``repeats`` rounds each
     time every click of every model once, in a new seeded random order per round, so a slow
     phase of a shared machine (host load on a GPU machine too) spreads over all clicks and
-    both models of a pair instead of landing on one click of one model, and a drift within
-    a round (on the 2-core VM, back-to-back clicks of the same model slowed by 5-10% from
-    the first to the twentieth, RITM's identical backbone work included) is not tied to
-    the click number.
+    both models of a pair instead of landing on one click of one model, and no drift within
+    a round can be tied to the click number. (The backbone time of either model grows a
+    little with the clicks, as it includes drawing the click maps, one disk per click.)
 
     Args:
         names: registry names, e.g. ``("ritm_resnet50", "gpcis_resnet50")``.
