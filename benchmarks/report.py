@@ -53,8 +53,9 @@ def _meta(data: Any, path: Path) -> str:
     # beside its results names the machine
     for folder in (path.parent, path.parent.parent):
         device = folder / "device.txt"
-        if device.is_file() and device.read_text().strip():
-            return f"machine: {device.read_text().strip()}; file written {mtime}"
+        machine = device.read_text().strip() if device.is_file() else ""
+        if machine:
+            return f"machine: {machine}; file written {mtime}"
     return f"file {path.name}, written {mtime} (machine not recorded in the JSON)"
 
 

@@ -32,6 +32,13 @@ def LogPositive() -> Positive:
     return Positive(transform=torch.exp, inv_transform=torch.log)
 
 
+def block_rows(n: int, cpu_rows: int, device: torch.device) -> int:
+    """Rows per block of a blocked no-grad loop over ``n`` rows: ``cpu_rows`` on the CPU
+    (the block's temporaries stay in cache), all ``n`` (at least 1) in one block elsewhere
+    (on a GPU each block costs kernel launches, which outweigh the arithmetic)."""
+    return max(min(cpu_rows, n) if device.type == "cpu" else n, 1)
+
+
 class ARDRBFKernel(Kernel):
     r"""ARD squared-exponential kernel with amplitude and precisions in log space.
 
@@ -173,7 +180,7 @@ class ARDRBFKernel(Kernel):
         else:
             out = x1.new_empty(bf, n1, n2)
             b_aug = b_aug.mT.contiguous()  # (Bf, d+1, n2)
-        rows = min(self.BLOCK_ROWS, n1) if x1.device.type == "cpu" else n1
+        rows = block_rows(n1, self.BLOCK_ROWS, x1.device)
         # Channel-major x1 (a feature map (B, D, H, W) seen as (B, HW, D), as the segmentation
         # head passes it) is scaled in (D, rows) blocks: reading it row by row is 4x slower
         # (384^2 x 51, one thread: 16.6 vs 3.8 ms at one click).

@@ -30,7 +30,7 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 from linear_operator.utils.warnings import NumericalWarning
 from torch import Tensor
 
-from gpcis.gp.kernels import FourierFeatureKernel
+from gpcis.gp.kernels import FourierFeatureKernel, block_rows
 
 __all__ = [
     "click_gram_cholesky",
@@ -174,7 +174,7 @@ def prior_path(rff: FourierFeatureKernel, x: Tensor, w: Tensor) -> Tensor:
         # matmul). On a GPU one block: each block costs kernel launches, and a 384^2 image
         # in 8192-row blocks spent more time launching than computing.
         b, m, _ = x.shape
-        rows = _ROW_BLOCK if x.device.type == "cpu" else max(m, 1)
+        rows = block_rows(m, _ROW_BLOCK, x.device)
         out = x.new_empty(b, m, w_bls.shape[-1])
         for i in range(0, m, rows):
             out[:, i : i + rows] = torch.bmm(rff.cos_features(x[:, i : i + rows]), w_bls)
@@ -327,7 +327,7 @@ def predictive_variance(
     k_n_star = k_star_n.mT  # (B, N, M), a view in either memory layout
     m = x_test.shape[-2]
     var = prior_var.to(dtype).clone()
-    cols = _VAR_BLOCK if x_test.device.type == "cpu" else max(m, 1)
+    cols = block_rows(m, _VAR_BLOCK, x_test.device)
     for i in range(0, m, cols):
         # columns of z are L^{-1} k_{n*}: one (N, N) x (N, cols) GEMM instead of an (N, cols) solve
         z = torch.matmul(l_inv, k_n_star[..., i : i + cols].to(dtype))

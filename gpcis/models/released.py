@@ -1,10 +1,11 @@
 """Released model weights: checkpoints shipped inside the package, found by model name.
 
 A released checkpoint is an ordinary file written by :func:`gpcis.models.save_checkpoint`
-(weights only; the shipped ``gpcis_efflite0_coco.pt`` is float32), stored in the package folder ``gpcis/models/weights/`` under the file
-name given by :data:`RELEASED_MODELS`; ``docs/model_card.md`` describes each file (data,
-training recipe, scores). An install may lack a file (e.g. a checkout without it): every
-function here says so clearly instead of failing later.
+(weights only; the shipped ``gpcis_efflite0_coco.pt`` is float32), stored in the package
+folder ``gpcis/models/weights/`` under the file name given by :data:`RELEASED_MODELS`;
+``docs/model_card.md`` describes each file (data, training recipe, scores). An install may
+lack a file (e.g. a checkout without it): every function here says so clearly instead of
+failing later.
 
 >>> from gpcis.models import create_model
 >>> model = create_model("gpcis_efflite0", pretrained_checkpoint=True)   # doctest: +SKIP

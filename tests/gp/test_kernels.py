@@ -235,3 +235,12 @@ def test_unknown_rff_mode_and_missing_base_kernel_are_errors():
         FourierFeatureKernel(4, 2, mode="bogus")
     with pytest.raises(ValueError, match="base_kernel"):
         FourierFeatureKernel(4, 2, mode="spectral")
+
+
+def test_block_rows_blocks_on_the_cpu_and_takes_everything_at_once_elsewhere():
+    from gpcis.gp.kernels import block_rows
+
+    cpu, gpu = torch.device("cpu"), torch.device("meta")  # any non-CPU device type
+    assert block_rows(10**6, 8192, cpu) == 8192 and block_rows(100, 8192, cpu) == 100
+    assert block_rows(10**6, 8192, gpu) == 10**6
+    assert block_rows(0, 8192, cpu) == 1 and block_rows(0, 8192, gpu) == 1  # a valid range() step
