@@ -6,13 +6,15 @@ scikit-image's astronaut with a thresholded mask) runs clicks 1..K at a fixed in
 and records each click's inputs; then every click of both models is timed ``--repeats``
 times in rounds of seeded random order after a warm-up, and the median is kept. Time is
 split into *backbone* (click maps + Conv1S + backbone) and *head* (GP head or 1x1 conv
-head, mean path, as at evaluation). On CUDA, CUDA events with synchronisation are used.
+head, mean path, as at evaluation). On CUDA, CUDA events with synchronisation are used;
+``--cuda-graphs`` runs both models' heads through CUDA graphs
+(:mod:`gpcis.models.cuda_graph`), each click's graph captured during the warm-up.
 
 Usage::
 
     python benchmarks/click_latency.py [--quick] [--device cpu|cuda] [--size 384]
         [--clicks 20] [--repeats 3] [--backbones resnet50,hrnet18s,segformer_b0,efflite0]
-        [--out runs/bench/click_latency]
+        [--cuda-graphs] [--out runs/bench/click_latency]
 
 Writes ``OUT/click_latency.json`` (rows ``{"model", "backbone", "click", "backbone_ms",
 "head_ms", "total_ms"}`` plus a ``summary``) and ``OUT/click_latency.png`` (log-scale
@@ -141,6 +143,7 @@ def time_sessions(
     device: torch.device,
     warmup: int = 1,
     profile_to: dict[str, Path] | None = None,
+    cuda_graphs: bool = False,
 ) -> list[ClickTiming]:
     """Median backbone / head time of clicks 1..num_clicks of each model's session.
 
@@ -158,23 +161,35 @@ def time_sessions(
         profile_to: model name -> text file: the head at the last click is run once more
             under ``torch.profiler`` and its operator table (sorted by device or CPU time)
             is written there.
+        cuda_graphs: run the heads through CUDA graphs (``model.enable_cuda_graphs()``);
+            the warm-up then also runs every click ``capture_after`` times, so that each
+            click's graph is captured before the timing.
     """
     timed = _timer(device)
     img = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
     size = tuple(img.shape[-2:])
     sessions = [record_session(n, img, gt, num_clicks, device) for n in names]
+    if cuda_graphs:
+        for sess in sessions:
+            sess.model.enable_cuda_graphs()
 
     def run_backbone(model, batch, prev):
         maps = model.encode_clicks(batch, prev, size)
         return model.backbone(normalize_image(img), model.click_encoder(maps))
 
     def run_head(model, feats, batch):
-        return model.head(feats, img, batch, num_samples=0, return_std=False)
+        return model.run_head(feats, img, batch, num_samples=0, return_std=False)
 
     for sess in sessions:
         batch, prev = sess.steps[0]
         for _ in range(warmup):
             run_head(sess.model, run_backbone(sess.model, batch, prev), batch)
+        graphs = sess.model.cuda_graphs
+        if graphs is not None:  # capture each click's graph (one per padded click count) before timing
+            for batch, prev in sess.steps:
+                feats = run_backbone(sess.model, batch, prev)
+                for _ in range(graphs.capture_after):
+                    run_head(sess.model, feats, batch)
     times = {(sess.name, k): ([], []) for sess in sessions for k in range(num_clicks)}
     calls = [(sess, k) for sess in sessions for k in range(num_clicks)]
     order = random.Random(0)
@@ -294,6 +309,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before click 1")
     p.add_argument("--profile", action="store_true", help="write the GP head's profiler table at the last click")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="run the heads through CUDA graphs (gpcis.models.cuda_graph; --device cuda only)")
     p.add_argument("--backbones", default="resnet50,hrnet18s,segformer_b0,efflite0")
     p.add_argument("--out", default="runs/bench/click_latency")
     args = p.parse_args(argv)
@@ -302,13 +319,16 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda given but CUDA is not available")
+    if args.cuda_graphs and device.type != "cuda":
+        p.error("--cuda-graphs needs --device cuda")
     image, gt, image_name = load_image(args.size)
     out = Path(args.out)
     rows: list[ClickTiming] = []
     for bb in [b.strip() for b in args.backbones.split(",") if b.strip()]:
         names = (f"ritm_{bb}", f"gpcis_{bb}")
         prof = {names[1]: out / f"profile_{names[1]}.txt"} if args.profile else None
-        rows += time_sessions(names, image, gt, args.clicks, args.repeats, device, args.warmup, prof)
+        rows += time_sessions(names, image, gt, args.clicks, args.repeats, device, args.warmup, prof,
+                              cuda_graphs=args.cuda_graphs)
     summary = summarize(rows)
     header = f"{'model':22s} {'click':>5s} {'backbone ms':>12s} {'head ms':>9s} {'total ms':>9s}"
     print(header)
@@ -328,6 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
         "image": image_name,
         "repeats": args.repeats,
         "warmup": args.warmup,
+        "cuda_graphs": bool(args.cuda_graphs),
         "rows": [dict(r.__dict__, total_ms=r.total_ms) for r in rows],
         "summary": summary,
     }

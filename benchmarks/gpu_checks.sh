@@ -4,12 +4,12 @@
 # training throughput of the efflite0 pair.
 # Results go to ${OUT:-runs/bench/gpu} (JSON, PNG, logs); collect them with
 #   python benchmarks/report.py --runs <that folder's parent> --out docs/benchmarks.md
-# Usage (repository root):  bash benchmarks/gpu_checks.sh [STEP ...]   (default: 1 2 3 4)
+# Usage (repository root):  bash benchmarks/gpu_checks.sh [STEP ...]   (default: 1 2 3 4 5)
 # The machine needs torch, gpytorch, linear-operator, timm, opencv, scikit-image and botorch
 # importable (the project's device machines have torch preinstalled; the others travel as
 # wheels, see /work/.library/device/README.md) and gpcis on PYTHONPATH (the repo root).
 set -u
-STEPS=" ${*:-1 2 3 4} "
+STEPS=" ${*:-1 2 3 4 5} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 OUT=${OUT:-runs/bench/gpu}
 mkdir -p "$OUT"
@@ -50,4 +50,8 @@ steps = int(b["step"]) - int(a["step"])
 print(f"{sys.argv[2]}: {28 * steps / (float(b['elapsed_s']) - float(a['elapsed_s'])):.1f} images/s (AMP, batch 28, 256x256, steps {a['step']}-{b['step']})")
 PYEOF
 done
+# 5. per-click latency as in 3 with both models' heads through CUDA graphs (gpcis.models.cuda_graph)
+want 5 && timeout 180 $PY benchmarks/click_latency.py --device cuda --repeats 30 --warmup 10 --cuda-graphs \
+    --out "$OUT/click_latency_graphs" 2>&1 | tail -n 30 \
+    | tee "$OUT/click_latency_graphs.log"
 echo "done: $OUT"

@@ -121,7 +121,8 @@ def section_click_latency(path: Path, assets: Path, png_name: str = "click_laten
     clicks = sorted({r["click"] for r in rows})
     show = [c for c in clicks if c in (1, 5, 10, 20, 50, 100)] or clicks
     lines = ["## Per-click latency (`benchmarks/click_latency.py`; paper Fig. S1)", "",
-             _meta(data, path) + f"; input {data.get('size', '?')}x{data.get('size', '?')}, image {data.get('image', '?')}", "",
+             _meta(data, path) + f"; input {data.get('size', '?')}x{data.get('size', '?')}, image {data.get('image', '?')}"
+             + ("; heads through CUDA graphs (`--cuda-graphs`)" if data.get("cuda_graphs") else ""), "",
              "| model | " + " | ".join(f"click {c} (backbone + head ms)" for c in show) + " |",
              "|---|" + "---:|" * len(show)]
     for model in dict.fromkeys(r["model"] for r in rows):

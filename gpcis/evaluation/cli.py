@@ -81,6 +81,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "refinement, gpcis.baselines.refine; models only)")
     p.add_argument("--flip", action="store_true",
                    help="test-time horizontal flip, averaged (RITM's with_flip; twice the work; models only)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="run the model's head through CUDA graphs (gpcis.models.cuda_graph; CUDA devices only)")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="first N images of each data set")
     p.add_argument("--out", type=Path, default=Path("eval_out"), metavar="DIR", help="output folder")
     p.add_argument("--device", default=None, help="torch device for models (default: cuda if available, else cpu)")
@@ -128,9 +130,9 @@ def resolve_datasets(names: str, data_root: Optional[Path]) -> list[tuple[str, P
 def _build_method(args: argparse.Namespace):
     if args.method is not None:
         if (args.gp_stride is not None or args.zoom_size is not None or args.whole_image_size is not None
-                or args.refine or args.flip):
-            raise ValueError("--gp-stride, --zoom-size, --whole-image-size, --refine and --flip apply to a "
-                             "--checkpoint, not to --method")
+                or args.refine or args.flip or args.cuda_graphs):
+            raise ValueError("--gp-stride, --zoom-size, --whole-image-size, --refine, --flip and --cuda-graphs "
+                             "apply to a --checkpoint, not to --method")
         from gpcis.baselines import create_method
 
         return create_method(args.method), args.label or args.method
@@ -151,7 +153,7 @@ def _build_method(args: argparse.Namespace):
 
     refine = GrabCutRefineConfig() if args.refine else None
     pred = Predictor(model, device=device, zoom_in=args.zoom_in, thresh=args.thresh, zoom=zoom, with_std=False,
-                     refine=refine, flip=args.flip)
+                     refine=refine, flip=args.flip, cuda_graphs=args.cuda_graphs)
     return pred, args.label or (args.model or Path(args.checkpoint).stem)
 
 

@@ -8,6 +8,7 @@ from gpcis.gp.kernels import ARDRBFKernel, FourierFeatureKernel, LogPositive
 from gpcis.gp.losses import vi_loss
 from gpcis.gp.pathwise import (
     click_gram_cholesky,
+    click_gram_cholesky_ex,
     pathwise_posterior,
     predictive_variance,
     prior_path,
@@ -28,6 +29,7 @@ __all__ = [
     "WeightPrior",
     "check_gp_inputs",
     "click_gram_cholesky",
+    "click_gram_cholesky_ex",
     "pathwise_posterior",
     "predictive_variance",
     "prior_path",

@@ -19,7 +19,13 @@ from torch import Tensor, nn
 
 from gpcis.gp.kernels import ARDRBFKernel, FourierFeatureKernel
 from gpcis.gp.losses import vi_loss
-from gpcis.gp.pathwise import click_gram_cholesky, predictive_variance, prior_path, update_path
+from gpcis.gp.pathwise import (
+    click_gram_cholesky,
+    click_gram_cholesky_ex,
+    predictive_variance,
+    prior_path,
+    update_path,
+)
 from gpcis.gp.variational import AmortizedClickPosterior
 from gpcis.gp.weights import WeightPrior
 
@@ -92,6 +98,8 @@ class GPHeadOutput:
         vi_loss: scalar L_VI (Eq. S1), or ``None`` when not computed (inference: eval
             mode under ``torch.no_grad``, or ``compute_vi_loss=False``).
         click_mean: ``(B, N)`` ``m_xi`` at the clicks (0 at padding).
+        cholesky_info: ``(B,)`` int ``info`` of the click system's Cholesky factorisation
+            (0: success) from a ``sync_free`` call, else ``None``.
     """
 
     mean: Tensor
@@ -99,12 +107,23 @@ class GPHeadOutput:
     variance: Optional[Tensor]
     vi_loss: Optional[Tensor]
     click_mean: Tensor
+    cholesky_info: Optional[Tensor] = None
 
 
 def check_gp_inputs(
-    x_test: Tensor, x_click: Tensor, labels: Tensor, valid: Tensor, in_dim: Optional[int] = None
+    x_test: Tensor,
+    x_click: Tensor,
+    labels: Tensor,
+    valid: Tensor,
+    in_dim: Optional[int] = None,
+    check_values: bool = True,
 ) -> Tensor:
-    """Validate the GP head's inputs; return labels mapped to {-1, +1}.
+    """Validate the GP head's inputs; return labels mapped to {-1, +1} (0 at padding).
+
+    Args:
+        check_values: also check the values (finite inputs, labels in {-1, +1} or {0, 1});
+            this reads one result back from the device. ``False`` checks shapes and dtypes
+            only and takes the labels to be +-1 already (a ``sync_free`` call).
 
     Raises:
         ValueError: naming the offending argument (shape, dtype, non-finite values,
@@ -130,6 +149,8 @@ def check_gp_inputs(
         raise ValueError(f"valid must be a bool tensor, got {valid.dtype}")
     if not isinstance(labels, Tensor) or labels.shape != (b, n):
         raise ValueError(f"labels must have shape ({b}, {n}), got {tuple(getattr(labels, 'shape', ()))}")
+    if not check_values:
+        return labels.to(x_test.dtype) * valid.to(x_test.dtype)
     lab = torch.where(valid, labels.to(x_test.dtype), 1.0)  # padded clicks: a neutral label
     # every value check in one device-to-host transfer (one GPU sync instead of five); a sum is
     # finite iff every entry is, except for overflow: then the inputs are checked element-wise
@@ -206,6 +227,7 @@ class GPHead(nn.Module):
         return_variance: bool = False,
         generator: Optional[torch.Generator] = None,
         compute_vi_loss: Optional[bool] = None,
+        sync_free: bool = False,
     ) -> GPHeadOutput:
         """Classify test points from clicks.
 
@@ -221,6 +243,12 @@ class GPHead(nn.Module):
                 on, i.e. in training mode or with gradients enabled; skipped at inference
                 (eval mode under ``torch.no_grad``), where it would cost ~120 small tensor
                 operations, a fifth of the head's kernel launches on a GPU.
+            sync_free: never read a result back to the host, so that the call can be captured
+                in a CUDA graph: the input values are not checked (labels must be +-1 at
+                valid clicks), the click system is factorised without the jitter escalation
+                (:func:`~gpcis.gp.pathwise.click_gram_cholesky_ex`) and the output's
+                ``cholesky_info`` says whether that worked; where it did, the result equals
+                the default call's. Not with ``compute_vi_loss``.
 
         Returns:
             :class:`GPHeadOutput` in float32 for float16/bfloat16 inputs, else in the
@@ -237,8 +265,9 @@ class GPHead(nn.Module):
         if torch.is_autocast_enabled(device_type) or x_test.dtype in _LOW_PRECISION or x_click.dtype in _LOW_PRECISION:
             with torch.autocast(device_type, enabled=False):
                 return self._forward(_upcast(x_test), _upcast(x_click), labels, valid, num_samples,
-                                     return_variance, generator, compute_vi_loss)
-        return self._forward(x_test, x_click, labels, valid, num_samples, return_variance, generator, compute_vi_loss)
+                                     return_variance, generator, compute_vi_loss, sync_free)
+        return self._forward(x_test, x_click, labels, valid, num_samples, return_variance, generator,
+                             compute_vi_loss, sync_free)
 
     def _forward(
         self,
@@ -250,10 +279,13 @@ class GPHead(nn.Module):
         return_variance: bool,
         generator: Optional[torch.Generator],
         compute_vi_loss: bool,
+        sync_free: bool,
     ) -> GPHeadOutput:
-        labels = check_gp_inputs(x_test, x_click, labels, valid, self.in_dim)
+        labels = check_gp_inputs(x_test, x_click, labels, valid, self.in_dim, check_values=not sync_free)
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        if sync_free and compute_vi_loss:
+            raise ValueError("sync_free=True is for inference: it cannot compute L_VI (compute_vi_loss=False)")
         cfg = self.config
         b, m, _ = x_test.shape
         n = x_click.shape[1]
@@ -274,13 +306,17 @@ class GPHead(nn.Module):
         else:
             w, f_click = w_mean, f_mean
 
-        out = x_test.new_zeros(w.shape[0], b, m)
-        prior_click = x_click.new_zeros(w.shape[0], b, n)
         if cfg.use_prior_path:
-            out = out + prior_path(self.rff, x_test, w)
-            if n:
-                prior_click = prior_path(self.rff, x_click, w)
-        chol = click_gram_cholesky(self.kernel, x_click, valid, noise) if n else None
+            out = prior_path(self.rff, x_test, w)
+            prior_click = prior_path(self.rff, x_click, w) if n else x_click.new_zeros(w.shape[0], b, n)
+        else:
+            out = x_test.new_zeros(w.shape[0], b, m)
+            prior_click = x_click.new_zeros(w.shape[0], b, n)
+        chol, info = None, None
+        if sync_free:  # also for N = 0: info is then (B,) zeros
+            chol, info = click_gram_cholesky_ex(self.kernel, x_click, valid, noise)
+        elif n:
+            chol = click_gram_cholesky(self.kernel, x_click, valid, noise)
         k_star_n = self.kernel(x_test, x_click).to_dense() if n and (cfg.use_update_path or return_variance) else None
         if cfg.use_update_path and n:
             out = out + update_path(
@@ -306,4 +342,5 @@ class GPHead(nn.Module):
             variance=variance,
             vi_loss=loss,
             click_mean=click_mean,
+            cholesky_info=info,
         )

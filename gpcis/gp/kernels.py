@@ -107,23 +107,28 @@ class ARDRBFKernel(Kernel):
     def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor:
         """Kernel matrix ``(..., n1, n2)``, or its diagonal ``(..., n1)`` when ``diag``.
 
-        Large rectangular blocks (``n1 >= FUSED_MIN_ROWS``, e.g. every pixel against the
-        clicks) use :meth:`_sq_dist_rect`, which touches the ``n1 x D`` inputs three times
-        instead of GPyTorch's ``covar_dist`` (centre, square, concatenate: about seven
-        passes); everything else goes through ``covar_dist``.
+        Large rectangular blocks without autograd (``n1 >= FUSED_MIN_ROWS``, e.g. every
+        pixel against the clicks) use :meth:`_rect_blocked`; everything else the centred
+        expansion :meth:`_sq_dist_rect` (with an exact zero diagonal when ``x1 is x2``).
+        No path synchronises with the device: GPyTorch's ``covar_dist`` compares ``x1`` and
+        ``x2`` with ``torch.equal``, a host round trip on a GPU that a CUDA graph cannot
+        capture, so it is not used.
         """
-        if diag and x1 is x2:  # stationary: k(x, x) = eta0 at every point
-            scale = self.outputscale.unsqueeze(-1)
-            return scale.expand(*torch.broadcast_shapes(scale.shape[:-1], x1.shape[:-2]), x1.shape[-2])
         scale = self.outputscale
-        scale = scale.unsqueeze(-1) if diag else scale.unsqueeze(-1).unsqueeze(-1)
-        if not diag and x1.shape[-2] >= self.FUSED_MIN_ROWS and x1 is not x2:
+        if diag:
+            if x1 is x2:  # stationary: k(x, x) = eta0 at every point
+                scale = scale.unsqueeze(-1)
+                return scale.expand(*torch.broadcast_shapes(scale.shape[:-1], x1.shape[:-2]), x1.shape[-2])
+            sq = self.scale_inputs(x1 - x2).square().sum(-1)
+            return scale.unsqueeze(-1) * torch.exp(-0.5 * sq)
+        scale = scale.unsqueeze(-1).unsqueeze(-1)
+        if x1.shape[-2] >= self.FUSED_MIN_ROWS and x1 is not x2:
             if not torch.is_grad_enabled() or not any(t.requires_grad for t in (x1, x2, *self.parameters())):
                 return self._rect_blocked(x1, x2)
-            return scale * torch.exp(-0.5 * self._sq_dist_rect(x1, x2))
-        x1_ = self.scale_inputs(x1)
-        x2_ = self.scale_inputs(x2)
-        sq = self.covar_dist(x1_, x2_, square_dist=True, diag=diag, **params)
+        sq = self._sq_dist_rect(x1, x2)
+        if x1 is x2:  # d(x, x) = 0 exactly, not the expansion's rounding error
+            n = x1.shape[-2]
+            sq = sq.masked_fill(torch.eye(n, dtype=torch.bool, device=sq.device), 0.0)
         return scale * torch.exp(-0.5 * sq)
 
     #: ``n1`` from which :meth:`forward` uses :meth:`_sq_dist_rect` / :meth:`_rect_blocked`.
@@ -187,13 +192,13 @@ class ARDRBFKernel(Kernel):
         channel_major = n1 > 1 and x1_f.stride(-2) == 1 and x1_f.stride(-1) != 1
         if channel_major:
             a_buf = x1.new_empty(bf, d + 1, rows)  # columns [a; 1]
-            a_buf[:, d] = 1.0
+            a_buf[:, d].fill_(1.0)
             sq_tmp = x1.new_empty(bf, d, rows)
             sq_buf = x1.new_empty(bf, 1, rows)
             shift_t, root_t = shift.mT, root_f.mT  # (Bf, d, 1)
         else:
             a_buf = x1.new_empty(bf, rows, d + 1)  # rows [a, 1]
-            a_buf[..., d] = 1.0
+            a_buf[..., d].fill_(1.0)
             sq_buf = x1.new_empty(bf, rows, 1)
         for i in range(0, n1, rows):
             r = min(rows, n1 - i)

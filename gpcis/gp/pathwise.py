@@ -34,6 +34,7 @@ from gpcis.gp.kernels import FourierFeatureKernel, block_rows
 
 __all__ = [
     "click_gram_cholesky",
+    "click_gram_cholesky_ex",
     "solve_clicks",
     "prior_path",
     "update_path",
@@ -53,6 +54,14 @@ _VAR_BLOCK = 16384
 
 def _dense(k) -> Tensor:
     return k.to_dense() if hasattr(k, "to_dense") else k
+
+
+def _click_system(kernel: Kernel, x_click: Tensor, valid: Tensor, noise: float, solve_dtype: torch.dtype) -> Tensor:
+    """``K_nn + noise I`` with the rows and columns of padded clicks replaced by the identity's."""
+    v = valid.to(solve_dtype)
+    k_nn = _dense(kernel(x_click)).to(solve_dtype)
+    k_nn = k_nn * v.unsqueeze(-1) * v.unsqueeze(-2)
+    return k_nn + torch.diag_embed(noise * v + (1.0 - v))
 
 
 def click_gram_cholesky(
@@ -79,21 +88,46 @@ def click_gram_cholesky(
     Returns:
         ``(B, N, N)`` lower-triangular factor in ``solve_dtype``.
     """
-    v = valid.to(solve_dtype)
-    k_nn = _dense(kernel(x_click)).to(solve_dtype)
-    k_nn = k_nn * v.unsqueeze(-1) * v.unsqueeze(-2)
-    diag = noise * v + (1.0 - v)
-    a = k_nn + torch.diag_embed(diag)
-    if a.shape[-1] == 0:
-        return a
+    if x_click.shape[-2] == 0:
+        return x_click.new_zeros(*valid.shape, 0, dtype=solve_dtype)
+    a = _click_system(kernel, x_click, valid, noise, solve_dtype)
     scale = a.diagonal(dim1=-2, dim2=-1).amax().clamp_min(1.0).item()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumericalWarning)
         return psd_safe_cholesky(a, jitter=jitter * scale, max_tries=max_tries)
 
 
+def click_gram_cholesky_ex(
+    kernel: Kernel,
+    x_click: Tensor,
+    valid: Tensor,
+    noise: float,
+    solve_dtype: torch.dtype = torch.float64,
+) -> tuple[Tensor, Tensor]:
+    """:func:`click_gram_cholesky` without host synchronisation (e.g. inside a CUDA graph).
+
+    The first try of :func:`click_gram_cholesky` (no jitter) and nothing else: the factor
+    equals that function's whenever it needs no jitter, and ``info`` says whether it did.
+    The factorisation runs per batch item (``torch.linalg.cholesky_ex`` of one matrix goes
+    to cuSOLVER on a GPU; batched calls may go to MAGMA, which is not graph-safe).
+
+    Returns:
+        ``(chol, info)``: the ``(B, N, N)`` factor in ``solve_dtype`` and ``(B,)`` int
+        ``info`` from ``torch.linalg.cholesky_ex`` (0: success; ``i > 0``: the leading
+        minor of order ``i`` is not positive definite, and ``chol`` is not usable).
+    """
+    if x_click.shape[-2] == 0:
+        return (x_click.new_zeros(*valid.shape, 0, dtype=solve_dtype),
+                torch.zeros(valid.shape[0], dtype=torch.int32, device=valid.device))
+    a = _click_system(kernel, x_click, valid, noise, solve_dtype)
+    factors = [torch.linalg.cholesky_ex(a[i]) for i in range(a.shape[0])]
+    return torch.stack([f.L for f in factors]), torch.stack([f.info for f in factors])
+
+
 def solve_clicks(chol: Tensor, rhs: Tensor) -> Tensor:
-    """``(K_nn + eps^2 I)^{-1} rhs`` from the Cholesky factor.
+    """``(K_nn + eps^2 I)^{-1} rhs`` from the Cholesky factor: two triangular solves
+    (``L^{-T} L^{-1} rhs``; the steps of ``torch.cholesky_solve``, which on a GPU may go
+    to MAGMA and cannot be captured in a CUDA graph).
 
     Args:
         chol: ``(B, N, N)`` factor from :func:`click_gram_cholesky`.
@@ -105,7 +139,8 @@ def solve_clicks(chol: Tensor, rhs: Tensor) -> Tensor:
     squeeze = rhs.dim() == 2
     r = rhs.unsqueeze(0) if squeeze else rhs  # (S, B, N)
     r = r.to(chol.dtype).permute(1, 2, 0)  # (B, N, S)
-    sol = torch.cholesky_solve(r, chol).permute(2, 0, 1)  # (S, B, N)
+    y = torch.linalg.solve_triangular(chol, r, upper=False)
+    sol = torch.linalg.solve_triangular(chol.mT, y, upper=True).permute(2, 0, 1)  # (S, B, N)
     return sol.squeeze(0) if squeeze else sol
 
 

@@ -37,18 +37,27 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalize_image(image: Tensor) -> Tensor:
+def normalize_image(image: Tensor, out: Tensor | None = None) -> Tensor:
     """ImageNet mean/std normalization.
+
+    Per channel with Python scalars, ``(image[:, c] - mean_c) / std_c``: no mean/std tensors
+    are copied to the device (a host-to-device copy cannot be captured in a CUDA graph).
 
     Args:
         image: ``(B, 3, H, W)`` float in [0, 1].
+        out: optional ``(B, 3, H, W)`` destination (e.g. a slice of a larger buffer); not
+            with autograd.
 
     Returns:
         ``(B, 3, H, W)`` ``(image - mean) / std`` per channel.
     """
-    mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-    return (image - mean) / std
+    channels = tuple(zip(IMAGENET_MEAN, IMAGENET_STD))
+    if out is None and torch.is_grad_enabled() and image.requires_grad:
+        return torch.stack([(image[:, c] - m) / s for c, (m, s) in enumerate(channels)], dim=1)
+    out = torch.empty_like(image) if out is None else out
+    for c, (m, s) in enumerate(channels):
+        torch.sub(image[:, c], m, out=out[:, c]).div_(s)
+    return out
 
 
 @dataclass
@@ -63,12 +72,16 @@ class HeadOutput:
             ``None`` (not asked for, or a head without uncertainty).
         samples: ``(S, B, 1, H, W)`` pathwise posterior samples of the latent function
             when ``num_samples > 0`` was drawn, else ``None``.
+        ok: from a ``sync_free`` call of the GP head, a 0-d bool tensor: ``True`` when the
+            result is valid (the click system was factorised without jitter and the
+            logits are finite); ``None`` otherwise (nothing to check).
     """
 
     logits: Tensor
     aux_loss: Tensor
     std: Tensor | None = None
     samples: Tensor | None = None
+    ok: Tensor | None = None
 
 
 def _upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -142,6 +155,7 @@ class SegHead(nn.Module):
         num_samples: int | None = None,
         return_std: bool = False,
         generator: torch.Generator | None = None,
+        sync_free: bool = False,
     ) -> HeadOutput:
         """Predict logits at the input resolution.
 
@@ -153,6 +167,9 @@ class SegHead(nn.Module):
                 head's default.
             return_std: also return the posterior standard deviation (GP head only).
             generator: random generator for the posterior samples (GP head only).
+            sync_free: never read a result back to the host (so the call can be captured in
+                a CUDA graph; :mod:`gpcis.models.cuda_graph`): inference only, clicks
+                already validated; the GP head then reports ``HeadOutput.ok``.
 
         Returns:
             :class:`HeadOutput` with ``logits`` of shape ``(B, 1, H, W)``.
@@ -183,6 +200,7 @@ class ConvHead(SegHead):
         num_samples: int | None = None,
         return_std: bool = False,
         generator: torch.Generator | None = None,
+        sync_free: bool = False,
     ) -> HeadOutput:
         logits = _upsample(self.classifier(features), tuple(image.shape[-2:]))
         return HeadOutput(logits=logits, aux_loss=features.new_zeros(()), std=None, samples=None)
@@ -270,7 +288,7 @@ class GPSegHead(SegHead):
             x[:, :d] = small
         else:  # the kernel F.interpolate(mode="bilinear", align_corners=False) runs, into x
             torch.ops.aten.upsample_bilinear2d.out(small, list(size), False, None, None, out=x[:, :d])
-        x[:, d:] = normalize_image(image)
+        normalize_image(image, out=x[:, d:])
         return x
 
     def grid_size(self, size: tuple[int, int]) -> tuple[int, int]:
@@ -302,6 +320,7 @@ class GPSegHead(SegHead):
         num_samples: int | None = None,
         return_std: bool = False,
         generator: torch.Generator | None = None,
+        sync_free: bool = False,
     ) -> HeadOutput:
         if num_samples is None:
             num_samples = 1 if self.training else 0
@@ -327,6 +346,8 @@ class GPSegHead(SegHead):
             num_samples=num_samples,
             return_variance=return_std,
             generator=generator,
+            compute_vi_loss=False if sync_free else None,
+            sync_free=sync_free,
         )
         size = (int(big_h), int(big_w))
         samples = None
@@ -344,4 +365,8 @@ class GPSegHead(SegHead):
             std = _upsample(out.variance.clamp_min(0).sqrt().reshape(b, 1, h, w), size)
         # L_VI only where it can be trained on (inference: 0, as the conv head's aux_loss)
         aux = self.vi_weight * out.vi_loss if out.vi_loss is not None else logits.new_zeros(())
-        return HeadOutput(logits=logits, aux_loss=aux, std=std, samples=samples)
+        ok = None
+        if sync_free:
+            assert out.cholesky_info is not None
+            ok = (out.cholesky_info == 0).all() & torch.isfinite(logits).all()
+        return HeadOutput(logits=logits, aux_loss=aux, std=std, samples=samples, ok=ok)

@@ -24,6 +24,7 @@ from gpcis.clicks import ClickBatch, disk_maps
 from gpcis.gp import GPHeadConfig
 from gpcis.models.backbones import create_backbone
 from gpcis.models.click_encoder import Conv1S
+from gpcis.models.cuda_graph import CUDAGraphHead
 from gpcis.models.heads import ConvHead, GPSegHead, HeadOutput, SegHead, check_stride, normalize_image
 
 __all__ = ["ModelConfig", "ModelOutput", "SegmentationModel"]
@@ -145,6 +146,45 @@ class SegmentationModel(nn.Module):
             )
         else:
             self.head = ConvHead(d)
+        self._graph_head: CUDAGraphHead | None = None
+
+    # ------------------------------------------------------------------ CUDA graphs
+    def enable_cuda_graphs(self, enabled: bool = True, click_bucket: int = 8, max_graphs: int = 4) -> None:
+        """Run the head through CUDA graphs at inference (:class:`~gpcis.models.cuda_graph.CUDAGraphHead`).
+
+        Used by :meth:`forward` / :meth:`run_head` for CUDA inputs in eval mode under
+        ``torch.no_grad`` without posterior samples; everything else runs eagerly as before.
+        The result equals the eager head's up to rounding (clicks are padded to a multiple
+        of ``click_bucket``; a click system that would need jitter is redone eagerly).
+        ``enabled=False`` drops the graphs. Settings read at capture (the head's
+        configuration, e.g. ``eval_noise``) are frozen in the graphs: after changing one,
+        call this again (:meth:`set_gp_stride` does so itself).
+        """
+        self._graph_head = CUDAGraphHead(self.head, click_bucket, max_graphs) if enabled else None
+
+    @property
+    def cuda_graphs(self) -> CUDAGraphHead | None:
+        """The head's :class:`~gpcis.models.cuda_graph.CUDAGraphHead`, or ``None`` (not enabled)."""
+        return self._graph_head
+
+    def run_head(
+        self,
+        features: Tensor,
+        image: Tensor,
+        clicks: ClickBatch,
+        num_samples: int | None = None,
+        return_std: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> HeadOutput:
+        """``self.head(...)``, through its CUDA graphs where they are enabled and apply."""
+        graphs = self._graph_head
+        if (
+            graphs is not None and features.is_cuda and not self.training and not torch.is_grad_enabled()
+            and not num_samples and generator is None
+        ):
+            return graphs(features, image, clicks, return_std=return_std)
+        return self.head(features, image, clicks, num_samples=num_samples, return_std=return_std,
+                         generator=generator)
 
     def set_gp_stride(self, stride: int) -> None:
         """Change the GP head's test-grid stride (it has no parameters, so any trained
@@ -157,6 +197,8 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"gp_stride applies to GP heads; this model has a {self.config.head!r} head")
         self.head.stride = check_stride(stride, "gp_stride")
         self.config.gp_stride = stride
+        if self._graph_head is not None:  # the graphs hold the old test grid
+            self._graph_head.clear()
 
     # ------------------------------------------------------------------ parameters
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
@@ -244,7 +286,6 @@ class SegmentationModel(nn.Module):
         maps = self.encode_clicks(clicks, prev_mask, size).to(image.dtype)
         side = self.click_encoder(maps)
         features = self.backbone(normalize_image(image), side)
-        out: HeadOutput = self.head(
-            features, image, clicks, num_samples=num_samples, return_std=return_std, generator=generator
-        )
+        out = self.run_head(features, image, clicks, num_samples=num_samples, return_std=return_std,
+                            generator=generator)
         return ModelOutput(logits=out.logits, aux_loss=out.aux_loss, std=out.std, samples=out.samples)

@@ -32,10 +32,19 @@ def _inputs(b=2, h=16, w=20, fh=4, fw=5):
 
 
 def test_normalize_image_matches_per_channel_formula():
-    image = torch.rand(1, 3, 4, 5)
+    image = torch.rand(2, 3, 4, 5)
     out = normalize_image(image)
-    for c in range(3):
-        torch.testing.assert_close(out[0, c], (image[0, c] - IMAGENET_MEAN[c]) / IMAGENET_STD[c])
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    # the same two IEEE operations per element as the broadcast formula: equal bit for bit
+    torch.testing.assert_close(out, (image - mean) / std, rtol=0, atol=0)
+    buf = torch.zeros(2, 5, 4, 5)  # into a slice of a larger buffer
+    assert normalize_image(image, out=buf[:, 2:]) is not None
+    torch.testing.assert_close(buf[:, 2:], out, rtol=0, atol=0)
+    assert (buf[:, :2] == 0).all()
+    leaf = image.clone().requires_grad_(True)  # autograd: out-of-place
+    normalize_image(leaf).sum().backward()
+    torch.testing.assert_close(leaf.grad, (1 / std).expand(2, 3, 4, 5))
 
 
 def test_gather_at_clicks_matches_loop():

@@ -1,0 +1,192 @@
+"""CUDA graphs of a segmentation head at inference.
+
+On a GPU the GP head is a few hundred small kernels (0.75 ms of kernel time at 384^2 on an
+H200) launched one by one from Python, which takes 3.5-4.7 ms: the GPU waits for the host.
+:class:`CUDAGraphHead` captures the head once per input shape into a CUDA graph and then
+replays it with one launch, so a click costs about the kernel time.
+
+What makes the head capturable is its ``sync_free`` mode (:meth:`SegHead.forward`): no
+value is read back to the host inside it, the click system is factorised without the
+jitter escalation, and the output carries a flag ``ok`` that is read after the replay.
+When the flag is false (a click system that needs jitter, non-finite features) the call is
+repeated eagerly, with the head's checks and jitter escalation, so the result is always the
+eager head's up to rounding.
+
+Clicks are padded to a multiple of ``click_bucket`` with ``valid = False`` (padding has
+exactly no effect on the GP head, see :mod:`gpcis.gp.pathwise`; the conv head ignores
+clicks), so clicks 1-8 share one graph, 9-16 the next, and so on.
+
+Example:
+    >>> model = gpcis.create_model("gpcis_resnet50").cuda().eval()
+    >>> model.enable_cuda_graphs()          # used by forward() under torch.no_grad on CUDA
+    >>> predictor = Predictor(model, cuda_graphs=True)   # the same, through the predictor
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Hashable, Optional
+
+import torch
+from torch import Tensor
+
+from gpcis.clicks import ClickBatch
+from gpcis.models.heads import HeadOutput, SegHead
+
+__all__ = ["CUDAGraphHead"]
+
+
+@dataclass
+class _Graph:
+    """One captured graph: its static inputs (written before each replay) and outputs."""
+
+    graph: Optional[torch.cuda.CUDAGraph]  # None: capture failed, run eagerly
+    features: Tensor
+    image: Tensor
+    clicks: ClickBatch
+    out: Optional[HeadOutput] = None
+
+    def load(self, features: Tensor, image: Tensor, clicks: ClickBatch) -> None:
+        self.features.copy_(features)
+        self.image.copy_(image)
+        n = clicks.max_clicks
+        st = self.clicks
+        st.coords.zero_()
+        st.labels.zero_()  # padding: label 0, valid False (ClickBatch's convention)
+        st.valid.fill_(False)
+        st.coords[:, :n].copy_(clicks.coords)
+        st.labels[:, :n].copy_(clicks.labels)
+        st.valid[:, :n].copy_(clicks.valid)
+
+
+class CUDAGraphHead:
+    """Run a segmentation head through CUDA graphs, one per input shape.
+
+    Args:
+        head: the model's head (:class:`~gpcis.models.heads.GPSegHead` or
+            :class:`~gpcis.models.heads.ConvHead`), on a CUDA device, in eval mode.
+        click_bucket: clicks are padded to a multiple of this (one graph per multiple).
+        max_graphs: graphs kept (least recently used ones are dropped); each holds the
+            head's intermediate buffers (about 0.2 GB at 384^2 for the GP head).
+        capture_after: a shape is captured at its ``capture_after``-th call; the calls
+            before run eagerly. With the predictor's zoom-in every crop can have another
+            shape, and a capture (tens of ms) only pays off for a shape that comes back.
+
+    Calls must run under ``torch.no_grad`` with the head in eval mode (what
+    :meth:`SegmentationModel.run_head <gpcis.models.model.SegmentationModel.run_head>`
+    checks before using it). The head's parameters may change in place (e.g.
+    ``load_state_dict``): the graphs read them at replay. If they are moved (``.to()``),
+    the graphs are dropped and captured again.
+    """
+
+    def __init__(self, head: SegHead, click_bucket: int = 8, max_graphs: int = 4, capture_after: int = 2) -> None:
+        if click_bucket < 1 or max_graphs < 1 or capture_after < 1:
+            raise ValueError(
+                f"click_bucket, max_graphs and capture_after must be >= 1, got {click_bucket}, "
+                f"{max_graphs}, {capture_after}"
+            )
+        self.head = head
+        self.click_bucket = int(click_bucket)
+        self.max_graphs = int(max_graphs)
+        self.capture_after = int(capture_after)
+        self._graphs: OrderedDict[Hashable, _Graph] = OrderedDict()
+        self._calls: Counter[Hashable] = Counter()
+        self._params: tuple[int, ...] = ()
+        #: calls answered by a graph replay / run eagerly (before capture, failed capture, ``ok`` false)
+        self.replays = 0
+        self.eager_calls = 0
+
+    def _param_ptrs(self) -> tuple[int, ...]:
+        return tuple(t.data_ptr() for t in (*self.head.parameters(), *self.head.buffers()))
+
+    def clear(self) -> None:
+        """Drop every captured graph (and the call counts)."""
+        self._graphs.clear()
+        self._calls.clear()
+
+    def _eager(self, features: Tensor, image: Tensor, clicks: ClickBatch, return_std: bool) -> HeadOutput:
+        self.eager_calls += 1
+        return self.head(features, image, clicks, num_samples=0, return_std=return_std)
+
+    def __call__(self, features: Tensor, image: Tensor, clicks: ClickBatch, return_std: bool = False) -> HeadOutput:
+        """The head's output for ``(features, image, clicks)`` (mean path, no samples).
+
+        Args:
+            features: ``(B, d, h, w)`` backbone features on a CUDA device.
+            image: ``(B, 3, H, W)`` image in [0, 1], same device.
+            clicks: clicks in pixels of the ``H x W`` image, same device, validated
+                (e.g. by the model's ``forward``).
+            return_std: also return the posterior std (GP head).
+
+        Returns:
+            :class:`~gpcis.models.heads.HeadOutput` with tensors of its own (not the
+            graph's buffers).
+        """
+        if not features.is_cuda:
+            raise ValueError(f"CUDAGraphHead needs CUDA tensors, got features on {features.device}")
+        if self.head.training or torch.is_grad_enabled():
+            raise RuntimeError("CUDAGraphHead is for inference: head.eval() and torch.no_grad()")
+        ptrs = self._param_ptrs()
+        if ptrs != self._params:  # parameters moved: every graph reads stale addresses
+            self.clear()
+            self._params = ptrs
+        n_pad = max(-(-clicks.max_clicks // self.click_bucket), 1) * self.click_bucket
+        key = (tuple(features.shape), features.dtype, tuple(image.shape), image.dtype, features.device,
+               n_pad, bool(return_std))
+        entry = self._graphs.get(key)
+        if entry is None:
+            self._calls[key] += 1
+            if self._calls[key] < self.capture_after:
+                return self._eager(features, image, clicks, return_std)
+            entry = self._capture(features, image, clicks, n_pad, return_std)
+            self._graphs[key] = entry
+            while len(self._graphs) > self.max_graphs:
+                self._graphs.popitem(last=False)
+        self._graphs.move_to_end(key)
+        if entry.graph is None or entry.out is None:
+            return self._eager(features, image, clicks, return_std)
+        entry.load(features, image, clicks)
+        entry.graph.replay()
+        out = entry.out
+        if out.ok is not None and not bool(out.ok):  # jitter needed / non-finite: the eager head decides
+            return self._eager(features, image, clicks, return_std)
+        self.replays += 1
+        return HeadOutput(
+            logits=out.logits.clone(),
+            aux_loss=out.aux_loss.clone(),
+            std=out.std.clone() if out.std is not None else None,
+        )
+
+    def _capture(self, features: Tensor, image: Tensor, clicks: ClickBatch, n_pad: int, return_std: bool) -> _Graph:
+        b, device = clicks.batch_size, features.device
+        static = ClickBatch(
+            torch.zeros(b, n_pad, 2, device=device),
+            torch.zeros(b, n_pad, device=device),
+            torch.zeros(b, n_pad, dtype=torch.bool, device=device),
+        )
+        entry = _Graph(None, torch.empty_like(features), torch.empty_like(image), static)
+        entry.load(features, image, clicks)
+
+        def run() -> HeadOutput:
+            return self.head(entry.features, entry.image, entry.clicks, num_samples=0, return_std=return_std,
+                             sync_free=True)
+
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up off the capture: library handles, workspaces
+                for _ in range(2):
+                    run()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                entry.out = run()
+            entry.graph = graph
+        except RuntimeError as err:  # an operation that cannot be captured: stay eager for this shape
+            torch.cuda.synchronize(device)
+            warnings.warn(f"CUDA graph capture of {type(self.head).__name__} failed, running eagerly: {err}",
+                          RuntimeWarning, stacklevel=3)
+            entry.graph, entry.out = None, None
+        return entry
