@@ -122,7 +122,7 @@ def section_click_latency(path: Path, assets: Path, png_name: str = "click_laten
     show = [c for c in clicks if c in (1, 5, 10, 20, 50, 100)] or clicks
     lines = ["## Per-click latency (`benchmarks/click_latency.py`; paper Fig. S1)", "",
              _meta(data, path) + f"; input {data.get('size', '?')}x{data.get('size', '?')}, image {data.get('image', '?')}"
-             + ("; heads through CUDA graphs (`--cuda-graphs`)" if data.get("cuda_graphs") else ""), "",
+             + ("; GP heads through CUDA graphs (`--cuda-graphs`; conv heads eager)" if data.get("cuda_graphs") else ""), "",
              "| model | " + " | ".join(f"click {c} (backbone + head ms)" for c in show) + " |",
              "|---|" + "---:|" * len(show)]
     for model in dict.fromkeys(r["model"] for r in rows):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,12 @@ import torch
 
 # The machine has 2 cores; keep every test single-threaded and deterministic.
 torch.set_num_threads(int(os.environ.get("GPCIS_TEST_THREADS", "1")))
+
+# Without CUDA, Triton kernels (gpcis.gp.fused) can only run in Triton's interpreter, which
+# must be switched on before triton is imported (gpcis imports it); the library itself
+# calls the kernel only for CUDA tensors, so this affects only tests that call it directly.
+if not torch.cuda.is_available() and "triton" not in sys.modules:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("GPCIS_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))

@@ -14,6 +14,7 @@ from gpcis.gp.pathwise import (
     prior_path,
     solve_clicks,
     update_path,
+    update_weights,
 )
 from gpcis.gp.variational import AmortizedClickPosterior
 from gpcis.gp.weights import WeightPrior
@@ -35,5 +36,6 @@ __all__ = [
     "prior_path",
     "solve_clicks",
     "update_path",
+    "update_weights",
     "vi_loss",
 ]

@@ -11,12 +11,14 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
+from gpcis.gp import fused
 from gpcis.gp.kernels import ARDRBFKernel, FourierFeatureKernel
 from gpcis.gp.losses import vi_loss
 from gpcis.gp.pathwise import (
@@ -25,6 +27,7 @@ from gpcis.gp.pathwise import (
     predictive_variance,
     prior_path,
     update_path,
+    update_weights,
 )
 from gpcis.gp.variational import AmortizedClickPosterior
 from gpcis.gp.weights import WeightPrior
@@ -211,6 +214,8 @@ class GPHead(nn.Module):
             learn_w = config.prior == "learned"
         self.weight_prior = WeightPrior(config.num_features, learnable=learn_w, generator=gen)
         self.posterior = AmortizedClickPosterior(in_dim, config.mlp_hidden, config.click_variance)
+        #: why the fused GPU kernel (gpcis.gp.fused) failed on this head, if it did (then not retried)
+        self._fused_error: Optional[str] = None
 
     @property
     def noise(self) -> float:
@@ -269,6 +274,42 @@ class GPHead(nn.Module):
         return self._forward(x_test, x_click, labels, valid, num_samples, return_variance, generator,
                              compute_vi_loss, sync_free)
 
+    def _fused_mean(
+        self, x_test: Tensor, x_click: Tensor, residual: Tensor, w: Tensor, valid: Tensor, chol: Optional[Tensor]
+    ) -> Optional[Tensor]:
+        """The mean path ``Phi(X) w + K_{*n} alpha`` through :func:`gpcis.gp.fused.fused_mean_path`.
+
+        Args:
+            residual: ``(B, N)`` ``m_xi - Phi(X_n) w``; w: ``(B, l)`` the weight-prior mean.
+
+        Returns:
+            ``(1, B, M)``, or ``None`` where the fused kernel does not apply (a batched
+            kernel or frequencies) or cannot run here (then it is not tried again on this
+            head, and a warning says why).
+        """
+        cfg = self.config
+        theta = self.rff.frequencies()
+        if theta.dim() != 2 or self.kernel.batch_shape != torch.Size([]):
+            return None
+        n, tau = valid.shape[1], self.rff.tau
+        if cfg.use_prior_path:
+            w = w * self.rff.feature_scale()
+        else:  # no basis functions
+            theta, tau, w = theta[:, :0], tau[:0], w[:, :0]
+        if cfg.use_update_path and n:
+            alpha = update_weights(chol, residual, valid, x_test.dtype)
+        else:
+            alpha, x_click = residual[:, :0], x_click[:, :0]
+        try:
+            out = fused.fused_mean_path(x_test, theta, tau, w, x_click,
+                                        self.kernel.precision.reshape(-1), self.kernel.outputscale, alpha)
+        except Exception as err:  # e.g. no compiler for Triton's launcher: the PyTorch path instead
+            self._fused_error = f"{type(err).__name__}: {err}"
+            warnings.warn(f"fused GP mean path unavailable, using the PyTorch path: {self._fused_error}",
+                          RuntimeWarning, stacklevel=4)
+            return None
+        return out[None]
+
     def _forward(
         self,
         x_test: Tensor,
@@ -306,22 +347,26 @@ class GPHead(nn.Module):
         else:
             w, f_click = w_mean, f_mean
 
-        if cfg.use_prior_path:
-            out = prior_path(self.rff, x_test, w)
-            prior_click = prior_path(self.rff, x_click, w) if n else x_click.new_zeros(w.shape[0], b, n)
-        else:
-            out = x_test.new_zeros(w.shape[0], b, m)
-            prior_click = x_click.new_zeros(w.shape[0], b, n)
+        prior_click = x_click.new_zeros(w.shape[0], b, n)
+        if cfg.use_prior_path and n:
+            prior_click = prior_path(self.rff, x_click, w)
         chol, info = None, None
         if sync_free:  # also for N = 0: info is then (B,) zeros
             chol, info = click_gram_cholesky_ex(self.kernel, x_click, valid, noise)
         elif n:
             chol = click_gram_cholesky(self.kernel, x_click, valid, noise)
-        k_star_n = self.kernel(x_test, x_click).to_dense() if n and (cfg.use_update_path or return_variance) else None
-        if cfg.use_update_path and n:
-            out = out + update_path(
-                self.kernel, x_test, x_click, f_click - prior_click, valid, noise, chol, k_star_n
-            )
+        out, k_star_n = None, None
+        if (num_samples == 0 and not return_variance and not compute_vi_loss and not torch.is_grad_enabled()
+                and fused.usable(x_test) and self._fused_error is None):
+            # the mean path alone at inference on a GPU: one fused kernel over the test points
+            out = self._fused_mean(x_test, x_click, f_click[0] - prior_click[0], w[0], valid, chol)
+        if out is None:
+            out = prior_path(self.rff, x_test, w) if cfg.use_prior_path else x_test.new_zeros(w.shape[0], b, m)
+            k_star_n = self.kernel(x_test, x_click).to_dense() if n and (cfg.use_update_path or return_variance) else None
+            if cfg.use_update_path and n:
+                out = out + update_path(
+                    self.kernel, x_test, x_click, f_click - prior_click, valid, noise, chol, k_star_n
+                )
 
         variance = None
         if return_variance:

@@ -218,6 +218,22 @@ def prior_path(rff: FourierFeatureKernel, x: Tensor, w: Tensor) -> Tensor:
     return out.permute(2, 0, 1)
 
 
+def update_weights(chol: Tensor, residual: Tensor, valid: Tensor, dtype: torch.dtype) -> Tensor:
+    """``alpha = (K_nn + eps^2 I)^{-1} r`` of the update path, 0 at padded clicks.
+
+    Args:
+        chol: ``(B, N, N)`` factor from :func:`click_gram_cholesky`.
+        residual: ``(B, N)`` or ``(S, B, N)`` ``r = f_n - Phi(X_n) w``; padded entries ignored.
+        valid: ``(B, N)`` bool.
+        dtype: of the result.
+
+    Returns:
+        Same shape as ``residual``.
+    """
+    alpha = solve_clicks(chol, residual * valid.to(residual.dtype)).to(dtype)
+    return alpha * valid.to(dtype)
+
+
 def update_path(
     kernel: Kernel,
     x_test: Tensor,
@@ -251,8 +267,7 @@ def update_path(
         return x_test.new_zeros(shape)
     if chol is None:
         chol = click_gram_cholesky(kernel, x_click, valid, noise)
-    v = valid.to(residual.dtype)
-    alpha = solve_clicks(chol, residual * v).to(x_test.dtype) * valid.to(x_test.dtype)
+    alpha = update_weights(chol, residual, valid, x_test.dtype)
     if k_star_n is None:
         k_star_n = _dense(kernel(x_test, x_click))  # (B, M, N)
     # alpha^T k_{n*}: rows of alpha against k_{n*} = k_{*n}^T, a wide (S, N) x (N, M) product;
