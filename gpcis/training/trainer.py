@@ -533,13 +533,24 @@ class Trainer:
         self.time_drops = int(extra.get("time_drops") or 0)  # the optimizer's lrs already include them
         _set_rng_state(extra["rng"])
 
-    def apply_time_milestones(self) -> None:
+    def synced_elapsed_s(self) -> float:
+        """:meth:`elapsed_s` of rank 0 on every rank (one broadcast), so that the time budget
+        and its milestones make the same decision everywhere."""
+        return broadcast_from_main(self.elapsed_s(), self.dist, self.device)
+
+    def apply_time_milestones(self, elapsed: float | None = None) -> None:
         """Multiply every learning rate by ``lr_gamma`` once per ``time_milestones``
-        fraction of the time budget that has elapsed (each applied once, across resumes)."""
+        fraction of the time budget that has elapsed (each applied once, across resumes).
+
+        Args:
+            elapsed: the training seconds to decide on, the same on every rank (default:
+                :meth:`synced_elapsed_s`).
+        """
         cfg = self.config
         if not cfg.time_milestones or cfg.time_budget_s is None:
             return
-        elapsed = broadcast_from_main(self.elapsed_s(), self.dist, self.device)  # same decision on every rank
+        if elapsed is None:
+            elapsed = self.synced_elapsed_s()
         due = sum(elapsed >= f * cfg.time_budget_s for f in cfg.time_milestones)
         if due > self.time_drops:
             factor = cfg.lr_gamma ** (due - self.time_drops)
@@ -649,10 +660,13 @@ class Trainer:
                 bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch,
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and self.dist.is_main))
                 stop = False
+                timed = cfg.time_budget_s is not None
+                elapsed = self.synced_elapsed_s() if timed else 0.0  # then one broadcast per step, after it
                 for batch in self._loader():
                     if self.step_in_epoch >= self.steps_per_epoch:
                         break
-                    self.apply_time_milestones()
+                    if timed:
+                        self.apply_time_milestones(elapsed)
                     losses = self.train_step(batch)
                     self.step_in_epoch += 1
                     self.global_step += 1
@@ -668,10 +682,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{losses['loss']:.4f}")
                     if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
                         stop = True
-                    if cfg.time_budget_s is not None and (
-                        broadcast_from_main(self.elapsed_s(), self.dist, self.device) >= cfg.time_budget_s
-                    ):
-                        stop = True
+                    if timed:
+                        elapsed = self.synced_elapsed_s()
+                        stop = stop or elapsed >= cfg.time_budget_s
                     if stop:
                         break
                 bar.close()

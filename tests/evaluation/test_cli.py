@@ -101,7 +101,8 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for opt in ("--method", "--checkpoint", "--model", "--datasets", "--data-root", "--max-clicks",
                 "--target-iou", "--thresh", "--zoom-in", "--no-zoom-in", "--limit", "--out", "--device",
-                "--all-clicks", "--gp-stride", "--zoom-size", "--whole-image-size", "--refine", "--flip"):
+                "--all-clicks", "--gp-stride", "--zoom-size", "--whole-image-size", "--refine", "--flip",
+                "--cuda-graphs"):
         assert opt in text
 
 
@@ -136,12 +137,13 @@ def test_evaluate_checkpoint_tiny_model(tmp_path):
         seen["whole"] = kw["zoom"].whole_image_size
         seen["refine"] = kw["refine"]
         seen["flip"] = kw["flip"]
+        seen["cuda_graphs"] = kw["cuda_graphs"]
         real_init(self, model, *a, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(predictor_module.Predictor, "__init__", spy)
         assert args.func(args) == 0
-    assert seen == {"stride": 2, "zoom": 64, "whole": 48, "refine": None, "flip": False}
+    assert seen == {"stride": 2, "zoom": 64, "whole": 48, "refine": None, "flip": False, "cuda_graphs": False}
     from gpcis.baselines.refine import GrabCutRefineConfig
 
     args_refine = _parse(["--checkpoint", str(ckpt), "--refine", "--flip", "--data-root", str(root), "--out", str(tmp_path / "r"),
@@ -159,4 +161,10 @@ def test_evaluate_checkpoint_tiny_model(tmp_path):
     args = _parse(["--method", "grabcut", "--refine", "--data-root", str(root), "--out", str(out)])
     assert args.func(args) == 2
     args = _parse(["--method", "grabcut", "--flip", "--data-root", str(root), "--out", str(out)])
+    assert args.func(args) == 2
+    args = _parse(["--method", "grabcut", "--cuda-graphs", "--data-root", str(root), "--out", str(out)])
+    assert args.func(args) == 2
+    # CUDA graphs on the CPU: the predictor's clear error, exit status 2
+    args = _parse(["--checkpoint", str(ckpt), "--cuda-graphs", "--device", "cpu", "--data-root", str(root),
+                   "--out", str(out)])
     assert args.func(args) == 2
