@@ -185,7 +185,9 @@ class GPHead(nn.Module):
 
     ``forward`` returns the mean path, optional joint samples (Eq. S15), the marginal
     variance (Eq. S5) and L_VI (Eq. S1). In ``train()`` mode the update uses
-    ``eps^2 = train_noise``, in ``eval()`` mode ``eval_noise``.
+    ``eps^2 = train_noise``, in ``eval()`` mode ``eval_noise``. At inference on a GPU the
+    mean path alone (no samples, no variance) runs in one fused kernel
+    (:func:`gpcis.gp.fused.fused_mean_path`; the PyTorch path elsewhere).
 
     Args:
         in_dim: feature dimension D.
