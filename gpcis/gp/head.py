@@ -185,8 +185,8 @@ class GPHead(nn.Module):
 
     ``forward`` returns the mean path, optional joint samples (Eq. S15), the marginal
     variance (Eq. S5) and L_VI (Eq. S1). In ``train()`` mode the update uses
-    ``eps^2 = train_noise``, in ``eval()`` mode ``eval_noise``. At inference on a GPU the
-    mean path alone (no samples, no variance) runs in one fused kernel
+    ``eps^2 = train_noise``, in ``eval()`` mode ``eval_noise``. At inference on a GPU
+    without samples the mean path runs in one fused kernel
     (:func:`gpcis.gp.fused.fused_mean_path`; the PyTorch path elsewhere).
 
     Args:
@@ -358,9 +358,10 @@ class GPHead(nn.Module):
         elif n:
             chol = click_gram_cholesky(self.kernel, x_click, valid, noise)
         out, k_star_n = None, None
-        if (num_samples == 0 and not return_variance and not compute_vi_loss and not torch.is_grad_enabled()
+        if (num_samples == 0 and not compute_vi_loss and not torch.is_grad_enabled()
                 and fused.usable(x_test) and self._fused_error is None):
-            # the mean path alone at inference on a GPU: one fused kernel over the test points
+            # the mean path at inference on a GPU: one fused kernel over the test points (the
+            # variance, if asked for, forms K_{*n} itself; the (M, l) features are never formed)
             out = self._fused_mean(x_test, x_click, f_click[0] - prior_click[0], w[0], valid, chol)
         if out is None:
             out = prior_path(self.rff, x_test, w) if cfg.use_prior_path else x_test.new_zeros(w.shape[0], b, m)

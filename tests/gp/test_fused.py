@@ -112,11 +112,14 @@ def test_head_mean_through_the_fused_kernel_equals_the_pytorch_path(interpreted,
     calls = []
     kernel = interpreted.fused_mean_path
     with torch.no_grad():
-        ref = head(*inputs).mean
+        ref_out = head(*inputs, return_variance=True)
         monkeypatch.setattr(interpreted, "usable", lambda x: x.dtype == torch.float32)
         monkeypatch.setattr(interpreted, "fused_mean_path", lambda *a, **k: calls.append(a) or kernel(*a, **k))
-        out = head(*inputs).mean
+        fused_out = head(*inputs, return_variance=True)
+    ref, out = ref_out.mean, fused_out.mean
     assert head._fused_error is None and len(calls) == 1
+    # the variance does not go through the kernel: the same computation either way
+    torch.testing.assert_close(fused_out.variance, ref_out.variance, rtol=0, atol=0)
     x, theta, tau, w, z, eta, eta0, alpha = calls[0]
     assert (w.shape[-1] == 32) == use_prior_path and (z.shape[1] == 5) == use_update_path
     exact, bound = _exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha, dot_rel=U)
