@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     tl = None
     libdevice = None
 
-__all__ = ["fused_available", "usable", "fused_mean_path"]
+__all__ = ["usable", "fused_mean_path"]
 
 #: rows per program, basis functions per ``tl.dot`` (>= 16), warps per program: the fastest
 #: configuration of a sweep on an H200 (384^2 x 51 features, l = 256, 24 clicks, tf32x3,
@@ -47,11 +47,6 @@ __all__ = ["fused_available", "usable", "fused_mean_path"]
 _BLOCK_ROWS = 128
 _BLOCK_FEATURES = 64
 _NUM_WARPS = 4
-
-
-def fused_available() -> bool:
-    """Whether Triton is importable (the kernel can be compiled or interpreted)."""
-    return triton is not None
 
 
 def usable(x: Tensor) -> bool:

@@ -20,7 +20,9 @@ def test_click_latency_quick(tmp_path):
     result = mod.main(["--quick", "--out", str(tmp_path), "--warmup", "2", "--profile"])
     data = json.loads((tmp_path / "click_latency.json").read_text())
     assert data == json.loads(json.dumps(result))
-    assert data["warmup"] == 2
+    assert data["warmup"] == 2 and data["cuda_graphs"] is False
+    with pytest.raises(SystemExit):  # CUDA graphs on the CPU: an argparse error
+        mod.main(["--quick", "--cuda-graphs", "--out", str(tmp_path / "g")])
     # the profiler's operator table of the GP head (only the GP model is profiled)
     table = (tmp_path / "profile_gpcis_tiny.txt").read_text()
     assert "Self CPU time total" in table and "aten::cos" in table  # the RFF prior path ran
