@@ -30,6 +30,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gpcis.gp.kernels import centred_clicks, click_exponents
+
 try:  # Triton ships with PyTorch's CUDA wheels on Linux; without it the fused path is off
     import triton
     import triton.language as tl
@@ -154,16 +156,15 @@ def fused_mean_path(
     n, lf = z.shape[1], w.shape[-1]
     f32 = torch.float32
     x = x.to(f32)
-    # kernel-side constants, centred at the clicks' mean (as ARDRBFKernel._centred_scaling)
+    # kernel-side constants, centred at the clicks' mean as in ARDRBFKernel (centred_clicks)
     eta = precision.reshape(d).to(f32).contiguous()
     log_eta0 = outputscale.reshape(1).log().to(f32)
     if n:
-        centre = z.mean(1).to(f32)  # (B, D)
-        bz = z.to(f32) - centre[:, None]
-        zt = (bz * eta).transpose(1, 2).contiguous()  # (B, D, N): eta (z - c)
-        e = (-0.5 * (bz * bz * eta).sum(-1) + log_eta0).contiguous()  # (B, N)
+        centre, root, bz = centred_clicks(z.to(f32), eta)  # (B, 1, D), (D,), (z - c) sqrt(eta)
+        zt = (bz * root).transpose(1, 2).contiguous()  # (B, D, N): eta (z - c)
+        e = click_exponents(bz, log_eta0).contiguous()  # (B, N): ln eta0 - |z - c|^2_eta / 2
         alpha = alpha.to(f32).contiguous()
-        centre = centre.contiguous()
+        centre = centre[:, 0].contiguous()
     else:
         centre = zt = e = alpha = x.new_zeros(1)
     theta = theta.to(f32).contiguous()

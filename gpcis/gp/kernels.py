@@ -19,7 +19,7 @@ from gpytorch.kernels import Kernel
 from linear_operator.operators import LinearOperator, LowRankRootLinearOperator, MatmulLinearOperator
 from torch import Tensor
 
-__all__ = ["LogPositive", "ARDRBFKernel", "FourierFeatureKernel"]
+__all__ = ["LogPositive", "ARDRBFKernel", "FourierFeatureKernel", "block_rows", "centred_clicks", "click_exponents"]
 
 
 def LogPositive() -> Positive:
@@ -30,6 +30,31 @@ def LogPositive() -> Positive:
     given here.
     """
     return Positive(transform=torch.exp, inv_transform=torch.log)
+
+
+def centred_clicks(x2: Tensor, precision: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The small set of an ARD RBF cross-covariance, centred and scaled.
+
+    Distances ``|x1 - x2|^2_eta`` are expanded as ``|a|^2 + |b|^2 - 2 a.b`` with
+    ``a = (x1 - c) sqrt(eta)``, ``b = (x2 - c) sqrt(eta)`` and ``c`` the mean of ``x2`` (the
+    clicks), so that the cancellation error scales with the distances, not with ``|x|^2``.
+
+    Args:
+        x2: ``(..., n2, D)`` the small set.
+        precision: ``eta``, broadcastable to ``(..., 1, D)``.
+
+    Returns:
+        ``(c, sqrt(eta), b)``: ``(..., 1, D)``, ``precision.sqrt()``, ``(..., n2, D)``.
+    """
+    root = precision.sqrt()
+    centre = x2.mean(-2, keepdim=True)
+    return centre, root, (x2 - centre) * root
+
+
+def click_exponents(b: Tensor, log_outputscale: Tensor) -> Tensor:
+    """``ln eta0 - |b|^2 / 2`` per row of ``b`` (``(..., n2, D) -> (..., n2)``): the part of
+    ``ln k(a, b) = ln eta0 - |a|^2/2 - |b|^2/2 + a.b`` that depends on the small set only."""
+    return log_outputscale - 0.5 * b.square().sum(-1)
 
 
 def block_rows(n: int, cpu_rows: int, device: torch.device) -> int:
@@ -175,7 +200,7 @@ class ARDRBFKernel(Kernel):
         # v <= log2 eta0) and exp2, two passes instead of four (clamp, scale, exp, scale).
         c = -0.5 / math.log(2.0)
         log_scale = scale.log().expand(batch).reshape(-1, 1, 1)
-        b_aug = torch.cat([b, log_scale - 0.5 * b.square().sum(-1, keepdim=True)], dim=-1)  # (Bf, n2, d+1)
+        b_aug = torch.cat([b, click_exponents(b, log_scale[..., 0]).unsqueeze(-1)], dim=-1)  # (Bf, n2, d+1)
         log2_scale = log_scale / math.log(2.0)
         x1_f = x1.expand(*batch, n1, d).reshape(-1, n1, d)  # a view unless x1 is broadcast
         bf = x1_f.shape[0]
@@ -222,9 +247,8 @@ class ARDRBFKernel(Kernel):
     def _centred_scaling(self, x2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(shift, root, b)`` with ``x1 * root + shift = (x1 - c) sqrt(eta)`` and
         ``b = (x2 - c) sqrt(eta)``, centred at the mean ``c`` of the small set ``x2``."""
-        root = self.precision.sqrt()  # (*kbatch, 1, D)
-        centre = x2.mean(-2, keepdim=True)  # (..., 1, D)
-        return -centre * root, root, (x2 - centre) * root
+        centre, root, b = centred_clicks(x2, self.precision)
+        return -centre * root, root, b
 
     def _sq_dist_rect(self, x1: Tensor, x2: Tensor) -> Tensor:
         r"""Scaled squared distances ``sum_t eta_t (x1_t - x2_t)^2``, ``(..., n1, n2)``.
