@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from gpcis.models import RELEASED_MODELS, create_model, load_checkpoint, save_checkpoint
+from gpcis.models import RELEASED_MODELS, load_checkpoint, model_from_checkpoint, save_checkpoint
 from gpcis.models.released import WEIGHTS_DIR
 
 
@@ -57,10 +57,11 @@ def export(
         if name not in RELEASED_MODELS:
             raise ValueError(f"{name!r} has no released file name; pass --out (known: {sorted(RELEASED_MODELS)})")
         out = WEIGHTS_DIR / RELEASED_MODELS[name]
-    model = create_model(name, checkpoint=checkpoint)
+    data = load_checkpoint(checkpoint)  # read once: the weights and their provenance
+    model = model_from_checkpoint(data, name, source=str(checkpoint))
     if gp_stride is not None:
         model.set_gp_stride(gp_stride)
-    source_extra = load_checkpoint(checkpoint).get("extra") or {}
+    source_extra = data.get("extra") or {}
     extra: dict[str, Any] = {
         "released": True,
         "source": Path(checkpoint).name,

@@ -30,6 +30,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def interpreted():
+    """gpcis.gp.fused, its kernels in Triton's interpreter (CPU tensors; switched on above
+    where CUDA is absent, before triton is imported); skips where Triton is missing or the
+    interpreter is off."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton's interpreter is off (CUDA present, or triton imported before tests/conftest.py)")
+    from gpcis.gp import fused
+
+    return fused
+
+
+@pytest.fixture
 def shared_datasets() -> Path:
     """The folder ``../shared/datasets`` beside the checkout; the test skips when absent."""
     if not SHARED_DATASETS.is_dir():

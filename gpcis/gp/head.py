@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -115,7 +116,7 @@ class GPHeadOutput:
 
 def check_gp_inputs(
     x_test: Tensor,
-    x_click: Tensor,
+    x_click: Optional[Tensor],
     labels: Tensor,
     valid: Tensor,
     in_dim: Optional[int] = None,
@@ -124,6 +125,8 @@ def check_gp_inputs(
     """Validate the GP head's inputs; return labels mapped to {-1, +1} (0 at padding).
 
     Args:
+        x_click: ``(B, N, D)``, or ``None`` where the click inputs are rows of ``x_test``
+            (:meth:`GPHead.fused_mean` with click coordinates).
         check_values: also check the values (finite inputs, labels in {-1, +1} or {0, 1});
             this reads one result back from the device. ``False`` checks shapes and dtypes
             only and takes the labels to be +-1 already (a ``sync_free`` call).
@@ -133,6 +136,8 @@ def check_gp_inputs(
             labels outside {-1, +1} / {0, 1}).
     """
     for name, t in (("x_test", x_test), ("x_click", x_click)):
+        if t is None and name == "x_click":
+            continue
         if not isinstance(t, Tensor) or t.dim() != 3:
             raise ValueError(f"{name} must be a (B, M, D) tensor, got {getattr(t, 'shape', type(t))}")
         if not t.is_floating_point():
@@ -140,12 +145,14 @@ def check_gp_inputs(
     b, _, d = x_test.shape
     if in_dim is not None and d != in_dim:
         raise ValueError(f"x_test has feature dimension {d}, the head expects in_dim={in_dim}")
-    if x_click.shape[0] != b or x_click.shape[2] != d:
+    if x_click is not None and (x_click.shape[0] != b or x_click.shape[2] != d):
         raise ValueError(
             f"x_click must have shape ({b}, N, {d}) to match x_test {tuple(x_test.shape)}, "
             f"got {tuple(x_click.shape)}"
         )
-    n = x_click.shape[1]
+    if x_click is None and not (isinstance(labels, Tensor) and labels.dim() == 2 and labels.shape[0] == b):
+        raise ValueError(f"labels must have shape ({b}, N), got {tuple(getattr(labels, 'shape', ()))}")
+    n = x_click.shape[1] if x_click is not None else labels.shape[1]
     if not isinstance(valid, Tensor) or valid.shape != (b, n):
         raise ValueError(f"valid must have shape ({b}, {n}), got {tuple(getattr(valid, 'shape', ()))}")
     if valid.dtype != torch.bool:
@@ -158,11 +165,12 @@ def check_gp_inputs(
     # every value check in one device-to-host transfer (one GPU sync instead of five); a sum is
     # finite iff every entry is, except for overflow: then the inputs are checked element-wise
     finite_test, finite_click, finite_lab, signed, binary = torch.stack([
-        torch.isfinite(x_test.sum()), torch.isfinite(x_click.sum()), torch.isfinite(lab).all(),
+        torch.isfinite(x_test.sum()), torch.isfinite(x_click.sum()) if x_click is not None else torch.isfinite(lab[:0]).all(),
+        torch.isfinite(lab).all(),
         ((lab == -1) | (lab == 1)).all(), ((lab == 0) | (lab == 1)).all(),
     ]).tolist()
     for name, t, finite in (("x_test", x_test, finite_test), ("x_click", x_click, finite_click)):
-        if not finite and not torch.isfinite(t).all():
+        if not finite and t is not None and not torch.isfinite(t).all():
             raise ValueError(f"{name} contains NaN or Inf values")
     if not finite_lab:
         raise ValueError("labels contain NaN or Inf values")
@@ -276,6 +284,89 @@ class GPHead(nn.Module):
         return self._forward(x_test, x_click, labels, valid, num_samples, return_variance, generator,
                              compute_vi_loss, sync_free)
 
+    def fused_mean(
+        self,
+        x_test: Tensor,
+        labels: Tensor,
+        valid: Tensor,
+        x_click: Optional[Tensor] = None,
+        coords: Optional[Tensor] = None,
+        size: Optional[tuple[int, int]] = None,
+        sync_free: bool = False,
+    ) -> Optional[GPHeadOutput]:
+        """The mean path at inference in two GPU kernels, or ``None`` where they do not apply.
+
+        :func:`gpcis.gp.fused.click_system` computes the click side (``m_xi``, the prior at
+        the clicks, the Cholesky factor of ``K_nn + eps^2 I`` and ``alpha``, in float64) and
+        :func:`gpcis.gp.fused.mean_path_from_clicks` the mean path at every test point; the
+        PyTorch path takes ~70 small operations and a cuSOLVER call for the first.
+        :meth:`forward` uses it by itself where it applies; a segmentation head can give the
+        clicks as pixel coordinates of ``x_test`` instead of their rows.
+
+        Applies to float32 CUDA inputs in eval mode under ``torch.no_grad``, with an
+        unbatched kernel, the update path on and at most
+        :data:`gpcis.gp.fused.MAX_CLICKS` clicks. Without ``sync_free`` the Cholesky
+        factorisation's ``info`` is read back, and where it failed (the system needs
+        jitter) ``None`` is returned, so that :meth:`forward`'s jitter escalation runs.
+
+        Args:
+            x_test: ``(B, M, D)`` test inputs.
+            labels, valid: ``(B, N)`` as :meth:`forward`.
+            x_click: ``(B, N, D)`` click inputs; or
+            coords, size: ``(B, N, 2)`` clicked ``(row, col)`` pixels of the row-major
+                ``size = (H, W)`` grid of ``x_test``'s rows (rounded and clamped as
+                :func:`gpcis.models.heads.gather_at_clicks`).
+            sync_free: as :meth:`forward` (no host reads; ``cholesky_info`` returned).
+
+        Returns:
+            :class:`GPHeadOutput` (mean and ``click_mean``) or ``None``.
+        """
+        cfg = self.config
+        if (x_click is None) == (coords is None):
+            raise ValueError("fused_mean needs either x_click or coords (with size)")
+        if (self.training or torch.is_grad_enabled() or self._fused_error is not None
+                or not isinstance(x_test, Tensor) or not fused.usable(x_test)
+                or (x_click is not None and (not isinstance(x_click, Tensor) or x_click.dtype != torch.float32))
+                or not isinstance(valid, Tensor) or valid.dim() != 2 or not 0 < valid.shape[1] <= fused.MAX_CLICKS
+                or self.kernel.batch_shape != torch.Size([]) or not cfg.use_update_path):
+            return None
+        theta = self.rff.frequencies()
+        if theta.dim() != 2:
+            return None
+        labels = check_gp_inputs(x_test, x_click, labels, valid, self.in_dim, check_values=not sync_free)
+        if coords is not None and (coords.shape != (*valid.shape, 2) or size is None
+                                   or int(size[0]) * int(size[1]) != x_test.shape[1]):
+            raise ValueError(f"coords must have shape {(*valid.shape, 2)} and size (H, W) with H * W = "
+                             f"{x_test.shape[1]}, got {tuple(coords.shape)} and {size}")
+        if cfg.use_prior_path:
+            tau, w = self.rff.tau, self.weight_prior.mean
+            if self.rff.mode == "learned":  # Phi's scale sqrt(2/l) as a number: no extra kernel
+                scale = math.sqrt(2.0 / cfg.num_features)
+            else:
+                w, scale = w * self.rff.feature_scale(), 1.0
+        else:  # no basis functions
+            theta, tau, w, scale = theta[:, :0], self.rff.tau[:0], self.weight_prior.mean[:0], 1.0
+        eta = self.kernel.precision
+        constraint = self.kernel.raw_outputscale_constraint
+        log_eta0 = (self.kernel.raw_outputscale if getattr(constraint, "_transform", None) is torch.exp
+                    else self.kernel.outputscale.log())  # ln eta0 without an exp and a log where it can
+        linear1, linear2 = self.posterior.mlp[0], self.posterior.mlp[2]
+        try:
+            system = fused.click_system(
+                x_test if coords is not None else x_click, labels, valid, theta, tau, w, scale, eta, log_eta0,
+                self.noise, (linear1.weight, linear1.bias, linear2.weight, linear2.bias), coords=coords, size=size,
+            )
+            if not sync_free and bool((system.info != 0).any()):
+                return None  # the system needs jitter: the PyTorch path's escalation
+            mean = fused.mean_path_from_clicks(x_test, theta, tau, w, scale, system, eta, log_eta0)
+        except Exception as err:  # e.g. no compiler for Triton's launcher: the PyTorch path instead
+            self._fused_error = f"{type(err).__name__}: {err}"
+            warnings.warn(f"fused GP mean path unavailable, using the PyTorch path: {self._fused_error}",
+                          RuntimeWarning, stacklevel=3)
+            return None
+        return GPHeadOutput(mean=mean, samples=None, variance=None, vi_loss=None, click_mean=system.click_mean,
+                            cholesky_info=system.info if sync_free else None)
+
     def _fused_mean(
         self, x_test: Tensor, x_click: Tensor, residual: Tensor, w: Tensor, valid: Tensor, chol: Optional[Tensor]
     ) -> Optional[Tensor]:
@@ -324,6 +415,10 @@ class GPHead(nn.Module):
         compute_vi_loss: bool,
         sync_free: bool,
     ) -> GPHeadOutput:
+        if num_samples == 0 and not return_variance and not compute_vi_loss:
+            out = self.fused_mean(x_test, labels, valid, x_click=x_click, sync_free=sync_free)
+            if out is not None:
+                return out
         labels = check_gp_inputs(x_test, x_click, labels, valid, self.in_dim, check_values=not sync_free)
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")

@@ -12,7 +12,7 @@ from gpcis.models.checkpoint import CheckpointError, load_checkpoint, save_check
 from gpcis.models.click_encoder import Conv1S
 from gpcis.models.heads import ConvHead, GPSegHead, HeadOutput, SegHead
 from gpcis.models.model import ModelConfig, ModelOutput, SegmentationModel
-from gpcis.models.registry import create_model, list_models, model_config
+from gpcis.models.registry import create_model, list_models, model_config, model_from_checkpoint
 from gpcis.models.released import (
     RELEASED_MODELS,
     available_released_models,
@@ -39,6 +39,7 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "model_config",
+    "model_from_checkpoint",
     "released_checkpoint",
     "save_checkpoint",
 ]

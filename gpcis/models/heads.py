@@ -11,6 +11,7 @@ Two heads share one interface (:class:`SegHead`):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpcis.clicks import ClickBatch
-from gpcis.gp import GPHead, GPHeadConfig
+from gpcis.gp import GPHead, GPHeadConfig, GPHeadOutput, fused
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -291,6 +292,30 @@ class GPSegHead(SegHead):
         normalize_image(image, out=x[:, d:])
         return x
 
+    def _fused_inference(self, features: Tensor, image: Tensor, clicks: ClickBatch,
+                         sync_free: bool) -> GPHeadOutput | None:
+        """The mean path at inference on a GPU in three kernels (stride 1), or ``None``.
+
+        :func:`gpcis.gp.fused.pixel_features` writes ``X`` (what :meth:`pixel_features`
+        builds with about ten operations) and :meth:`gpcis.gp.GPHead.fused_mean` reads the
+        clicked pixels' rows of it by their coordinates (no gather): the click system, then
+        the mean path at every pixel.
+        """
+        gp = self.gp
+        if (self.training or torch.is_grad_enabled() or gp._fused_error is not None or not fused.usable(features)
+                or image.dtype != torch.float32 or not 0 < clicks.max_clicks <= fused.MAX_CLICKS):
+            return None
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        try:
+            x = fused.pixel_features(features, image if self.use_image else None, size, IMAGENET_MEAN, IMAGENET_STD)
+        except Exception as err:  # e.g. no compiler for Triton's launcher: the PyTorch path instead
+            gp._fused_error = f"{type(err).__name__}: {err}"
+            warnings.warn(f"fused GP mean path unavailable, using the PyTorch path: {gp._fused_error}",
+                          RuntimeWarning, stacklevel=3)
+            return None
+        return gp.fused_mean(x.flatten(2).transpose(1, 2), clicks.labels, clicks.valid, coords=clicks.coords,
+                             size=size, sync_free=sync_free)
+
     def grid_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """``(H', W')`` of the test grid for an ``H x W`` input: ``ceil(H / stride)`` etc."""
         return (-(-size[0] // self.stride), -(-size[1] // self.stride))
@@ -327,7 +352,13 @@ class GPSegHead(SegHead):
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         b, _, big_h, big_w = image.shape
-        if self.stride == 1:
+        out = None
+        if self.stride == 1 and num_samples == 0 and not return_std:
+            out = self._fused_inference(features, image, clicks, sync_free)
+            h, w = big_h, big_w
+        if out is not None:
+            pass
+        elif self.stride == 1:
             h, w = big_h, big_w
             x = self.pixel_features(features, image)  # (B, D, H, W)
             x_test = x.flatten(2).transpose(1, 2)  # (B, M, D)
@@ -338,17 +369,18 @@ class GPSegHead(SegHead):
             x = self.pixel_features(features, small)  # (B, D, H', W')
             x_test = x.flatten(2).transpose(1, 2)  # (B, M', D)
             x_click = self.click_features(features, image, clicks.coords)  # (B, N, D)
-        out = self.gp(
-            x_test,
-            x_click,
-            clicks.labels.to(x.dtype),
-            clicks.valid,
-            num_samples=num_samples,
-            return_variance=return_std,
-            generator=generator,
-            compute_vi_loss=False if sync_free else None,
-            sync_free=sync_free,
-        )
+        if out is None:
+            out = self.gp(
+                x_test,
+                x_click,
+                clicks.labels.to(x.dtype),
+                clicks.valid,
+                num_samples=num_samples,
+                return_variance=return_std,
+                generator=generator,
+                compute_vi_loss=False if sync_free else None,
+                sync_free=sync_free,
+            )
         size = (int(big_h), int(big_w))
         samples = None
         if out.samples is not None and num_samples > 0:

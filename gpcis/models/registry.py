@@ -16,7 +16,7 @@ from gpcis.models import released as _released
 from gpcis.models.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from gpcis.models.model import ModelConfig, SegmentationModel
 
-__all__ = ["create_model", "list_models", "model_config", "FULL_SIZE_MODELS"]
+__all__ = ["create_model", "model_from_checkpoint", "list_models", "model_config", "FULL_SIZE_MODELS"]
 
 # Number of random Fourier features l of the GP head per backbone (paper Sec. 4.1:
 # 256 for ResNet50 / HRNet18s, 128 for SegFormer-B0).
@@ -114,10 +114,10 @@ def create_model(
         CheckpointError: an unusable checkpoint file.
     """
     if pretrained_checkpoint:
-        released = ", ".join(sorted(_released.RELEASED_MODELS)) or "(none)"
         if name is None:
             raise ValueError(
-                f"pretrained_checkpoint=True needs a model name; models with released weights: {released}"
+                f"pretrained_checkpoint=True needs a model name; models with released weights: "
+                f"{_released.released_names()}"
             )
         if checkpoint is not None:
             raise ValueError("pretrained_checkpoint=True and checkpoint= are exclusive: give one source of weights")
@@ -140,19 +140,38 @@ def create_model(
         raise ValueError(f"config overrides {sorted(overrides)} cannot be combined with a checkpoint")
     if name is not None and name not in _REGISTRY:
         raise ValueError(f"unknown model name {name!r}; known models: {', '.join(list_models())}")
-    data = load_checkpoint(checkpoint)
+    return model_from_checkpoint(load_checkpoint(checkpoint), name, source=str(Path(checkpoint)))
+
+
+def model_from_checkpoint(data: dict, name: str | None = None, source: str = "checkpoint") -> SegmentationModel:
+    """The model a loaded checkpoint (:func:`~gpcis.models.load_checkpoint`) holds, in eval mode.
+
+    What :func:`create_model` does with ``checkpoint=PATH`` once the file is read, for a
+    caller that also needs the file's other entries (e.g. ``extra``) without reading it twice.
+
+    Args:
+        data: the checkpoint's dictionary.
+        name: if given, the registry name the checkpoint must be a model of.
+        source: how to name the checkpoint in error messages (its path).
+
+    Raises:
+        ValueError: ``name`` unknown or not the checkpoint's model.
+        CheckpointError: an unusable config or weights.
+    """
+    if name is not None and name not in _REGISTRY:
+        raise ValueError(f"unknown model name {name!r}; known models: {', '.join(list_models())}")
     try:
         config = ModelConfig.from_dict(data["config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{checkpoint}: its model config cannot be used: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{source}: its model config cannot be used: {exc}") from None
     if name is not None:
         expected = _REGISTRY[name]()
         if (config.backbone, config.head) != (expected.backbone, expected.head):
             raise ValueError(
-                f"checkpoint {checkpoint} holds a {config.name or config.backbone + '/' + config.head} "
+                f"checkpoint {source} holds a {config.name or config.backbone + '/' + config.head} "
                 f"model (backbone {config.backbone!r}, head {config.head!r}), not {name!r}"
             )
     config = dataclasses.replace(config, pretrained=False)  # the weights come from the file
     model = SegmentationModel(config)
-    load_model_weights(model, data, source=str(Path(checkpoint)))
+    load_model_weights(model, data, source=source)
     return model.eval()

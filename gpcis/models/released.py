@@ -29,6 +29,7 @@ __all__ = [
     "default_released_checkpoint",
     "default_released_model",
     "released_checkpoint",
+    "released_names",
 ]
 
 #: Registry name -> file name in :data:`WEIGHTS_DIR`, in order of preference (the first
@@ -47,6 +48,11 @@ NO_RELEASED_ENV = "GPCIS_NO_RELEASED"
 _FALSE_VALUES = ("", "0", "false", "no", "off")
 
 
+def released_names() -> str:
+    """The names of :data:`RELEASED_MODELS`, sorted and comma-separated (``"(none)"``), for messages."""
+    return ", ".join(sorted(RELEASED_MODELS)) or "(none)"
+
+
 def released_checkpoint(name: str) -> Path:
     """The path of the released checkpoint of a model.
 
@@ -61,8 +67,7 @@ def released_checkpoint(name: str) -> Path:
         FileNotFoundError: this install lacks the file.
     """
     if name not in RELEASED_MODELS:
-        known = ", ".join(sorted(RELEASED_MODELS)) or "(none)"
-        raise ValueError(f"model {name!r} has no released weights; models with released weights: {known}")
+        raise ValueError(f"model {name!r} has no released weights; models with released weights: {released_names()}")
     path = WEIGHTS_DIR / RELEASED_MODELS[name]
     if not path.is_file():
         raise FileNotFoundError(

@@ -21,13 +21,16 @@ def trained(tmp_path_factory):
     return out / "last.pt"
 
 
-def test_export_keeps_the_model_drops_the_training_state(trained, tmp_path):
+def test_export_keeps_the_model_drops_the_training_state(trained, tmp_path, monkeypatch):
     mod = load_script("export_released_model", "examples/export_released_model.py")
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"GrabCut": {"noc90": 5.0}}))
     dst = tmp_path / "released.pt"
+    reads = []
+    monkeypatch.setattr(mod, "load_checkpoint", lambda path: reads.append(path) or load_checkpoint(path))
     assert mod.main(["--checkpoint", str(trained), "--name", "gpcis_tiny", "--out", str(dst),
                      "--gp-stride", "2", "--metrics", str(metrics)]) == 0
+    assert reads == [trained]  # the source is read once
     data = load_checkpoint(dst)
     assert data["dtype"] == "float16" and data["config"]["gp_stride"] == 2
     assert "optimizer" not in data["extra"] and data["extra"]["global_step"] == 1

@@ -5,8 +5,8 @@ tf32x3 products of the default."""
 
 from __future__ import annotations
 
+import copy
 import math
-import os
 
 import pytest
 import torch
@@ -16,15 +16,6 @@ pytest.importorskip("triton")
 from gpcis.gp import GPHead, GPHeadConfig, fused  # noqa: E402
 
 U = 2.0**-24  # float32 unit roundoff
-
-
-@pytest.fixture
-def interpreted():
-    """gpcis.gp.fused, its kernel in Triton's interpreter (CPU tensors; tests/conftest.py
-    switches it on where CUDA is absent, before triton is imported)."""
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("Triton's interpreter is off (CUDA present, or triton imported before tests/conftest.py)")
-    return fused
 
 
 def _problem(b=2, m=257, d=11, lf=40, n=6, seed=0, device="cpu"):
@@ -138,10 +129,278 @@ def test_head_falls_back_when_the_kernel_cannot_run(interpreted, monkeypatch):
 
         monkeypatch.setattr(interpreted, "usable", lambda x: True)
         monkeypatch.setattr(interpreted, "fused_mean_path", broken)
+        monkeypatch.setattr(interpreted, "click_system", broken)
         with pytest.warns(RuntimeWarning, match="fused GP mean path unavailable.*no C compiler"):
             out = head(*inputs).mean
+        # then neither fused path is tried again on this head
+        torch.testing.assert_close(head(*inputs, return_variance=True).mean, ref, rtol=0, atol=0)
     assert head._fused_error == "RuntimeError: no C compiler"
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+
+E64 = 2.0**-53  # float64 unit roundoff
+
+
+def _click_problem(b=2, n=7, d=9, lf=24, hidden=8, seed=1, noise=0.01, log_eta0=0.2):
+    """Inputs of fused.click_system: clicks, labels (+-1, 0 at padding; item 1 padded), the
+    prior's frequencies, phases and weights, the kernel's eta, the MLP."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(b, n, d, generator=g)
+    valid = torch.ones(b, n, dtype=torch.bool)
+    valid[1, max(n - 2, 1):] = False
+    labels = torch.where(torch.rand(b, n, generator=g) < 0.5, -1.0, 1.0) * valid
+    mlp = (torch.randn(hidden, d, generator=g) * 0.5, torch.randn(hidden, generator=g) * 0.5,
+           torch.randn(1, hidden, generator=g) * 0.5, torch.randn(1, generator=g))
+    return dict(
+        source=z, labels=labels, valid=valid, theta=torch.randn(d, lf, generator=g),
+        tau=torch.rand(lf, generator=g) * 2 * math.pi, w=torch.randn(lf, generator=g) * 0.5,
+        w_scale=math.sqrt(2.0 / max(lf, 1)), precision=torch.rand(d, generator=g) * 0.3 + 0.05,
+        log_outputscale=torch.tensor(log_eta0), noise=noise, mlp=mlp,
+    )
+
+
+def _f32(v: float) -> float:
+    """A Python float as the float32 number a Triton kernel receives for it."""
+    return float(torch.tensor(v, dtype=torch.float32))
+
+
+def _click_reference(p):
+    """float64 value of everything click_system computes, from the same float32 inputs (the
+    scalars w_scale and noise rounded to float32 as the kernel receives them), and the
+    magnitudes its error bounds are made of."""
+    z, v = p["source"].double(), p["valid"].double()
+    w1, b1, w2, b2 = (t.double() for t in p["mlp"])
+    hid = torch.relu(z @ w1.T + b1)
+    o = (hid @ w2.T).squeeze(-1) + b2
+    m = torch.nn.functional.softplus(o) * p["labels"].double() * v
+    arg = z @ p["theta"].double() + p["tau"].double()
+    wl = p["w"].double() * _f32(p["w_scale"])
+    prior = (torch.cos(arg) * wl).sum(-1)
+    eta = p["precision"].double().reshape(-1)
+    sq = ((z[:, :, None] - z[:, None]) ** 2 * eta).sum(-1)
+    eta0 = math.exp(float(p["log_outputscale"]))
+    a = eta0 * torch.exp(-0.5 * sq) * v[..., None] * v[:, None] + torch.diag_embed(_f32(p["noise"]) * v + 1 - v)
+    resid = (m - prior) * v
+    alpha = torch.linalg.solve(a, resid.unsqueeze(-1)).squeeze(-1) * v
+    centre = z.mean(1).float().double()  # the kernel centres at the float32-rounded mean
+    bz = z - centre[:, None]
+    # magnitudes of the residual's terms: per basis function |w_l| (|z.theta_l| + |tau_l| + 1)
+    # (the projection's sum, then the cosine), per hidden unit |W2_h| (|h| + |W1_h||z| + |b1_h|)
+    # (softplus has slope <= 1), |b2| and |m|
+    mag_r = ((z.abs() @ p["theta"].double().abs() + p["tau"].double().abs() + 1) * wl.abs()).sum(-1) \
+        + ((hid + z.abs() @ w1.abs().T + b1.abs()) * w2.abs()[0]).sum(-1) + b2.abs() + m.abs()
+    return dict(alpha=alpha, m=m, a=a, resid=resid, centre=centre, zt=(eta * bz).transpose(1, 2),
+                e=math.log(eta0) - 0.5 * (bz**2 * eta).sum(-1), mag_r=mag_r, hid=hid, o=o)
+
+
+def _alpha_bound(ref, d: int, lf: int, hidden: int):
+    """Bound on |alpha_kernel - alpha| (alpha the exact solution for the float32 inputs).
+
+    Both evaluate the same float64 formulas in different orders: the matrix entries carry
+    relative errors <= g = (D + L + H + N + 10) e64 (distance sums, exp, MLP and prior sums;
+    e64 = 2^-53), the residual an absolute error <= g |r|_mag (|r|_mag: the sum of the
+    magnitudes of its terms). To first order (perturbation of a linear system)
+    |d alpha|_2 <= |A^-1|_2 (|dA|_2 |alpha|_2 + |dr|_2) with |dA|_2 <= g |A|_F, plus the
+    backward error of Cholesky and the two substitutions, (3 N + 3) e64 |A|_2 |alpha|_2
+    through |A^-1|_2; times 2 for the second-order terms. The result is stored in float32:
+    + u |alpha| per entry. ``alpha`` for ``ref`` is float64-accurate to far below that.
+    """
+    a, alpha = ref["a"], ref["alpha"]
+    n = a.shape[-1]
+    g = (d + lf + hidden + n + 10) * E64
+    inv_norm = 1.0 / torch.linalg.eigvalsh(a)[..., 0]  # |A^-1|_2 (A symmetric positive definite)
+    a_norm = torch.linalg.matrix_norm(a)
+    da = (g + (3 * n + 3) * E64) * a_norm * alpha.norm(dim=-1) + g * ref["mag_r"].norm(dim=-1)
+    return U * alpha.abs() + 2 * (inv_norm * da)[:, None]
+
+
+@pytest.mark.parametrize("n,lf,fused_forward", [(7, 24, True), (1, 24, True), (7, 0, True), (17, 40, True),
+                                                (17, 40, False)])
+def test_click_system_against_the_float64_solution(interpreted, monkeypatch, n, lf, fused_forward):
+    """Also with the forward substitution after the factorisation (a launch option)."""
+    monkeypatch.setattr(interpreted, "_SOLVE_FUSED_FORWARD", fused_forward)
+    p = _click_problem(n=n, lf=lf)
+    out = interpreted.click_system(**p)
+    ref = _click_reference(p)
+    d, hidden = p["source"].shape[-1], p["mlp"][0].shape[0]
+    bound = _alpha_bound(ref, d, lf, hidden)
+    assert (out.info == 0).all()
+    assert bound.max() < 1e-4 * ref["alpha"].abs().max()  # a meaningful bound: float32 rounding dominates
+    assert ((out.alpha.double() - ref["alpha"]).abs() <= bound).all()
+    g = (d + hidden + 10) * E64
+    # m_xi: its float64 sums (|o| and the hidden layer's magnitudes) then float32 rounding
+    m_mag = (ref["hid"].abs() @ p["mlp"][2].double().abs().T).squeeze(-1) + ref["o"].abs() + 1
+    assert ((out.click_mean.double() - ref["m"]).abs() <= U * ref["m"].abs() + g * m_mag).all()
+    assert (out.alpha[~p["valid"]] == 0).all() and (out.click_mean[~p["valid"]] == 0).all()
+    # the centred clicks the mean-path kernel reads: float32 roundings of float64 values
+    z_mag = p["source"].double().abs().amax()
+    assert ((out.centre.double() - ref["centre"]).abs() <= U * ref["centre"].abs() + g * z_mag).all()
+    eta_max = float(p["precision"].max())
+    assert ((out.zt.double() - ref["zt"]).abs() <= U * ref["zt"].abs() + g * eta_max * z_mag).all()
+    e_mag = abs(float(p["log_outputscale"])) + 0.5 * (ref["zt"].abs() * (p["source"].double().abs() + z_mag).mT).sum(1)
+    assert ((out.e.double() - ref["e"]).abs() <= U * ref["e"].abs() + g * e_mag).all()
+
+
+def test_click_system_reports_a_failed_factorisation_as_cholesky_ex(interpreted):
+    """A negative 'noise' makes K_nn + eps^2 I indefinite: info is the order of the first
+    leading minor that is not positive definite, as torch.linalg.cholesky_ex reports it."""
+    for noise in (-0.6, -1.5, -5.0):
+        p = _click_problem(n=6, noise=noise, log_eta0=0.0)
+        out = interpreted.click_system(**p)
+        expected = torch.linalg.cholesky_ex(_click_reference(p)["a"]).info
+        assert out.info.dtype == torch.int32
+        torch.testing.assert_close(out.info, expected.to(torch.int32), rtol=0, atol=0)
+    assert (out.info > 0).all()
+
+
+def test_click_system_reads_clicked_pixels_as_gather_at_clicks(interpreted):
+    """With coordinates the kernel reads the rows of the (B, H*W, D) pixel inputs that
+    gather_at_clicks picks (rounding half to even, clamping into the image): the same
+    values, so the same results bit for bit."""
+    from gpcis.models.heads import gather_at_clicks
+
+    p = _click_problem(n=6)
+    b, n, d = p["source"].shape
+    size = (5, 7)
+    g = torch.Generator().manual_seed(3)
+    pixels = torch.randn(b, d, size[0] * size[1], generator=g).transpose(1, 2)  # channel-major view
+    coords = torch.tensor([[[2.5, 3.5], [3.5, 0.5], [-0.7, 9.0], [4.49, 6.51], [1.0, 1.0], [0.0, 6.0]],
+                           [[1.5, 2.5], [7.0, -3.0], [2.0, 2.0], [0.4, 0.6], [0.0, 0.0], [0.0, 0.0]]])
+    p["source"] = gather_at_clicks(pixels, coords, size[1])
+    direct = interpreted.click_system(**p)
+    p["source"] = pixels
+    gathered = interpreted.click_system(**p, coords=coords, size=size)
+    for name in ("alpha", "click_mean", "centre", "zt", "e", "info"):
+        torch.testing.assert_close(getattr(gathered, name), getattr(direct, name), rtol=0, atol=0)
+
+
+def test_click_system_rejects_too_many_clicks(interpreted):
+    p = _click_problem(n=interpreted.MAX_CLICKS + 1)
+    with pytest.raises(ValueError, match="up to 64 clicks"):
+        interpreted.click_system(**p)
+
+
+def _pixel_reference(features, image, size, mean, std):
+    f = torch.nn.functional.normalize(features.double(), p=2, dim=1)
+    up = torch.nn.functional.interpolate(f, size=size, mode="bilinear", align_corners=False)
+    if image is None:
+        return up
+    m = torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1)
+    return torch.cat([up, (image.double() - m) / s], 1)
+
+
+def _pixel_bound(features, image, size, mean, std):
+    """Per-entry bound of the kernel's float32 evaluation against the float64 value.
+
+    Feature channels (unit vectors after normalisation, entries <= 1): the norm's sum of C
+    squares, its square root and reciprocal (<= 2 ulp each on a GPU: Triton's approximate
+    sqrt and division) cost <= (C + 8) u relative per corner, its weight and the four
+    weighted corners <= 8 u more; the source coordinate scale * (dst + 0.5) - 0.5 is
+    formed in float32 as PyTorch does (scale rounded, a product, a difference: <= 3 u
+    (|src| + 1)), and the interpolant's slope in it is <= 2 (entries in [-1, 1]), per axis.
+    Image channels: (x - m) / s with m, s rounded to float32 (a division of <= 2 ulp):
+    <= 8 u (|x| + |m|) / s.
+    """
+    c = features.shape[1]
+    src_max = max(size) * max(features.shape[-2] / size[0], features.shape[-1] / size[1]) + 1
+    feat = (c + 16) * U + 2 * 2 * 3 * U * (src_max + 1)
+    bound = torch.full((features.shape[0], c + (3 if image is not None else 0), *size), feat, dtype=torch.float64)
+    if image is not None:
+        m = torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)
+        s = torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1)
+        bound[:, c:] = 8 * U * (image.double().abs() + m) / s
+    return bound
+
+
+@pytest.mark.parametrize("small,size,with_image", [((6, 7), (23, 29), True), ((9, 9), (9, 9), True),
+                                                    ((5, 4), (17, 8), False), ((12, 10), (7, 6), True)])
+def test_pixel_features_against_the_float64_formula(interpreted, small, size, with_image):
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 10, 2 * small[0], small[1], generator=g)[:, :, ::2]  # strided input
+    features[0, :, 0, 0] = 0.0  # a zero vector: F.normalize's eps, no division by zero
+    image = torch.rand(2, 3, *size, generator=g) if with_image else None
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    out = interpreted.pixel_features(features, image, size, mean, std)
+    exact = _pixel_reference(features, image, size, mean, std)
+    assert out.shape == exact.shape and out.dtype == torch.float32 and out.is_contiguous()
+    assert ((out.double() - exact).abs() <= _pixel_bound(features, image, size, mean, std)).all()
+
+
+def _record(monkeypatch, module, name):
+    calls = []
+    fn = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: calls.append((a, k)) or fn(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("prior,use_prior_path", [("learned", True), ("spectral", True), ("learned", False)])
+def test_head_mean_through_the_click_system(interpreted, monkeypatch, prior, use_prior_path):
+    """GPHead's mean at inference through click_system + the mean-path kernel: the click
+    weights it computes are the float64 library path's (click_gram_cholesky, update_weights
+    of a float64 copy of the head) within the click system's bound, and the mean is the
+    mean-path kernel's f of those weights within that kernel's bound."""
+    from gpcis.gp.pathwise import click_gram_cholesky, prior_path, update_weights
+
+    cfg = GPHeadConfig(num_features=32, prior=prior, use_prior_path=use_prior_path)  # eval_noise 1e-4
+    head = GPHead(7, cfg).eval()
+    x_test, x_click, labels, valid = _head_inputs()
+    monkeypatch.setattr(interpreted, "usable", lambda x: x.dtype == torch.float32)
+    systems = _record(monkeypatch, interpreted, "click_system")
+    means = _record(monkeypatch, interpreted, "mean_path_from_clicks")
+    with torch.no_grad():
+        out = head(x_test, x_click, labels, valid)
+        h64 = copy.deepcopy(head).double()
+        z = x_click.double()
+        m = h64.posterior.mean(z, labels.double(), valid)
+        w = h64.weight_prior.mean.expand(1, 2, -1)
+        prior_z = prior_path(h64.rff, z, w)[0] if use_prior_path else torch.zeros_like(m)
+        chol = click_gram_cholesky(h64.kernel, z, valid, _f32(cfg.eval_noise), jitter=0.0, max_tries=0)
+        alpha = update_weights(chol, m - prior_z, valid, torch.float64)
+    assert len(systems) == 1 and len(means) == 1 and out.cholesky_info is None
+    system = means[0][0][5]
+    assert system.alpha.shape == (2, 5)
+    # the click system against the float64 library path
+    a = chol @ chol.mT
+    mag_r = m.abs() + (prior_z.abs() + 1 if use_prior_path else 0)
+    bound = _alpha_bound(dict(a=a, alpha=alpha, mag_r=mag_r), 7, 32, cfg.mlp_hidden)
+    assert ((system.alpha.double() - alpha).abs() <= bound).all()
+    torch.testing.assert_close(out.click_mean.double(), m, rtol=2 * U, atol=1e-12)
+    # the mean: f of the kernel's operands within the mean-path kernel's bound (the exponents
+    # e and eta (z - c) are float64 values rounded to float32, inside that bound's terms)
+    (x, theta, tau, wk, scale, _, eta, log_eta0), _ = means[0]
+    w_scaled = (wk * scale).expand(2, -1)
+    exact, kbound = _exact_and_bound(x, theta, tau, w_scaled, x_click, eta.reshape(-1), log_eta0.detach().exp(),
+                                     system.alpha, dot_rel=U)
+    assert ((out.mean.double() - exact).abs() <= kbound).all()
+
+
+def test_head_falls_back_to_the_jitter_escalation_when_the_system_is_not_positive_definite(interpreted,
+                                                                                          monkeypatch):
+    """Without sync_free a failed factorisation (info > 0) sends the call to the PyTorch path
+    (its jitter escalation); with sync_free the info comes back in the output."""
+    head = GPHead(7, GPHeadConfig(num_features=32)).eval()
+    inputs = _head_inputs()
+    with torch.no_grad():
+        monkeypatch.setattr(interpreted, "usable", lambda x: x.dtype == torch.float32)
+        monkeypatch.setattr(interpreted, "MAX_CLICKS", 0)  # the reference: the PyTorch click side
+        ref = head(*inputs)
+        monkeypatch.setattr(interpreted, "MAX_CLICKS", 64)
+        real = interpreted.click_system
+
+        def failing(*args, **kwargs):
+            out = real(*args, **kwargs)
+            out.info.fill_(3)
+            return out
+
+        monkeypatch.setattr(interpreted, "click_system", failing)
+        means = _record(monkeypatch, interpreted, "mean_path_from_clicks")
+        out = head(*inputs)
+        assert len(means) == 0  # not used: the PyTorch path ran (its mean path through fused_mean_path)
+        torch.testing.assert_close(out.mean, ref.mean, rtol=0, atol=0)
+        free = head(*inputs, sync_free=True)
+    assert len(means) == 1 and (free.cholesky_info == 3).all()
 
 
 @pytest.mark.gpu
@@ -153,3 +412,74 @@ def test_fused_mean_path_on_cuda_within_its_tf32x3_bound(lf, n):
     exact, bound = _exact_and_bound(*prob, dot_rel=2.0**-20, cos_abs=2.0**-21.4)
     assert bound.max() < 1e-2
     assert ((out.double().cpu() - exact).abs() <= bound).all()
+
+
+def _to(p, device):
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else tuple(t.to(device) for t in v)
+                if isinstance(v, tuple) else v) for k, v in p.items()}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,lf", [(24, 256), (1, 128), (64, 256)])
+def test_click_system_on_cuda_against_the_float64_solution(n, lf):
+    """Compiled, with libdevice's float64 cos / exp / log1p / sqrt (<= 2 ulp of float64,
+    inside the bound's per-operation allowance)."""
+    p = _click_problem(n=n, d=51, lf=lf, hidden=32, noise=1e-3)
+    out = fused.click_system(**_to(p, "cuda"))
+    ref = _click_reference(p)
+    bound = _alpha_bound(ref, 51, lf, 32)
+    assert (out.info == 0).all()
+    assert ((out.alpha.double().cpu() - ref["alpha"]).abs() <= bound).all()
+    m_mag = (ref["hid"].abs() @ p["mlp"][2].double().abs().T).squeeze(-1) + ref["o"].abs() + 1
+    assert ((out.click_mean.double().cpu() - ref["m"]).abs() <= U * ref["m"].abs() + 1e-13 * m_mag).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("small,size", [((96, 96), (384, 384)), ((50, 37), (201, 149))])
+def test_pixel_features_on_cuda_against_the_float64_formula(small, size):
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(1, 48, *small, generator=g)
+    image = torch.rand(1, 3, *size, generator=g)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    out = fused.pixel_features(features.cuda(), image.cuda(), size, mean, std).cpu()
+    exact = _pixel_reference(features, image, size, mean, std)
+    assert ((out.double() - exact).abs() <= _pixel_bound(features, image, size, mean, std)).all()
+
+
+@pytest.mark.gpu
+def test_seg_head_fused_inference_on_cuda():
+    """The GP segmentation head at inference on CUDA: the fused kernels ran (no fallback),
+    the result is the GP layer's fused mean on the gathered pixel rows bit for bit, and
+    the sync-free call (CUDA graphs) gives the same logits with ok = True."""
+    from gpcis.clicks import Click, ClickBatch
+    from gpcis.models.heads import IMAGENET_MEAN, IMAGENET_STD, GPSegHead, gather_at_clicks
+
+    head = GPSegHead(48, GPHeadConfig(num_features=256)).cuda().eval()
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(1, 48, 96, 96, generator=g).cuda()
+    image = torch.rand(1, 3, 384, 384, generator=g).cuda()
+    clicks = ClickBatch.from_lists([[Click(10 * i + 5, 17 * i % 384, i % 2 == 0) for i in range(20)]]).to("cuda")
+    with torch.no_grad():
+        out = head(features, image, clicks)
+        free = head(features, image, clicks, sync_free=True)
+        x = fused.pixel_features(features, image, (384, 384), IMAGENET_MEAN, IMAGENET_STD).flatten(2).transpose(1, 2)
+        ref = head.gp(x, gather_at_clicks(x, clicks.coords, 384), clicks.labels, clicks.valid)
+    assert head.gp._fused_error is None
+    torch.testing.assert_close(out.logits.reshape(1, -1), ref.mean, rtol=0, atol=0)
+    torch.testing.assert_close(free.logits, out.logits, rtol=0, atol=0)
+    assert bool(free.ok)
+
+
+def test_mean_path_launch_configuration_from_the_environment(interpreted, monkeypatch):
+    monkeypatch.delenv(interpreted.LAUNCH_ENV, raising=False)
+    assert interpreted.mean_path_config() == (128, 32, 4, 2)
+    monkeypatch.setenv(interpreted.LAUNCH_ENV, "64,32,8,3")
+    assert interpreted.mean_path_config() == (64, 32, 8, 3)
+    prob = _problem(lf=40, n=6)
+    out = interpreted.fused_mean_path(*prob, input_precision="ieee")  # runs with that configuration
+    exact, bound = _exact_and_bound(*prob, dot_rel=U)
+    assert ((out.double() - exact).abs() <= bound).all()
+    for bad in ("64,32", "64,8,4", "a,b,c", "0,32,4"):
+        monkeypatch.setenv(interpreted.LAUNCH_ENV, bad)
+        with pytest.raises(ValueError, match="GPCIS_FUSED_MEAN_CONFIG"):
+            interpreted.mean_path_config()

@@ -261,3 +261,69 @@ def test_gp_seg_head_aux_loss_is_l_vi_except_at_inference():
         lean = head(features, image, clicks)
     assert lean.aux_loss.item() == 0.0
     torch.testing.assert_close(lean.logits, ref.logits.detach(), rtol=0, atol=0)
+
+
+def _fused_on(monkeypatch, fused):
+    """Let gpcis.gp.fused's kernels run on CPU tensors (in Triton's interpreter)."""
+    monkeypatch.setattr(fused, "usable", lambda x: x.dtype == torch.float32)
+
+
+def test_gp_seg_head_inference_through_the_fused_kernels(interpreted, monkeypatch):
+    """At inference (stride 1, mean path) the head runs fused.pixel_features, then the GP
+    layer's fused mean with the clicks as pixel coordinates: the result is, bit for bit, the
+    GP layer's fused mean given the gathered rows of those pixel features (the kernels'
+    accuracy is tested in tests/gp/test_fused.py)."""
+    head = GPSegHead(D_FEAT, SMALL_GP).eval()
+    features, image, clicks = _inputs()
+    _fused_on(monkeypatch, interpreted)
+    pixel_calls, system_calls = [], []
+    pixel_features, click_system = interpreted.pixel_features, interpreted.click_system
+    monkeypatch.setattr(interpreted, "pixel_features", lambda *a, **k: pixel_calls.append(a) or pixel_features(*a, **k))
+    monkeypatch.setattr(interpreted, "click_system", lambda *a, **k: system_calls.append(k) or click_system(*a, **k))
+    with torch.no_grad():
+        out = head(features, image, clicks)
+        free = head(features, image, clicks, sync_free=True)
+        x = interpreted.pixel_features(features, image, (16, 20), IMAGENET_MEAN, IMAGENET_STD)
+        x_test = x.flatten(2).transpose(1, 2)
+        ref = head.gp(x_test, gather_at_clicks(x_test, clicks.coords, 20), clicks.labels, clicks.valid)
+    assert len(pixel_calls) == 3 and system_calls[0]["coords"] is clicks.coords and system_calls[-1]["coords"] is None
+    assert head.gp._fused_error is None
+    torch.testing.assert_close(out.logits.reshape(2, -1), ref.mean, rtol=0, atol=0)
+    torch.testing.assert_close(free.logits, out.logits, rtol=0, atol=0)
+    assert out.ok is None and bool(free.ok)
+    # the PyTorch path's pixel features, within the kernel's float32 bound of them
+    assert (x - head.pixel_features(features, image)).abs().max() < 1e-5
+
+
+def test_gp_seg_head_sync_free_reports_a_failed_click_system(interpreted, monkeypatch):
+    head = GPSegHead(D_FEAT, SMALL_GP).eval()
+    features, image, clicks = _inputs()
+    _fused_on(monkeypatch, interpreted)
+    click_system = interpreted.click_system
+
+    def failing(*args, **kwargs):
+        out = click_system(*args, **kwargs)
+        out.info[1] = 2
+        return out
+
+    monkeypatch.setattr(interpreted, "click_system", failing)
+    with torch.no_grad():
+        assert not bool(head(features, image, clicks, sync_free=True).ok)
+
+
+def test_gp_seg_head_falls_back_when_the_pixel_kernel_cannot_run(interpreted, monkeypatch):
+    head = GPSegHead(D_FEAT, SMALL_GP).eval()
+    features, image, clicks = _inputs()
+    with torch.no_grad():
+        ref = head(features, image, clicks)  # the PyTorch path (CPU tensors)
+        _fused_on(monkeypatch, interpreted)
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("no C compiler")
+
+        monkeypatch.setattr(interpreted, "pixel_features", broken)
+        with pytest.warns(RuntimeWarning, match="fused GP mean path unavailable.*no C compiler"):
+            out = head(features, image, clicks)
+        again = head(features, image, clicks)
+    torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=0)
+    torch.testing.assert_close(again.logits, ref.logits, rtol=0, atol=0)

@@ -52,3 +52,24 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     assert create_model("ritm_tiny", checkpoint=path).config.name == "ritm_tiny"
     with pytest.raises(ValueError, match="cannot be combined"):
         create_model(checkpoint=path, vi_weight=2.0)
+
+
+def test_model_from_checkpoint_is_create_model_from_the_loaded_file(tmp_path):
+    import torch
+
+    from gpcis.models import CheckpointError, load_checkpoint, model_from_checkpoint
+
+    source = create_model("gpcis_tiny")
+    path = save_checkpoint(tmp_path / "m.pt", source)
+    data = load_checkpoint(path)
+    model = model_from_checkpoint(data, "gpcis_tiny", source=str(path))
+    ref = create_model("gpcis_tiny", checkpoint=path)
+    assert not model.training and model.config == ref.config
+    for (k, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match=r"m\.pt holds a .*not 'ritm_tiny'"):
+        model_from_checkpoint(data, "ritm_tiny", source=str(path))
+    with pytest.raises(ValueError, match="unknown model name 'nope'"):
+        model_from_checkpoint(data, "nope")
+    with pytest.raises(CheckpointError, match="mine: its model config cannot be used"):
+        model_from_checkpoint({"model": {}}, source="mine")
