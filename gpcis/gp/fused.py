@@ -7,9 +7,9 @@ At inference the segmentation head needs, at every pixel ``x`` (supplement Eq. S
                 + \sum_{n=1}^{N} \alpha_n\, \eta_0 \exp\big(-\tfrac12 \lVert x - z_n \rVert_\eta^2\big),
 
 where ``w`` already carries Phi's scale ``a sqrt(2/l)`` and ``alpha = (K_nn + eps^2 I)^{-1}
-(m_xi - Phi(Z) w)``. The PyTorch path (:mod:`gpcis.gp.pathwise`) takes about 150 kernels
+(m_xi - Phi(Z) w)``. The PyTorch path (:mod:`gpcis.gp.pathwise`) takes a few hundred small kernels
 for it; on a GPU at interactive sizes their launches, not their arithmetic, set the time.
-Here it takes four:
+Here it takes five Triton kernels:
 
 * :func:`pixel_features` -- the inputs ``X = [upsample(normalize(features)), image]`` of
   every pixel (Alg. S2 line 3), one buffer written once (plus a tiny kernel for the

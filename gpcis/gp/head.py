@@ -294,7 +294,7 @@ class GPHead(nn.Module):
         size: Optional[tuple[int, int]] = None,
         sync_free: bool = False,
     ) -> Optional[GPHeadOutput]:
-        """The mean path at inference in two GPU kernels, or ``None`` where they do not apply.
+        """The mean path at inference in three GPU kernels, or ``None`` where they do not apply.
 
         :func:`gpcis.gp.fused.click_system` computes the click side (``m_xi``, the prior at
         the clicks, the Cholesky factor of ``K_nn + eps^2 I`` and ``alpha``, in float64) and
@@ -367,7 +367,7 @@ class GPHead(nn.Module):
         return GPHeadOutput(mean=mean, samples=None, variance=None, vi_loss=None, click_mean=system.click_mean,
                             cholesky_info=system.info if sync_free else None)
 
-    def _fused_mean(
+    def _fused_mean_path(
         self, x_test: Tensor, x_click: Tensor, residual: Tensor, w: Tensor, valid: Tensor, chol: Optional[Tensor]
     ) -> Optional[Tensor]:
         """The mean path ``Phi(X) w + K_{*n} alpha`` through :func:`gpcis.gp.fused.fused_mean_path`.
@@ -457,7 +457,7 @@ class GPHead(nn.Module):
                 and fused.usable(x_test) and self._fused_error is None):
             # the mean path at inference on a GPU: one fused kernel over the test points (the
             # variance, if asked for, forms K_{*n} itself; the (M, l) features are never formed)
-            out = self._fused_mean(x_test, x_click, f_click[0] - prior_click[0], w[0], valid, chol)
+            out = self._fused_mean_path(x_test, x_click, f_click[0] - prior_click[0], w[0], valid, chol)
         if out is None:
             out = prior_path(self.rff, x_test, w) if cfg.use_prior_path else x_test.new_zeros(w.shape[0], b, m)
             k_star_n = self.kernel(x_test, x_click).to_dense() if n and (cfg.use_update_path or return_variance) else None

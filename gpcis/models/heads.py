@@ -294,7 +294,7 @@ class GPSegHead(SegHead):
 
     def _fused_inference(self, features: Tensor, image: Tensor, clicks: ClickBatch,
                          sync_free: bool) -> GPHeadOutput | None:
-        """The mean path at inference on a GPU in three kernels (stride 1), or ``None``.
+        """The mean path at inference on a GPU in five small Triton kernels (stride 1), or ``None``.
 
         :func:`gpcis.gp.fused.pixel_features` writes ``X`` (what :meth:`pixel_features`
         builds with about ten operations) and :meth:`gpcis.gp.GPHead.fused_mean` reads the
@@ -353,13 +353,13 @@ class GPSegHead(SegHead):
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         b, _, big_h, big_w = image.shape
         out = None
-        if self.stride == 1 and num_samples == 0 and not return_std:
+        if self.stride == 1 and num_samples == 0 and not return_std:  # GPU inference: fused kernels
             out = self._fused_inference(features, image, clicks, sync_free)
+        if self.stride == 1:
             h, w = big_h, big_w
         if out is not None:
             pass
         elif self.stride == 1:
-            h, w = big_h, big_w
             x = self.pixel_features(features, image)  # (B, D, H, W)
             x_test = x.flatten(2).transpose(1, 2)  # (B, M, D)
             x_click = gather_at_clicks(x_test, clicks.coords, w)  # (B, N, D)
