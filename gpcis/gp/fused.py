@@ -519,7 +519,8 @@ def click_system(
     coords: Optional[Tensor] = None,
     size: Optional[tuple[int, int]] = None,
 ) -> ClickSystem:
-    r"""The click side of the mean path in one kernel launch (one program per batch item).
+    r"""The click side of the mean path in two kernel launches (one program per click, then
+    one per batch item).
 
     In float64, from the clicks' inputs ``Z``: ``m_xi = softplus(MLP(Z)) y`` (Eq. S11), the
     prior path at the clicks ``Phi(Z) w`` (Eq. S13), ``K_nn + eps^2 I`` (Eq. S2, padding as
@@ -554,6 +555,10 @@ def click_system(
     lf = theta.shape[-1]
     hidden = mlp[0].shape[0]
     dev, f32 = source.device, torch.float32
+    # the kernels index these densely (no-ops for the head's float32 parameters)
+    theta, tau, w = theta.to(f32).contiguous(), tau.to(f32).contiguous(), w.to(f32).contiguous()
+    precision, log_outputscale = precision.to(f32).contiguous(), log_outputscale.to(f32)
+    mlp = tuple(t.to(f32).contiguous() for t in mlp)
     out = ClickSystem(
         alpha=torch.empty(b, n, device=dev, dtype=f32), click_mean=torch.empty(b, n, device=dev, dtype=f32),
         centre=torch.empty(b, d, device=dev, dtype=f32), zt=torch.empty(b, d, n, device=dev, dtype=f32),
@@ -619,9 +624,11 @@ def mean_path_from_clicks(
     """
     d = x.shape[-1]
     n = system.alpha.shape[1]
+    f32 = torch.float32
+    theta, tau, precision = theta.to(f32).contiguous(), tau.to(f32).contiguous(), precision.to(f32).contiguous()
     rows, feats, warps, stages = mean_path_config()
     return _launch_mean_path(x, theta, tau, w, system.zt, system.e, system.alpha, system.centre,
-                             precision.reshape(d), log_outputscale.reshape(1), n, "tf32x3",
+                             precision.reshape(d), log_outputscale.reshape(1).to(f32), n, "tf32x3",
                              rows, feats, warps, w_scale, num_stages=stages)
 
 

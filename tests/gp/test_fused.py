@@ -271,6 +271,11 @@ def test_click_system_reads_clicked_pixels_as_gather_at_clicks(interpreted):
     gathered = interpreted.click_system(**p, coords=coords, size=size)
     for name in ("alpha", "click_mean", "centre", "zt", "e", "info"):
         torch.testing.assert_close(getattr(gathered, name), getattr(direct, name), rtol=0, atol=0)
+    # parameters in other layouts are read as their values
+    p["theta"] = p["theta"].T.contiguous().T
+    p["mlp"] = (p["mlp"][0].T.contiguous().T, *p["mlp"][1:])
+    strided = interpreted.click_system(**p, coords=coords, size=size)
+    torch.testing.assert_close(strided.alpha, direct.alpha, rtol=0, atol=0)
 
 
 def test_click_system_rejects_too_many_clicks(interpreted):
