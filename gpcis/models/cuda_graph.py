@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Hashable, Optional
 
@@ -94,7 +94,7 @@ class CUDAGraphHead:
         self.max_graphs = int(max_graphs)
         self.capture_after = int(capture_after)
         self._graphs: OrderedDict[Hashable, _Graph] = OrderedDict()
-        self._calls: Counter[Hashable] = Counter()
+        self._calls: OrderedDict[Hashable, int] = OrderedDict()  # calls of shapes not captured yet
         self._params: tuple[int, ...] = ()
         #: calls answered by a graph replay / run eagerly (before capture, failed capture, ``ok`` false)
         self.replays = 0
@@ -107,6 +107,22 @@ class CUDAGraphHead:
         """Drop every captured graph (and the call counts)."""
         self._graphs.clear()
         self._calls.clear()
+
+    #: shapes whose calls are counted before their capture (the most recent ones): the
+    #: predictor's zoom-in can give every crop another shape, most of which never come back
+    max_counted = 64
+
+    def _due(self, key: Hashable) -> bool:
+        """Count a call of a shape that has no graph; whether it is the one to capture it at
+        (its ``capture_after``-th). Only the :attr:`max_counted` most recent shapes keep a
+        count, so one-off shapes do not accumulate."""
+        count = self._calls.pop(key, 0) + 1
+        if count >= self.capture_after:
+            return True
+        self._calls[key] = count  # most recent last
+        while len(self._calls) > self.max_counted:
+            self._calls.popitem(last=False)
+        return False
 
     def _eager(self, features: Tensor, image: Tensor, clicks: ClickBatch, return_std: bool) -> HeadOutput:
         self.eager_calls += 1
@@ -139,8 +155,7 @@ class CUDAGraphHead:
                n_pad, bool(return_std))
         entry = self._graphs.get(key)
         if entry is None:
-            self._calls[key] += 1
-            if self._calls[key] < self.capture_after:
+            if not self._due(key):
                 return self._eager(features, image, clicks, return_std)
             entry = self._capture(features, image, clicks, n_pad, return_std)
             self._graphs[key] = entry

@@ -76,6 +76,21 @@ def test_cuda_graph_api_errors():
         Predictor(model, device="cpu", cuda_graphs=True)
 
 
+def test_shapes_are_captured_at_their_nth_call_and_one_off_shapes_are_not_kept():
+    graphs = CUDAGraphHead(create_model("gpcis_tiny").eval().head, capture_after=3)
+    assert [graphs._due("a") for _ in range(3)] == [False, False, True]
+    assert "a" not in graphs._calls  # its count ends with its capture
+    for i in range(graphs.max_counted + 10):  # many one-off shapes (e.g. zoom-in crops)
+        graphs._due(("crop", i))
+    assert len(graphs._calls) == graphs.max_counted and ("crop", 0) not in graphs._calls
+    graphs._due("b")
+    graphs._due(("crop", 20))  # a shape seen again moves to the most recent end
+    assert list(graphs._calls)[-2:] == ["b", ("crop", 20)] and graphs._calls[("crop", 20)] == 2
+    assert graphs._due("b") is False and graphs._due("b") is True
+    graphs.clear()
+    assert not graphs._calls
+
+
 def test_run_head_stays_eager_where_graphs_do_not_apply():
     """On the CPU (and in training, with gradients or with samples) run_head is the head."""
     model = create_model("gpcis_tiny").eval()
