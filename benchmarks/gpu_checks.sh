@@ -4,12 +4,12 @@
 # training throughput of the efflite0 pair.
 # Results go to ${OUT:-runs/bench/gpu} (JSON, PNG, logs); collect them with
 #   python benchmarks/report.py --runs <that folder's parent> --out docs/benchmarks.md
-# Usage (repository root):  bash benchmarks/gpu_checks.sh [STEP ...]   (default: 1 2 3 4 5)
+# Usage (repository root):  bash benchmarks/gpu_checks.sh [STEP ...]   (default: 1 2 3 4 5 6)
 # The machine needs torch, gpytorch, linear-operator, timm, opencv, scikit-image and botorch
 # importable (the project's device machines have torch preinstalled; the others travel as
 # wheels, see /work/.library/device/README.md) and gpcis on PYTHONPATH (the repo root).
 set -u
-STEPS=" ${*:-1 2 3 4 5} "
+STEPS=" ${*:-1 2 3 4 5 6} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 OUT=${OUT:-runs/bench/gpu}
 mkdir -p "$OUT"
@@ -54,4 +54,8 @@ done
 want 5 && timeout 180 $PY benchmarks/click_latency.py --device cuda --repeats 30 --warmup 10 --cuda-graphs \
     --out "$OUT/click_latency_graphs" 2>&1 | tail -n 30 \
     | tee "$OUT/click_latency_graphs.log"
+# 6. launch configurations of the fused GP kernels (mean path per input width, click solve per
+#    click count); the fastest are what gpcis.gp.fused hard-codes (GPCIS_FUSED_MEAN_CONFIG overrides)
+want 6 && timeout 240 $PY benchmarks/fused_sweep.py --device cuda --out "$OUT/fused_sweep" 2>&1 | tail -n 45 \
+    | tee "$OUT/fused_sweep.log"
 echo "done: $OUT"

@@ -5,6 +5,7 @@ Looks under ``--runs`` (default ``runs/bench``) for the files the benchmark scri
 * ``**/gp_sampler.json``      -- ``benchmarks/gp_sampler.py`` (GP-layer timing)
 * ``**/model_complexity.json`` -- ``benchmarks/model_complexity.py`` (Table S2)
 * ``**/click_latency.json``   -- ``benchmarks/click_latency.py`` (Fig. S1)
+* ``**/fused_sweep.json``     -- ``benchmarks/fused_sweep.py`` (GPU kernel launch configurations)
 * ``**/ablations.json``       -- ``benchmarks/ablations.py``
 * ``**/metrics.json``         -- ``gpcis evaluate`` runs (Table S1 layout)
 
@@ -149,6 +150,31 @@ def section_click_latency(path: Path, assets: Path, png_name: str = "click_laten
     return "\n".join(lines)
 
 
+def section_fused_sweep(path: Path, assets: Path, png_name: str = "fused_sweep.png") -> str:
+    data = _load(path)
+    timing = "kernel device time (torch.profiler)" if data.get("device", "cpu") != "cpu" else \
+        "Triton's interpreter on the CPU: a smoke run, not a timing"
+    lines = ["## Fused GP kernels: launch configurations (`benchmarks/fused_sweep.py`)", "",
+             _meta(data, path) + f"; {data.get('size', '?')}² test points, {timing}", "",
+             "| D | l | rows / features / warps / stages | µs per call | rel. diff to the first |",
+             "|---:|---:|---|---:|---:|"]
+    finite = lambda r: r["us"] if isinstance(r["us"], (int, float)) and r["us"] == r["us"] else float("inf")  # noqa: E731
+    for r in sorted(data.get("mean", []), key=lambda r: (r["dim"], finite(r))):
+        us = "failed" if r.get("error") else f"{r['us']:.1f}"
+        lines.append(f"| {r['dim']} | {r['features']} | {r['rows']} / {r['block_features']} / {r['warps']} / "
+                     f"{r['stages']} | {us} | {r['rel_diff']:.1e} |")
+    lines += ["", "| clicks | warps | forward substitution | µs per call | rel. diff to the first |",
+              "|---:|---:|---|---:|---:|"]
+    for r in sorted(data.get("solve", []), key=lambda r: (r["clicks"], r["us"])):
+        lines.append(f"| {r['clicks']} | {r['warps']} | {'inside the factorisation' if r['fused_forward'] else 'after'} | "
+                     f"{r['us']:.1f} | {r['rel_diff']:.1e} |")
+    png = _copy_png(path.with_suffix(".png"), assets, png_name)
+    if png:
+        lines += ["", f"![fused kernel sweep]({png})"]
+    lines.append("")
+    return "\n".join(lines)
+
+
 def section_ablations(path: Path, assets: Path, png_name: str = "ablations.png") -> str:
     data = _load(path)
     summary = data.get("summary", [])
@@ -209,6 +235,7 @@ def build_report(runs: Path, out: Path) -> str:
         ("gp_sampler.json", section_gp_sampler),
         ("model_complexity.json", section_complexity),
         ("click_latency.json", section_click_latency),
+        ("fused_sweep.json", section_fused_sweep),
         ("ablations.json", section_ablations),
     ]
     found = 0

@@ -518,6 +518,8 @@ def click_system(
     mlp: tuple[Tensor, Tensor, Tensor, Tensor],
     coords: Optional[Tensor] = None,
     size: Optional[tuple[int, int]] = None,
+    solve_warps: Optional[int] = None,
+    fused_forward: Optional[bool] = None,
 ) -> ClickSystem:
     r"""The click side of the mean path in two kernel launches (one program per click, then
     one per batch item).
@@ -542,6 +544,10 @@ def click_system(
         coords: ``(B, N, 2)`` click ``(row, col)`` pixels of an ``size = (H, W)`` grid whose
             row-major pixels are ``source``'s rows (rounded and clamped as
             :func:`gpcis.models.heads.gather_at_clicks`).
+        solve_warps, fused_forward: launch options of the factorisation (warps; the
+            forward substitution inside its loop or after it); ``None``: the defaults
+            (``_SOLVE_WARPS``, ``_SOLVE_FUSED_FORWARD``, from an H200 sweep,
+            ``benchmarks/fused_sweep.py``). The result does not depend on them beyond rounding.
 
     Returns:
         :class:`ClickSystem`.
@@ -594,9 +600,11 @@ def click_system(
         GATHER=gather, NP=np_, DP=max(16, triton.next_power_of_2(d)), BL=64,
         HP=max(16, triton.next_power_of_2(hidden)), LIBDEVICE=source.is_cuda, num_warps=4,
     )
-    _click_solve_kernel[(b,)](a_mat, resid, valid_u8, out.alpha, out.info, n, NP=np_,
-                              FUSED_FORWARD=_SOLVE_FUSED_FORWARD, LIBDEVICE=source.is_cuda,
-                              num_warps=_SOLVE_WARPS.get(np_, 4))
+    _click_solve_kernel[(b,)](
+        a_mat, resid, valid_u8, out.alpha, out.info, n, NP=np_,
+        FUSED_FORWARD=_SOLVE_FUSED_FORWARD if fused_forward is None else bool(fused_forward),
+        LIBDEVICE=source.is_cuda, num_warps=solve_warps or _SOLVE_WARPS.get(np_, 4),
+    )
     return out
 
 

@@ -215,11 +215,10 @@ def _alpha_bound(ref, d: int, lf: int, hidden: int):
 
 @pytest.mark.parametrize("n,lf,fused_forward", [(7, 24, True), (1, 24, True), (7, 0, True), (17, 40, True),
                                                 (17, 40, False)])
-def test_click_system_against_the_float64_solution(interpreted, monkeypatch, n, lf, fused_forward):
+def test_click_system_against_the_float64_solution(interpreted, n, lf, fused_forward):
     """Also with the forward substitution after the factorisation (a launch option)."""
-    monkeypatch.setattr(interpreted, "_SOLVE_FUSED_FORWARD", fused_forward)
     p = _click_problem(n=n, lf=lf)
-    out = interpreted.click_system(**p)
+    out = interpreted.click_system(**p, fused_forward=fused_forward, solve_warps=2 if fused_forward else None)
     ref = _click_reference(p)
     d, hidden = p["source"].shape[-1], p["mlp"][0].shape[0]
     bound = _alpha_bound(ref, d, lf, hidden)
