@@ -107,8 +107,8 @@ def _f32(value: float) -> float:
 
 
 def usable(x: Tensor) -> bool:
-    """Whether :func:`fused_mean_path` runs for inputs like ``x``: Triton present and ``x`` a
-    float32 CUDA tensor (the tests also run the kernel on the CPU in Triton's interpreter)."""
+    """Whether the library runs these kernels for inputs like ``x``: Triton present and ``x`` a
+    float32 CUDA tensor (the tests also run them on the CPU in Triton's interpreter)."""
     return triton is not None and x.is_cuda and x.dtype == torch.float32
 
 
