@@ -328,24 +328,17 @@ class GPHead(nn.Module):
                 or not isinstance(x_test, Tensor) or not fused.usable(x_test)
                 or (x_click is not None and (not isinstance(x_click, Tensor) or x_click.dtype != torch.float32))
                 or not isinstance(valid, Tensor) or valid.dim() != 2 or not 0 < valid.shape[1] <= fused.MAX_CLICKS
-                or self.kernel.batch_shape != torch.Size([]) or not cfg.use_update_path):
+                or not cfg.use_update_path):
             return None
-        theta = self.rff.frequencies()
-        if theta.dim() != 2:
+        prior = self._prior_operands()
+        if prior is None:
             return None
+        theta, tau, w, scale = prior
         labels = check_gp_inputs(x_test, x_click, labels, valid, self.in_dim, check_values=not sync_free)
         if coords is not None and (coords.shape != (*valid.shape, 2) or size is None
                                    or int(size[0]) * int(size[1]) != x_test.shape[1]):
             raise ValueError(f"coords must have shape {(*valid.shape, 2)} and size (H, W) with H * W = "
                              f"{x_test.shape[1]}, got {tuple(coords.shape)} and {size}")
-        if cfg.use_prior_path:
-            tau, w = self.rff.tau, self.weight_prior.mean
-            if self.rff.mode == "learned":  # Phi's scale sqrt(2/l) as a number: no extra kernel
-                scale = math.sqrt(2.0 / cfg.num_features)
-            else:
-                w, scale = w * self.rff.feature_scale(), 1.0
-        else:  # no basis functions
-            theta, tau, w, scale = theta[:, :0], self.rff.tau[:0], self.weight_prior.mean[:0], 1.0
         eta = self.kernel.precision
         constraint = self.kernel.raw_outputscale_constraint
         log_eta0 = (self.kernel.raw_outputscale if getattr(constraint, "_transform", None) is torch.exp
@@ -360,46 +353,62 @@ class GPHead(nn.Module):
                 return None  # the system needs jitter: the PyTorch path's escalation
             mean = fused.mean_path_from_clicks(x_test, theta, tau, w, scale, system, eta, log_eta0)
         except Exception as err:  # e.g. no compiler for Triton's launcher: the PyTorch path instead
-            self._fused_error = f"{type(err).__name__}: {err}"
-            warnings.warn(f"fused GP mean path unavailable, using the PyTorch path: {self._fused_error}",
-                          RuntimeWarning, stacklevel=3)
+            self.fused_failed(err, stacklevel=3)
             return None
         return GPHeadOutput(mean=mean, samples=None, variance=None, vi_loss=None, click_mean=system.click_mean,
                             cholesky_info=system.info if sync_free else None)
 
+    def _prior_operands(self) -> Optional[tuple[Tensor, Tensor, Tensor, float]]:
+        """``(Theta, tau, w, scale)`` of the prior path for the fused kernels, ``w = mu_w``:
+        Phi's scale ``sqrt(2/l)`` as a Python number for learned features (no extra kernel),
+        folded into ``w`` (and ``scale = 1``) for spectral ones; no basis functions
+        (``l = 0``) when the prior path is switched off. ``None`` where the kernels do not
+        apply: a batched kernel (or batched frequencies)."""
+        theta, tau, w = self.rff.frequencies(), self.rff.tau, self.weight_prior.mean
+        if theta.dim() != 2 or self.kernel.batch_shape != torch.Size([]):
+            return None
+        if not self.config.use_prior_path:
+            return theta[:, :0], tau[:0], w[:0], 1.0
+        if self.rff.mode == "learned":
+            return theta, tau, w, math.sqrt(2.0 / self.config.num_features)
+        return theta, tau, w * self.rff.feature_scale(), 1.0
+
+    def fused_failed(self, err: Exception, stacklevel: int = 2) -> None:
+        """Switch the fused kernels off on this head after ``err`` (e.g. no compiler for
+        Triton's launcher): a warning says why, and the PyTorch path runs from then on."""
+        self._fused_error = f"{type(err).__name__}: {err}"
+        warnings.warn(f"fused GP mean path unavailable, using the PyTorch path: {self._fused_error}",
+                      RuntimeWarning, stacklevel=stacklevel + 1)
+
     def _fused_mean_path(
-        self, x_test: Tensor, x_click: Tensor, residual: Tensor, w: Tensor, valid: Tensor, chol: Optional[Tensor]
+        self, x_test: Tensor, x_click: Tensor, residual: Tensor, valid: Tensor, chol: Optional[Tensor]
     ) -> Optional[Tensor]:
-        """The mean path ``Phi(X) w + K_{*n} alpha`` through :func:`gpcis.gp.fused.fused_mean_path`.
+        """The mean path ``Phi(X) w + K_{*n} alpha`` through :func:`gpcis.gp.fused.fused_mean_path`
+        (``w = mu_w``).
 
         Args:
-            residual: ``(B, N)`` ``m_xi - Phi(X_n) w``; w: ``(B, l)`` the weight-prior mean.
+            residual: ``(B, N)`` ``m_xi - Phi(X_n) w``.
 
         Returns:
             ``(1, B, M)``, or ``None`` where the fused kernel does not apply (a batched
             kernel or frequencies) or cannot run here (then it is not tried again on this
             head, and a warning says why).
         """
-        cfg = self.config
-        theta = self.rff.frequencies()
-        if theta.dim() != 2 or self.kernel.batch_shape != torch.Size([]):
+        prior = self._prior_operands()
+        if prior is None:
             return None
-        n, tau = valid.shape[1], self.rff.tau
-        if cfg.use_prior_path:
-            w = w * self.rff.feature_scale()
-        else:  # no basis functions
-            theta, tau, w = theta[:, :0], tau[:0], w[:, :0]
-        if cfg.use_update_path and n:
+        theta, tau, w, scale = prior
+        n = valid.shape[1]
+        if self.config.use_update_path and n:
             alpha = update_weights(chol, residual, valid, x_test.dtype)
         else:
             alpha, x_click = residual[:, :0], x_click[:, :0]
         try:
+            w = (w * scale if scale != 1.0 else w).expand(valid.shape[0], -1)  # (B, l), scaled
             out = fused.fused_mean_path(x_test, theta, tau, w, x_click,
                                         self.kernel.precision.reshape(-1), self.kernel.outputscale, alpha)
         except Exception as err:  # e.g. no compiler for Triton's launcher: the PyTorch path instead
-            self._fused_error = f"{type(err).__name__}: {err}"
-            warnings.warn(f"fused GP mean path unavailable, using the PyTorch path: {self._fused_error}",
-                          RuntimeWarning, stacklevel=4)
+            self.fused_failed(err, stacklevel=4)
             return None
         return out[None]
 
@@ -457,7 +466,7 @@ class GPHead(nn.Module):
                 and fused.usable(x_test) and self._fused_error is None):
             # the mean path at inference on a GPU: one fused kernel over the test points (the
             # variance, if asked for, forms K_{*n} itself; the (M, l) features are never formed)
-            out = self._fused_mean_path(x_test, x_click, f_click[0] - prior_click[0], w[0], valid, chol)
+            out = self._fused_mean_path(x_test, x_click, f_click[0] - prior_click[0], valid, chol)
         if out is None:
             out = prior_path(self.rff, x_test, w) if cfg.use_prior_path else x_test.new_zeros(w.shape[0], b, m)
             k_star_n = self.kernel(x_test, x_click).to_dense() if n and (cfg.use_update_path or return_variance) else None

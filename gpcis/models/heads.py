@@ -11,7 +11,6 @@ Two heads share one interface (:class:`SegHead`):
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -309,9 +308,7 @@ class GPSegHead(SegHead):
         try:
             x = fused.pixel_features(features, image if self.use_image else None, size, IMAGENET_MEAN, IMAGENET_STD)
         except Exception as err:  # e.g. no compiler for Triton's launcher: the PyTorch path instead
-            gp._fused_error = f"{type(err).__name__}: {err}"
-            warnings.warn(f"fused GP mean path unavailable, using the PyTorch path: {gp._fused_error}",
-                          RuntimeWarning, stacklevel=3)
+            gp.fused_failed(err, stacklevel=3)
             return None
         return gp.fused_mean(x.flatten(2).transpose(1, 2), clicks.labels, clicks.valid, coords=clicks.coords,
                              size=size, sync_free=sync_free)
