@@ -7,8 +7,9 @@ solve's variants (warps; the forward substitution inside the factorisation's loo
 it). Every configuration's output is compared with the default's (a configuration that
 disagrees beyond rounding is marked and never chosen). Prints a table, writes JSON and a
 PNG; ``python benchmarks/report.py`` puts the tables in docs/benchmarks.md. The fastest
-configurations are what ``gpcis.gp.fused`` hard-codes (measured on an H200); on another GPU,
-``GPCIS_FUSED_MEAN_CONFIG=rows,features,warps[,stages]`` applies this script's choice.
+configurations are what ``gpcis.gp.fused`` hard-codes per padded width (measured on an H200);
+on another GPU, ``GPCIS_FUSED_MEAN_CONFIG=rows,features,warps[,stages[,split]]`` applies this
+script's choice (the "best mean" lines print it in that form).
 
 On a GPU the time is the kernel's device time (``torch.profiler``). Without CUDA the kernels
 run in Triton's interpreter: a smoke run of the script (``--quick``, tested), not a timing.
@@ -45,13 +46,15 @@ from click_latency import run_metadata  # noqa: E402
 
 from gpcis.gp import fused  # noqa: E402
 
-#: mean-path configurations (rows, features, warps, pipeline stages)
-MEAN_CONFIGS = [
+#: mean-path configurations (rows, features, warps, pipeline stages), each with the rows split
+#: into TF32 parts once per program and with Triton's tf32x3 (``MeanPathConfig.split``)
+_BASE_CONFIGS = [
     (128, 32, 4, 2), (128, 32, 4, 3), (128, 64, 4, 4), (128, 64, 4, 1), (128, 64, 4, 2), (128, 64, 4, 3),
     (128, 128, 8, 2), (256, 64, 8, 2), (256, 32, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 2, 2),
-    (64, 16, 4, 2), (32, 32, 2, 2), (128, 16, 4, 2),
+    (64, 16, 4, 2), (32, 32, 2, 2), (32, 16, 2, 2), (32, 32, 4, 2), (128, 16, 4, 2),
 ]
-QUICK_MEAN_CONFIGS = [(128, 32, 4, 2), (64, 16, 2, 1)]
+MEAN_CONFIGS = [fused.MeanPathConfig(*c, split) for split in (False, True) for c in _BASE_CONFIGS]
+QUICK_MEAN_CONFIGS = [fused.MeanPathConfig(128, 32, 4, 2, False), fused.MeanPathConfig(64, 16, 2, 1, True)]
 #: click-solve variants (warps, forward substitution inside the factorisation)
 SOLVE_VARIANTS = [(w, f) for f in (True, False) for w in (1, 2, 4)]
 
@@ -106,15 +109,11 @@ def sweep_mean(size: int, dims: list[int], features: list[int], n: int, configs:
     timer = _timer(device, "_mean_path_kernel", reps)
     for d, lf in zip(dims, features):
         prob = mean_problem(size, d, lf, n, device)
-        ref = fused.fused_mean_path(*prob, block_rows=configs[0][0], block_features=configs[0][1],
-                                    num_warps=configs[0][2], num_stages=configs[0][3])
+        ref = fused.fused_mean_path(*prob, config=configs[0])
         scale = float(ref.abs().max())
         for cfg in configs:
-            rows_, feats, warps, stages = cfg
-
             def run():
-                return fused.fused_mean_path(*prob, block_rows=rows_, block_features=feats, num_warps=warps,
-                                             num_stages=stages)
+                return fused.fused_mean_path(*prob, config=cfg)
 
             try:
                 diff = float((run() - ref).abs().max()) / max(scale, 1e-30)
@@ -122,9 +121,9 @@ def sweep_mean(size: int, dims: list[int], features: list[int], n: int, configs:
                 error = None
             except Exception as err:  # a configuration that does not compile or fit on this GPU
                 diff, us, error = float("nan"), float("nan"), f"{type(err).__name__}: {str(err)[:120]}"
-            rows.append({"kernel": "mean_path", "dim": d, "features": lf, "clicks": n, "rows": rows_,
-                         "block_features": feats, "warps": warps, "stages": stages, "us": us,
-                         "rel_diff": diff, "error": error})
+            rows.append({"kernel": "mean_path", "dim": d, "features": lf, "clicks": n, "rows": cfg.rows,
+                         "block_features": cfg.features, "warps": cfg.warps, "stages": cfg.stages,
+                         "split": cfg.split, "us": us, "rel_diff": diff, "error": error})
     return rows
 
 
@@ -172,19 +171,19 @@ def best(rows: list[dict], key: str, tol: float) -> dict:
 
 def format_table(result: dict) -> str:
     lines = ["mean-path kernel (us per call)", f"{'D':>4s} {'l':>4s} {'rows':>5s} {'feat':>5s} {'warps':>5s} "
-             f"{'stages':>6s} {'us':>9s} {'rel diff':>9s}"]
+             f"{'stages':>6s} {'split':>5s} {'us':>9s} {'rel diff':>9s}"]
     for r in sorted(result["mean"], key=lambda r: (r["dim"], r["us"] if math.isfinite(r["us"]) else math.inf)):
         stages = "-" if r["stages"] is None else str(r["stages"])
         us = "failed" if r.get("error") else f"{r['us']:.1f}"
         lines.append(f"{r['dim']:4d} {r['features']:4d} {r['rows']:5d} {r['block_features']:5d} {r['warps']:5d} "
-                     f"{stages:>6s} {us:>9s} {r['rel_diff']:9.1e}")
+                     f"{stages:>6s} {'yes' if r.get('split') else 'no':>5s} {us:>9s} {r['rel_diff']:9.1e}")
     lines += ["click solve (us per call)", f"{'N':>4s} {'warps':>5s} {'forward':>8s} {'us':>9s} {'rel diff':>9s}"]
     for r in sorted(result["solve"], key=lambda r: (r["clicks"], r["us"])):
         lines.append(f"{r['clicks']:4d} {r['warps']:5d} {'inside' if r['fused_forward'] else 'after':>8s} "
                      f"{r['us']:9.1f} {r['rel_diff']:9.1e}")
     for name, b in (("mean", result["best_mean"]), ("solve", result["best_solve"])):
         for k, r in b.items():
-            cfg = (f"{r['rows']},{r['block_features']},{r['warps']}" + ("" if r["stages"] is None else f",{r['stages']}")
+            cfg = (f"{r['rows']},{r['block_features']},{r['warps']},{r['stages']},{int(bool(r.get('split')))}"
                    if name == "mean" else f"{r['warps']} warps, forward {'inside' if r['fused_forward'] else 'after'}")
             lines.append(f"best {name} for {'D' if name == 'mean' else 'N'} = {k}: {cfg} ({r['us']:.1f} us)")
     return "\n".join(lines)
@@ -201,10 +200,10 @@ def plot(result: dict, path: Path) -> None:
         rs = [r for r in result["mean"] if r["dim"] == d]
         axes[0].plot(range(len(rs)), [r["us"] for r in rs], "o-", label=f"D = {d}")
         axes[0].set_xticks(range(len(rs)))
-        axes[0].set_xticklabels([f"{r['rows']}/{r['block_features']}/{r['warps']}/{r['stages'] or '-'}" for r in rs],
-                                rotation=70, fontsize=6)
+        axes[0].set_xticklabels([f"{r['rows']}/{r['block_features']}/{r['warps']}/{r['stages'] or '-'}"
+                                 + ("/s" if r.get("split") else "") for r in rs], rotation=70, fontsize=5)
     axes[0].set_ylabel("us per call")
-    axes[0].set_title("mean-path kernel: rows/features/warps/stages", fontsize=9)
+    axes[0].set_title("mean-path kernel: rows/features/warps/stages (/s: rows split once)", fontsize=9)
     axes[0].legend(fontsize=7)
     for warps, forward in sorted({(r["warps"], r["fused_forward"]) for r in result["solve"]}):
         rs = sorted((r for r in result["solve"] if (r["warps"], r["fused_forward"]) == (warps, forward)),

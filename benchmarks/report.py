@@ -156,13 +156,13 @@ def section_fused_sweep(path: Path, assets: Path, png_name: str = "fused_sweep.p
         "Triton's interpreter on the CPU: a smoke run, not a timing"
     lines = ["## Fused GP kernels: launch configurations (`benchmarks/fused_sweep.py`)", "",
              _meta(data, path) + f"; {data.get('size', '?')}² test points, {timing}", "",
-             "| D | l | rows / features / warps / stages | µs per call | rel. diff to the first |",
-             "|---:|---:|---|---:|---:|"]
+             "| D | l | rows / features / warps / stages | rows split once | µs per call | rel. diff to the first |",
+             "|---:|---:|---|---|---:|---:|"]
     finite = lambda r: r["us"] if isinstance(r["us"], (int, float)) and r["us"] == r["us"] else float("inf")  # noqa: E731
     for r in sorted(data.get("mean", []), key=lambda r: (r["dim"], finite(r))):
         us = "failed" if r.get("error") else f"{r['us']:.1f}"
         lines.append(f"| {r['dim']} | {r['features']} | {r['rows']} / {r['block_features']} / {r['warps']} / "
-                     f"{r['stages']} | {us} | {r['rel_diff']:.1e} |")
+                     f"{r['stages']} | {'yes' if r.get('split') else 'no'} | {us} | {r['rel_diff']:.1e} |")
     lines += ["", "| clicks | warps | forward substitution | µs per call | rel. diff to the first |",
               "|---:|---:|---|---:|---:|"]
     for r in sorted(data.get("solve", []), key=lambda r: (r["clicks"], r["us"])):

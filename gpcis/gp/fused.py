@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -64,40 +64,69 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 __all__ = [
     "usable", "fused_mean_path", "ClickSystem", "MAX_CLICKS", "click_system", "mean_path_from_clicks",
-    "pixel_features", "mean_path_config", "LAUNCH_ENV",
+    "pixel_features", "mean_path_config", "MeanPathConfig", "padded_width", "LAUNCH_ENV",
 ]
 
-#: rows per program, basis functions per ``tl.dot`` (>= 16), warps per program, pipeline
-#: stages: the fastest of 18 configurations on an H200 (384^2 x 51 features, l = 256, 24
-#: clicks, tf32x3, hardware cosine; session 9): 128 / 32 / 4 / 2 115 us; 128 / 64 / 4 / 1
-#: 127 us, 128 / 64 / 4 / default 141 us, 256 / 64 / 8 / 2 150 us, 64 / 64 / 4 / 2 183 us
-_BLOCK_ROWS = 128
-_BLOCK_FEATURES = 32
-_NUM_WARPS = 4
-_NUM_STAGES: Optional[int] = 2
+class MeanPathConfig(NamedTuple):
+    """Launch configuration of the mean-path kernel.
+
+    Attributes:
+        rows: rows (pixels) per program.
+        features: basis functions per ``tl.dot`` (>= 16).
+        warps: warps per program.
+        stages: software-pipeline stages (``None``: Triton's default).
+        split: the three-TF32-product evaluation of the projections with each row's split
+            into TF32 high and low parts done once per program (``True``), or Triton's
+            ``tf32x3``, which splits both operands at every ``tl.dot`` (``False``); the
+            same products and error bound either way (see the module's numerics).
+    """
+
+    rows: int
+    features: int
+    warps: int
+    stages: Optional[int]
+    split: bool = False
+
+
+#: per padded input width (a power of two >= 16; D = 51 -> 64, 99 -> 128), the fastest
+#: configuration of an H200 sweep (``benchmarks/fused_sweep.py``); other widths take
+#: :data:`_DEFAULT_MEAN_CONFIG`. Session 9, D = 51, l = 256, 24 clicks, tf32x3: 128 / 32 / 4 / 2
+#: 115 us; 128 / 64 / 4 / 1 127 us, 128 / 64 / 4 / default 141 us, 256 / 64 / 8 / 2 150 us,
+#: 64 / 64 / 4 / 2 183 us
+_MEAN_CONFIGS: dict[int, MeanPathConfig] = {64: MeanPathConfig(128, 32, 4, 2, False)}
+_DEFAULT_MEAN_CONFIG = MeanPathConfig(128, 32, 4, 2, False)
 #: environment variable overriding that launch configuration of the mean path (e.g. for another
-#: GPU): "rows,features,warps[,stages]", e.g. "128,64,4,3"
+#: GPU), for every width: "rows,features,warps[,stages[,split]]", e.g. "128,64,4,3" or "64,32,4,2,1"
 LAUNCH_ENV = "GPCIS_FUSED_MEAN_CONFIG"
 
 
-def mean_path_config() -> tuple[int, int, int, Optional[int]]:
-    """The mean-path kernel's launch configuration ``(rows, features, warps, stages)``: the
-    defaults above, or :data:`LAUNCH_ENV` where set.
+def padded_width(d: int) -> int:
+    """The kernels' padded input width: the next power of two, at least 16 (``tl.dot``)."""
+    return max(16, 1 << max(int(d) - 1, 0).bit_length())
+
+
+def mean_path_config(width: Optional[int] = None) -> MeanPathConfig:
+    """The mean-path kernel's launch configuration for inputs of ``width`` dimensions: the
+    table above (by padded width), or :data:`LAUNCH_ENV` where set.
 
     Raises:
         ValueError: a malformed :data:`LAUNCH_ENV` (naming it).
     """
     text = os.environ.get(LAUNCH_ENV, "").strip()
     if not text:
-        return _BLOCK_ROWS, _BLOCK_FEATURES, _NUM_WARPS, _NUM_STAGES
+        if width is None:
+            return _DEFAULT_MEAN_CONFIG
+        return _MEAN_CONFIGS.get(padded_width(width), _DEFAULT_MEAN_CONFIG)
     try:
         parts = [int(v) for v in text.split(",")]
-        if len(parts) not in (3, 4) or any(v < 1 for v in parts) or parts[1] < 16:
+        if (len(parts) not in (3, 4, 5) or any(v < 1 for v in parts[:4]) or parts[1] < 16
+                or (len(parts) == 5 and parts[4] not in (0, 1))):
             raise ValueError
     except ValueError:
-        raise ValueError(f"{LAUNCH_ENV} must be 'rows,features,warps[,stages]' (positive integers, "
-                         f"features >= 16), got {text!r}") from None
-    return parts[0], parts[1], parts[2], parts[3] if len(parts) == 4 else None
+        raise ValueError(f"{LAUNCH_ENV} must be 'rows,features,warps[,stages[,split]]' (positive integers, "
+                         f"features >= 16, split 0 or 1), got {text!r}") from None
+    return MeanPathConfig(parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else None,
+                          bool(parts[4]) if len(parts) > 4 else False)
 
 
 def _f32(value: float) -> float:
@@ -115,6 +144,23 @@ def usable(x: Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
+    def _tf32(v):
+        """``v`` rounded to TF32 (10 mantissa bits; to nearest, ties away from zero, as
+        ``cvt.rna.tf32.f32``): a value the tensor cores take exactly."""
+        bits = v.to(tl.uint32, bitcast=True)
+        return ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _dot3(a_hi, a_lo, b):
+        """``a @ b`` from three TF32 products (``a = a_hi + a_lo`` split by the caller): what
+        ``input_precision="tf32x3"`` computes, the small products first."""
+        b_hi = _tf32(b)
+        b_lo = _tf32(b - b_hi)
+        out = tl.dot(a_lo, b_hi, input_precision="tf32")
+        out = tl.dot(a_hi, b_lo, out, input_precision="tf32")
+        return tl.dot(a_hi, b_hi, out, input_precision="tf32")
+
+    @triton.jit
     def _mean_path_kernel(
         x_ptr, stride_xb, stride_xm, stride_xd,
         theta_ptr, tau_ptr, w_ptr, stride_wb, w_scale,
@@ -123,7 +169,7 @@ if triton is not None:
         M, D, L, N,
         HAS_PRIOR: tl.constexpr, HAS_UPDATE: tl.constexpr,
         BM: tl.constexpr, DP: tl.constexpr, BL: tl.constexpr, NP: tl.constexpr,
-        PRECISION: tl.constexpr, FAST_COS: tl.constexpr,
+        PRECISION: tl.constexpr, SPLIT: tl.constexpr, FAST_COS: tl.constexpr,
     ):
         b = tl.program_id(1)
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
@@ -134,6 +180,9 @@ if triton is not None:
         x = tl.load(x_ptr + b * stride_xb + rows[:, None] * stride_xm + dims[None, :] * stride_xd,
                     mask=xmask, other=0.0)
         acc = tl.zeros([BM], dtype=tl.float32)
+        if SPLIT:  # the rows' TF32 parts, once (tf32x3 splits them again at every tl.dot)
+            x_hi = _tf32(x)
+            x_lo = _tf32(x - x_hi)
         if HAS_PRIOR:
             for l0 in range(0, L, BL):
                 cols = l0 + tl.arange(0, BL)
@@ -142,7 +191,10 @@ if triton is not None:
                                 mask=dmask[:, None] & cmask[None, :], other=0.0)
                 tau = tl.load(tau_ptr + cols, mask=cmask, other=0.0)
                 w = tl.load(w_ptr + b * stride_wb + cols, mask=cmask, other=0.0) * w_scale
-                arg = tl.dot(x, theta, input_precision=PRECISION) + tau[None, :]
+                if SPLIT:
+                    arg = _dot3(x_hi, x_lo, theta) + tau[None, :]
+                else:
+                    arg = tl.dot(x, theta, input_precision=PRECISION) + tau[None, :]
                 # to [-pi, pi] first, where the hardware cosine (FAST_COS, the GPU) has an
                 # absolute error <= 2^-21.4 (CUDA programming guide, __cosf)
                 arg = arg - 6.283185307179586 * tl.floor(arg * 0.15915494309189535 + 0.5)
@@ -164,7 +216,12 @@ if triton is not None:
             alpha = tl.load(alpha_ptr + b * N + ns, mask=nmask, other=0.0)
             log_eta0 = tl.load(log_eta0_ptr)  # a device scalar: no host read of eta0
             # -|a - b|^2_eta / 2 + log eta0 = a.(eta b) - |a|^2_eta / 2 + e, at most log eta0
-            expo = tl.dot(a, zt, input_precision=PRECISION) - half_sq[:, None] + e[None, :]
+            if SPLIT:
+                a_hi = _tf32(a)
+                proj = _dot3(a_hi, _tf32(a - a_hi), zt)
+            else:
+                proj = tl.dot(a, zt, input_precision=PRECISION)
+            expo = proj - half_sq[:, None] + e[None, :]
             k = tl.exp(tl.minimum(expo, log_eta0))
             acc += tl.sum(k * alpha[None, :], axis=1)
         tl.store(out_ptr + b * M + rows, acc, mask=rmask)
@@ -382,11 +439,10 @@ if triton is not None:
 
 def _launch_mean_path(
     x: Tensor, theta: Tensor, tau: Tensor, w: Tensor, zt: Tensor, e: Tensor, alpha: Tensor, centre: Tensor,
-    eta: Tensor, log_eta0: Tensor, n: int, input_precision: str, block_rows: int, block_features: int,
-    num_warps: int, w_scale: float = 1.0, num_stages: Optional[int] = None,
+    eta: Tensor, log_eta0: Tensor, n: int, input_precision: str, config: MeanPathConfig, w_scale: float = 1.0,
 ) -> Tensor:
     """Launch :func:`_mean_path_kernel`; ``w`` is ``(l,)`` or ``(B, l)``, the click operands
-    as :func:`click_system` returns them."""
+    as :func:`click_system` returns them. ``config.split`` applies with ``"tf32x3"``."""
     b, m, d = x.shape
     lf = theta.shape[1]
     out = x.new_empty(b, m)
@@ -397,16 +453,18 @@ def _launch_mean_path(
         w = w[0]
     w = w.contiguous()
     stride_wb = w.stride(0) if w.dim() == 2 else 0  # (l,): the same weights for every item
-    dp = max(16, triton.next_power_of_2(d))
+    dp = padded_width(d)
     np_ = max(16, triton.next_power_of_2(max(n, 1)))
-    grid = (triton.cdiv(m, block_rows), b)
+    split = bool(config.split) and input_precision == "tf32x3"
+    grid = (triton.cdiv(m, config.rows), b)
     _mean_path_kernel[grid](
         x, x.stride(0), x.stride(1), x.stride(2),
         theta, tau, w, stride_wb, _f32(w_scale), zt, e, alpha, centre, eta, log_eta0, out,
         m, d, lf, n,
         HAS_PRIOR=lf > 0, HAS_UPDATE=n > 0,
-        BM=block_rows, DP=dp, BL=block_features, NP=np_, PRECISION=input_precision,
-        FAST_COS=x.is_cuda, num_warps=num_warps, **({} if num_stages is None else {"num_stages": num_stages}),
+        BM=config.rows, DP=dp, BL=config.features, NP=np_, PRECISION=input_precision, SPLIT=split,
+        FAST_COS=x.is_cuda, num_warps=config.warps,
+        **({} if config.stages is None else {"num_stages": config.stages}),
     )
     return out
 
@@ -421,10 +479,7 @@ def fused_mean_path(
     outputscale: Tensor,
     alpha: Tensor,
     input_precision: str = "tf32x3",
-    block_rows: Optional[int] = None,
-    block_features: Optional[int] = None,
-    num_warps: Optional[int] = None,
-    num_stages: Optional[int] = None,
+    config: Optional[MeanPathConfig] = None,
 ) -> Tensor:
     r"""``f(x) = cos(x Theta + tau) w + K(x, Z) alpha`` at every row of ``x``, fused.
 
@@ -441,9 +496,7 @@ def fused_mean_path(
         outputscale: scalar ``eta0``.
         alpha: ``(B, N)`` update weights ``(K_nn + eps^2 I)^{-1} r`` (0 at padding).
         input_precision: of ``tl.dot``: ``"tf32x3"`` (default) or ``"ieee"``.
-        block_rows, block_features, num_warps, num_stages: launch configuration (rows per
-            program, basis functions per ``tl.dot``, warps per program, software-pipeline
-            stages); ``None``: :func:`mean_path_config`'s (stages: Triton's default).
+        config: launch configuration; ``None``: :func:`mean_path_config`'s for this width.
 
     Returns:
         ``(B, M)`` float32.
@@ -465,10 +518,8 @@ def fused_mean_path(
         centre = centre[:, 0].contiguous()
     else:
         centre = zt = e = alpha = x.new_zeros(1)
-    rows, feats, warps, stages = mean_path_config()
     return _launch_mean_path(x, theta.to(f32).contiguous(), tau.to(f32).contiguous(), w, zt, e, alpha, centre,
-                             eta, log_eta0, n, input_precision, block_rows or rows, block_features or feats,
-                             num_warps or warps, num_stages=num_stages or stages)
+                             eta, log_eta0, n, input_precision, config or mean_path_config(d))
 
 
 @dataclass
@@ -597,7 +648,7 @@ def click_system(
         mlp[0], mlp[1], mlp[2].reshape(-1), mlp[3].reshape(1),
         a_mat, resid, out.centre, out.zt, out.e, out.click_mean,
         n, d, lf, hidden,
-        GATHER=gather, NP=np_, DP=max(16, triton.next_power_of_2(d)), BL=64,
+        GATHER=gather, NP=np_, DP=padded_width(d), BL=64,
         HP=max(16, triton.next_power_of_2(hidden)), LIBDEVICE=source.is_cuda, num_warps=4,
     )
     _click_solve_kernel[(b,)](
@@ -634,10 +685,9 @@ def mean_path_from_clicks(
     n = system.alpha.shape[1]
     f32 = torch.float32
     theta, tau, precision = theta.to(f32).contiguous(), tau.to(f32).contiguous(), precision.to(f32).contiguous()
-    rows, feats, warps, stages = mean_path_config()
     return _launch_mean_path(x, theta, tau, w, system.zt, system.e, system.alpha, system.centre,
                              precision.reshape(d), log_outputscale.reshape(1).to(f32), n, "tf32x3",
-                             rows, feats, warps, w_scale, num_stages=stages)
+                             mean_path_config(d), w_scale)
 
 
 def pixel_features(

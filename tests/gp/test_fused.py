@@ -8,14 +8,25 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
 from gpcis.gp import GPHead, GPHeadConfig, fused  # noqa: E402
 
 U = 2.0**-24  # float32 unit roundoff
+
+
+@triton.jit
+def _round_kernel(src, dst, n, BLOCK: tl.constexpr):
+    """``dst = _tf32(src)`` (a jit function reads module globals, not a test's locals)."""
+    i = tl.arange(0, BLOCK)
+    tl.store(dst + i, fused._tf32(tl.load(src + i, mask=i < n, other=0.0)), mask=i < n)
 
 
 def _problem(b=2, m=257, d=11, lf=40, n=6, seed=0, device="cpu"):
@@ -405,12 +416,43 @@ def test_head_falls_back_to_the_jitter_escalation_when_the_system_is_not_positiv
     assert len(means) == 1 and (free.cholesky_info == 3).all()
 
 
+@pytest.mark.parametrize("lf,n", [(40, 6), (0, 6), (40, 0)])
+def test_split_rows_mean_path_within_its_tf32x3_bound(interpreted, lf, n):
+    """The three-TF32-product evaluation with the rows split once per program (in the
+    interpreter tl.dot is a float32 product of the TF32 parts: what the tensor cores compute
+    up to the accumulation order) within the tf32x3 bound."""
+    prob = _problem(lf=lf, n=n)
+    out = interpreted.fused_mean_path(*prob, config=interpreted.MeanPathConfig(64, 16, 4, 2, True))
+    exact, bound = _exact_and_bound(*prob, dot_rel=2.0**-20)
+    assert ((out.double() - exact).abs() <= bound).all()
+    ieee = interpreted.fused_mean_path(*prob, input_precision="ieee",
+                                       config=interpreted.MeanPathConfig(64, 16, 4, 2, True))  # split off
+    assert ((ieee.double() - exact).abs() <= _exact_and_bound(*prob, dot_rel=U)[1]).all()
+
+
+def test_tf32_rounding_against_its_definition(interpreted):
+    """``_tf32``: 11 significant bits, to nearest, ties away from zero (``cvt.rna.tf32.f32``),
+    against frexp arithmetic in float64; ties, negatives, zero, powers of two, large values."""
+    g = np.random.default_rng(0)
+    base = (g.standard_normal(400) * 10.0 ** g.integers(-20, 20, 400)).astype(np.float32)
+    ties = (np.float32(1.0) + np.float32(2.0**-11) * np.arange(1, 16, 2)).astype(np.float32)  # halfway cases
+    special = np.array([0.0, -0.0, 1.0, -1.0, 2.0**-30, 3.0e38, -1.5, 1.0 + 2.0**-11 - 2.0**-23], np.float32)
+    v = np.concatenate([base, ties, -ties, special])
+    out = torch.empty(len(v))
+    _round_kernel[(1,)](torch.from_numpy(v), out, len(v), BLOCK=512)
+    m, e = np.frexp(v.astype(np.float64))  # v = m 2^e, 0.5 <= |m| < 1
+    ref = np.sign(m) * np.floor(np.abs(m) * 2.0**11 + 0.5) * 2.0**-11 * 2.0**e.astype(np.float64)
+    np.testing.assert_array_equal(out.numpy().astype(np.float64), ref)
+    assert (np.abs(out.numpy() - v) <= np.abs(v) * 2.0**-11).all()
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("lf,n", [(256, 20), (128, 1)])
-def test_fused_mean_path_on_cuda_within_its_tf32x3_bound(lf, n):
-    prob = _problem(m=5000, d=51, lf=lf, n=n, device="cuda")
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("lf,n,d", [(256, 20, 51), (128, 1, 51), (128, 20, 99)])
+def test_fused_mean_path_on_cuda_within_its_tf32x3_bound(lf, n, d, split):
+    prob = _problem(m=5000, d=d, lf=lf, n=n, device="cuda")
     assert fused.usable(prob[0])
-    out = fused.fused_mean_path(*prob)
+    out = fused.fused_mean_path(*prob, config=fused.mean_path_config(d)._replace(split=split))
     exact, bound = _exact_and_bound(*prob, dot_rel=2.0**-20, cos_abs=2.0**-21.4)
     assert bound.max() < 1e-2
     assert ((out.double().cpu() - exact).abs() <= bound).all()
@@ -474,14 +516,19 @@ def test_seg_head_fused_inference_on_cuda():
 
 def test_mean_path_launch_configuration_from_the_environment(interpreted, monkeypatch):
     monkeypatch.delenv(interpreted.LAUNCH_ENV, raising=False)
-    assert interpreted.mean_path_config() == (128, 32, 4, 2)
+    assert interpreted.mean_path_config() == interpreted._DEFAULT_MEAN_CONFIG
+    for d, width in ((51, 64), (99, 128), (7, 16), (16, 16), (17, 32)):  # the table is read by padded width
+        assert interpreted.padded_width(d) == width
+        assert interpreted.mean_path_config(d) == interpreted._MEAN_CONFIGS.get(width, interpreted._DEFAULT_MEAN_CONFIG)
     monkeypatch.setenv(interpreted.LAUNCH_ENV, "64,32,8,3")
-    assert interpreted.mean_path_config() == (64, 32, 8, 3)
+    assert interpreted.mean_path_config() == (64, 32, 8, 3, False) == interpreted.mean_path_config(99)
+    monkeypatch.setenv(interpreted.LAUNCH_ENV, "32,16,2,1,1")
+    assert interpreted.mean_path_config(51) == (32, 16, 2, 1, True)
     prob = _problem(lf=40, n=6)
-    out = interpreted.fused_mean_path(*prob, input_precision="ieee")  # runs with that configuration
-    exact, bound = _exact_and_bound(*prob, dot_rel=U)
+    out = interpreted.fused_mean_path(*prob)  # runs with that configuration (split rows)
+    exact, bound = _exact_and_bound(*prob, dot_rel=2.0**-20)
     assert ((out.double() - exact).abs() <= bound).all()
-    for bad in ("64,32", "64,8,4", "a,b,c", "0,32,4"):
+    for bad in ("64,32", "64,8,4", "a,b,c", "0,32,4", "64,32,4,2,2", "64,32,4,2,1,0"):
         monkeypatch.setenv(interpreted.LAUNCH_ENV, bad)
         with pytest.raises(ValueError, match="GPCIS_FUSED_MEAN_CONFIG"):
             interpreted.mean_path_config()

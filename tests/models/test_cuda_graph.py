@@ -11,7 +11,7 @@ import torch
 from gpcis.clicks import Click, ClickBatch
 from gpcis.inference.predictor import Predictor
 from gpcis.models import create_model
-from gpcis.models.cuda_graph import CUDAGraphHead
+from gpcis.models.cuda_graph import CUDAGraphHead, _Graph
 from gpcis.models.heads import normalize_image
 from tests.sync import host_syncs
 
@@ -91,6 +91,37 @@ def test_shapes_are_captured_at_their_nth_call_and_one_off_shapes_are_not_kept()
     assert not graphs._calls
 
 
+def test_load_rewrites_only_the_padding_a_previous_call_filled():
+    """The static click buffers after loads of 3, 5 and 2 clicks: the clicks, then padding
+    (label 0, valid False, coords 0) exactly as a freshly zeroed buffer, whatever came before."""
+    n_pad = 8
+    static = ClickBatch(torch.zeros(2, n_pad, 2), torch.zeros(2, n_pad), torch.zeros(2, n_pad, dtype=torch.bool))
+    entry = _Graph(None, torch.empty(2, 4, 8, 8), torch.empty(2, 3, 32, 32), static)
+    for n in (3, 5, 2):
+        features, image, clicks = torch.randn(2, 4, 8, 8), torch.rand(2, 3, 32, 32), _clicks(2, n, 32, seed=n)
+        clicks.coords.add_(0.25)  # no zero coordinates among the clicks
+        entry.load(features, image, clicks)
+        assert entry.loaded == n
+        assert torch.equal(entry.features, features) and torch.equal(entry.image, image)
+        assert torch.equal(static.coords[:, :n], clicks.coords) and torch.equal(static.labels[:, :n], clicks.labels)
+        assert torch.equal(static.valid[:, :n], clicks.valid)
+        assert not static.coords[:, n:].any() and not static.labels[:, n:].any() and not static.valid[:, n:].any()
+
+
+def test_parameter_addresses_follow_moved_and_replaced_parameters():
+    head = create_model("gpcis_tiny").eval().head
+    graphs = CUDAGraphHead(head)
+    every = lambda: sorted(t.data_ptr() for t in (*head.parameters(), *head.buffers()))  # noqa: E731
+    before = graphs._param_ptrs()
+    assert sorted(before) == every()
+    state = {k: v.clone() for k, v in head.state_dict().items()}
+    head.load_state_dict(state)  # in place: same addresses
+    assert graphs._param_ptrs() == before
+    head.load_state_dict(state, assign=True)  # replaced tensors: new addresses
+    after = graphs._param_ptrs()
+    assert after != before and sorted(after) == every()
+
+
 def test_run_head_stays_eager_where_graphs_do_not_apply():
     """On the CPU (and in training, with gradients or with samples) run_head is the head."""
     model = create_model("gpcis_tiny").eval()
@@ -112,7 +143,9 @@ def test_run_head_stays_eager_where_graphs_do_not_apply():
 def test_graphed_model_equals_the_eager_model_on_cuda(name):
     model = create_model(name).cuda().eval()
     graphs = CUDAGraphHead(model.head, click_bucket=4, capture_after=1)
-    for n in (1, 3, 4, 5, 9):  # padded to 4, 4, 4, 8, 12 clicks: three graphs, one replayed twice
+    # padded to 4, 4, 4, 4, 8, 8, 8, 12 clicks: three graphs; 4 -> 2 and 7 -> 6 clicks leave
+    # stale clicks in a graph's buffers that its next load must clear
+    for n in (1, 3, 4, 2, 5, 7, 6, 9):
         features, image, clicks = _inputs(model, b=2, n=n, seed=n, device="cuda")
         with torch.no_grad():
             n_pad = -(-clicks.max_clicks // 4) * 4
@@ -128,7 +161,7 @@ def test_graphed_model_equals_the_eager_model_on_cuda(name):
             torch.testing.assert_close(out.std, ref.std, rtol=1e-6, atol=1e-6)
         # padding changes only the centring of the distance expansion: probabilities agree closely
         torch.testing.assert_close(torch.sigmoid(out.logits), torch.sigmoid(unpadded.logits), rtol=0, atol=1e-3)
-    assert graphs.replays == 5 and graphs.eager_calls == 0 and len(graphs._graphs) == 3
+    assert graphs.replays == 8 and graphs.eager_calls == 0 and len(graphs._graphs) == 3
 
 
 @pytest.mark.gpu
