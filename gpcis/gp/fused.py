@@ -89,14 +89,20 @@ class MeanPathConfig(NamedTuple):
 
 
 #: per padded input width (a power of two >= 16; D = 51 -> 64, 99 -> 128), the fastest
-#: configuration of an H200 sweep (``benchmarks/fused_sweep.py``); other widths take
-#: :data:`_DEFAULT_MEAN_CONFIG`. Session 9, D = 51, l = 256, 24 clicks, tf32x3: 128 / 32 / 4 / 2
-#: 115 us; 128 / 64 / 4 / 1 127 us, 128 / 64 / 4 / default 141 us, 256 / 64 / 8 / 2 150 us,
-#: 64 / 64 / 4 / 2 183 us
-_MEAN_CONFIGS: dict[int, MeanPathConfig] = {64: MeanPathConfig(128, 32, 4, 2, False)}
-_DEFAULT_MEAN_CONFIG = MeanPathConfig(128, 32, 4, 2, False)
+#: configuration of an H200 sweep (``benchmarks/fused_sweep.py``, session 10: 34 configurations
+#: per width, 384^2 rows, 24 clicks; docs/benchmarks.md); other widths take
+#: :data:`_DEFAULT_MEAN_CONFIG`. D = 51, l = 256: 128 / 32 / 4 / 2 split 113 us (tf32x3 117;
+#: rows split once is 3-5% faster in most configurations); D = 99, l = 128: 64 / 32 / 4 / 2
+#: split 168 us, where session 9's 128-row programs took 357 us (the 128 x 128 row tile does
+#: not fit in registers)
+_MEAN_CONFIGS: dict[int, MeanPathConfig] = {
+    64: MeanPathConfig(128, 32, 4, 2, True),
+    128: MeanPathConfig(64, 32, 4, 2, True),
+}
+_DEFAULT_MEAN_CONFIG = MeanPathConfig(128, 32, 4, 2, True)
 #: environment variable overriding that launch configuration of the mean path (e.g. for another
-#: GPU), for every width: "rows,features,warps[,stages[,split]]", e.g. "128,64,4,3" or "64,32,4,2,1"
+#: GPU), for every width: "rows,features,warps[,stages[,split]]" (split 0 or 1, default 1), e.g.
+#: "128,64,4,3" or "64,32,4,2,0"
 LAUNCH_ENV = "GPCIS_FUSED_MEAN_CONFIG"
 
 
@@ -126,7 +132,7 @@ def mean_path_config(width: Optional[int] = None) -> MeanPathConfig:
         raise ValueError(f"{LAUNCH_ENV} must be 'rows,features,warps[,stages[,split]]' (positive integers, "
                          f"features >= 16, split 0 or 1), got {text!r}") from None
     return MeanPathConfig(parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else None,
-                          bool(parts[4]) if len(parts) > 4 else False)
+                          bool(parts[4]) if len(parts) > 4 else _DEFAULT_MEAN_CONFIG.split)
 
 
 def _f32(value: float) -> float:

@@ -92,20 +92,28 @@ def test_shapes_are_captured_at_their_nth_call_and_one_off_shapes_are_not_kept()
 
 
 def test_load_rewrites_only_the_padding_a_previous_call_filled():
-    """The static click buffers after loads of 3, 5 and 2 clicks: the clicks, then padding
-    (label 0, valid False, coords 0) exactly as a freshly zeroed buffer, whatever came before."""
+    """The static clicks, as the graph unpacks them, after loads of 3, 5 and 2 clicks: the
+    clicks, then padding (label 0, valid False, coords 0) exactly as a fresh buffer's,
+    whatever came before; the image is copied again when it is another tensor or was
+    modified in place."""
     n_pad = 8
-    static = ClickBatch(torch.zeros(2, n_pad, 2), torch.zeros(2, n_pad), torch.zeros(2, n_pad, dtype=torch.bool))
-    entry = _Graph(None, torch.empty(2, 4, 8, 8), torch.empty(2, 3, 32, 32), static)
+    entry = _Graph(None, torch.empty(2, 4, 8, 8), torch.empty(2, 3, 32, 32), torch.zeros(2, n_pad, 4))
+    image = torch.rand(2, 3, 32, 32)
     for n in (3, 5, 2):
-        features, image, clicks = torch.randn(2, 4, 8, 8), torch.rand(2, 3, 32, 32), _clicks(2, n, 32, seed=n)
+        features, clicks = torch.randn(2, 4, 8, 8), _clicks(2, n, 32, seed=n)
         clicks.coords.add_(0.25)  # no zero coordinates among the clicks
         entry.load(features, image, clicks)
-        assert entry.loaded == n
+        st = entry.clicks()
+        assert entry.loaded == n and st.valid.dtype == torch.bool and st.coords.shape == (2, n_pad, 2)
         assert torch.equal(entry.features, features) and torch.equal(entry.image, image)
-        assert torch.equal(static.coords[:, :n], clicks.coords) and torch.equal(static.labels[:, :n], clicks.labels)
-        assert torch.equal(static.valid[:, :n], clicks.valid)
-        assert not static.coords[:, n:].any() and not static.labels[:, n:].any() and not static.valid[:, n:].any()
+        assert torch.equal(st.coords[:, :n], clicks.coords) and torch.equal(st.labels[:, :n], clicks.labels)
+        assert torch.equal(st.valid[:, :n], clicks.valid)
+        assert not st.coords[:, n:].any() and not st.labels[:, n:].any() and not st.valid[:, n:].any()
+        if n == 3:
+            image.mul_(0.5)  # in place: the next load must copy it again
+        if n == 5:
+            image = torch.rand(2, 3, 32, 32)  # another tensor
+    assert entry.image_src is image
 
 
 def test_parameter_addresses_follow_moved_and_replaced_parameters():
