@@ -23,8 +23,9 @@ Here it takes five Triton kernels:
   and the same for the kernel columns; ``x`` read once, ``f`` written once (eagerly the
   ``(M, l)`` features, 150 MB at 384^2, are written and read several times).
 
-H200, 384^2, 20 clicks (session 9): 20 + 2 us, 18 + 21 us and 115-117 us; with the head's few
-remaining small operations about 0.22 ms of kernels per click, against ~0.55 ms for the
+H200, 384^2, 20 clicks: 20 + 2 us, 15-18 + 21-25 us and 113 us (51 input dimensions; 168 us
+for 99, launch configurations per width: :func:`mean_path_config`); with the head's few
+remaining small operations about 0.21 ms of kernels per click, against ~0.55 ms for the
 PyTorch path.
 
 Only the float32 mean path of a 2-D ``Theta`` (unbatched kernel) is fused, with up to
@@ -32,8 +33,10 @@ Only the float32 mean path of a 2-D ``Theta`` (unbatched kernel) is fused, with 
 the PyTorch path of :mod:`gpcis.gp.pathwise`, which is also the reference the tests compare
 this with (in Triton's interpreter on the CPU, compiled on a GPU).
 
-Numerics: ``tl.dot`` runs with ``input_precision="tf32x3"`` on the GPU (three TF32
-products per term: about float32 accuracy, ``~2^-21`` relative per product), the cosine
+Numerics: the projections are three TF32 products per term on the GPU (``tl.dot``'s
+``input_precision="tf32x3"``, or the same products with the rows split into TF32 parts once
+per program: :class:`MeanPathConfig`'s ``split``; about float32 accuracy, ``~2^-21``
+relative per product), the cosine
 argument is reduced to ``[-pi, pi]`` in float32 and the cosine is the hardware one
 (``__cosf``: absolute error <= 2^-21.4 there), and the kernel distances are centred at the
 clicks' mean as in :class:`~gpcis.gp.kernels.ARDRBFKernel`. The click side runs in float64

@@ -3,9 +3,9 @@
 On a GPU a head is launched kernel by kernel from Python, and at interactive sizes the GPU
 waits for the host: the GP head's PyTorch path was a few hundred small kernels (0.75 ms of
 kernel time at 384^2 on an H200, 3.5-4.7 ms per click); its fused inference
-(:mod:`gpcis.gp.fused`) is a few kernels and ~0.2 ms, still 1.3-1.7 ms per click eagerly.
+(:mod:`gpcis.gp.fused`) is a few kernels and ~0.2 ms, still 1.2-1.5 ms per click eagerly.
 :class:`CUDAGraphHead` captures the head once per input shape into a CUDA graph and then
-replays it with one launch (0.5 ms per click with the fused kernels).
+replays it with one launch (0.4-0.5 ms per click with the fused kernels).
 
 What makes the head capturable is its ``sync_free`` mode (:meth:`SegHead.forward`): no
 value is read back to the host inside it, the click system is factorised without the
