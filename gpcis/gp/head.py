@@ -469,7 +469,8 @@ class GPHead(nn.Module):
             out = self._fused_mean_path(x_test, x_click, f_click[0] - prior_click[0], valid, chol)
         if out is None:
             out = prior_path(self.rff, x_test, w) if cfg.use_prior_path else x_test.new_zeros(w.shape[0], b, m)
-            k_star_n = self.kernel(x_test, x_click).to_dense() if n and (cfg.use_update_path or return_variance) else None
+            # K_{*n} is formed for the variance; the update path alone reduces it block by block
+            k_star_n = self.kernel(x_test, x_click).to_dense() if n and return_variance else None
             if cfg.use_update_path and n:
                 out = out + update_path(
                     self.kernel, x_test, x_click, f_click - prior_click, valid, noise, chol, k_star_n

@@ -169,7 +169,31 @@ class ARDRBFKernel(Kernel):
     #: 12.2 -> 10.8 ms; one click 6.8 -> 7.2 ms, hence the threshold).
     TRANSPOSED_MIN_COLS = 2
 
-    def _rect_blocked(self, x1: Tensor, x2: Tensor) -> Tensor:
+    def weighted_sum(self, x1: Tensor, x2: Tensor, weights: Tensor) -> Tensor:
+        r"""``weights @ k(x2, x1)``: per row of ``weights``, ``sum_n weights_n k(x1_m, x2_n)``
+        at every ``x1_m`` -- the update path's product ``K_{*n} alpha`` (Eq. S15).
+
+        Where :meth:`forward` takes :meth:`_rect_blocked` (a large ``x1`` without autograd),
+        the ``(n1, n2)`` matrix is never formed: each block of rows is reduced against
+        ``weights`` while it is in cache (the arithmetic of each kernel value is
+        :meth:`_rect_blocked`'s; only the order of the final sums can differ from a product
+        with the whole matrix). Otherwise it is that product.
+
+        Args:
+            x1: ``(..., n1, D)`` the large set (e.g. every pixel).
+            x2: ``(..., n2, D)`` the small set (the clicks).
+            weights: ``(..., S, n2)``, broadcastable against the batch of ``x1`` / ``x2``.
+
+        Returns:
+            ``(..., S, n1)``.
+        """
+        if (x1.shape[-2] >= self.FUSED_MIN_ROWS and x1 is not x2 and not (
+                torch.is_grad_enabled() and any(t.requires_grad for t in (x1, x2, weights, *self.parameters())))):
+            return self._rect_blocked(x1, x2, weights=weights)
+        k = self(x1, x2).to_dense()  # GPyTorch's call, as the update path's product always did
+        return torch.matmul(weights, k.mT)
+
+    def _rect_blocked(self, x1: Tensor, x2: Tensor, weights: Optional[Tensor] = None) -> Tensor:
         r"""Kernel matrix ``(..., n1, n2)`` without autograd, ``BLOCK_ROWS`` rows at a time.
 
         The same arithmetic as ``eta0 * exp(-1/2 * _sq_dist_rect(x1, x2))`` (centring,
@@ -185,10 +209,16 @@ class ARDRBFKernel(Kernel):
         the ``exp2``. For ``n2 >= TRANSPOSED_MIN_COLS``
         the result is a transposed view of an ``(..., n2, n1)`` array (see there);
         consumers should not assume it is contiguous.
+
+        With ``weights`` (``(..., S, n2)``, see :meth:`weighted_sum`) each block is written
+        into one reused buffer and reduced against ``weights`` at once; the result is then
+        ``(..., S, n1)``: at 384^2 x 20 clicks the ``(n2, n1)`` array is 11.8 MB that is
+        otherwise written, paged in and read again.
         """
         shift, root, b = self._centred_scaling(x2)
         scale = self.outputscale  # kbatch
-        batch = torch.broadcast_shapes(x1.shape[:-2], b.shape[:-2], scale.shape)
+        batch = torch.broadcast_shapes(x1.shape[:-2], b.shape[:-2], scale.shape,
+                                       weights.shape[:-2] if weights is not None else ())
         n1, n2, d = x1.shape[-2], x2.shape[-2], x1.shape[-1]
         shift = shift.expand(*batch, 1, d).reshape(-1, 1, d)
         root_f = root.expand(*batch, 1, d).reshape(-1, 1, d)
@@ -205,12 +235,17 @@ class ARDRBFKernel(Kernel):
         x1_f = x1.expand(*batch, n1, d).reshape(-1, n1, d)  # a view unless x1 is broadcast
         bf = x1_f.shape[0]
         transposed = n2 >= self.TRANSPOSED_MIN_COLS
-        if transposed:
-            out_t = x1.new_empty(bf, n2, n1)
-        else:
-            out = x1.new_empty(bf, n1, n2)
-            b_aug = b_aug.mT.contiguous()  # (Bf, d+1, n2)
         rows = block_rows(n1, self.BLOCK_ROWS, x1.device)
+        if weights is not None:  # blocks in one reused buffer, each reduced against the weights
+            s_w = weights.shape[-2]
+            w_f = weights.to(x1.dtype).expand(*batch, s_w, n2).reshape(-1, s_w, n2)
+            res = x1.new_empty(bf, s_w, n1)
+            scratch = x1.new_empty(bf, n2, rows) if transposed else x1.new_empty(bf, rows, n2)
+        if transposed:
+            out_t = x1.new_empty(bf, n2, n1) if weights is None else None
+        else:
+            out = x1.new_empty(bf, n1, n2) if weights is None else None
+            b_aug = b_aug.mT.contiguous()  # (Bf, d+1, n2)
         # Channel-major x1 (a feature map (B, D, H, W) seen as (B, HW, D), as the segmentation
         # head passes it) is scaled in (D, rows) blocks: reading it row by row is 4x slower
         # (384^2 x 51, one thread: 16.6 vs 3.8 ms at one click).
@@ -236,10 +271,16 @@ class ARDRBFKernel(Kernel):
                 ca_sq = torch.linalg.vector_norm(a, dim=-1, keepdim=True, out=sq_buf[:, :r]).square_().mul_(c)
                 a_aug = a_buf[:, :r]
             if transposed:
-                block = torch.baddbmm(ca_sq.mT, b_aug, a_aug.mT, alpha=-2.0 * c, out=out_t[:, :, i : i + r])
+                dst = out_t[:, :, i : i + r] if weights is None else scratch[:, :, :r]
+                block = torch.baddbmm(ca_sq.mT, b_aug, a_aug.mT, alpha=-2.0 * c, out=dst)
             else:
-                block = torch.baddbmm(ca_sq, a_aug, b_aug, alpha=-2.0 * c, out=out[:, i : i + r])
+                dst = out[:, i : i + r] if weights is None else scratch[:, :r]
+                block = torch.baddbmm(ca_sq, a_aug, b_aug, alpha=-2.0 * c, out=dst)
             torch.minimum(block, log2_scale, out=block).exp2_()
+            if weights is not None:
+                torch.bmm(w_f, block if transposed else block.mT, out=res[:, :, i : i + r])
+        if weights is not None:
+            return res.reshape(*batch, res.shape[-2], n1)
         if transposed:
             out = out_t.mT
         return out.reshape(*batch, n1, n2)

@@ -268,6 +268,11 @@ def update_path(
     if chol is None:
         chol = click_gram_cholesky(kernel, x_click, valid, noise)
     alpha = update_weights(chol, residual, valid, x_test.dtype)
+    if k_star_n is None and hasattr(kernel, "weighted_sum"):
+        # ARDRBFKernel: K_{*n} alpha without forming K_{*n} where it is large (inference)
+        if alpha.dim() == 2:
+            return kernel.weighted_sum(x_test, x_click, alpha.unsqueeze(-2)).squeeze(-2)
+        return kernel.weighted_sum(x_test, x_click, alpha.transpose(0, 1)).transpose(0, 1)  # (B, S, M) -> (S, B, M)
     if k_star_n is None:
         k_star_n = _dense(kernel(x_test, x_click))  # (B, M, N)
     # alpha^T k_{n*}: rows of alpha against k_{n*} = k_{*n}^T, a wide (S, N) x (N, M) product;

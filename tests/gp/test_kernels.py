@@ -130,6 +130,80 @@ def test_ard_rbf_blocked_inference_path_matches_brute_force(x1_batch, x2_batch, 
     assert ((got32 - ref).abs() <= bound).all()
 
 
+@pytest.mark.parametrize("channel_major", [False, True])
+@pytest.mark.parametrize("n2,s", [(1, 1), (6, 1), (6, 3)])
+@pytest.mark.parametrize(("x1_batch", "x2_batch", "w_batch"), [((), (), ()), ((2,), (2,), (2,)), ((2,), (), ())])
+def test_ard_rbf_weighted_sum_reduces_each_block_to_the_sum_of_the_kernel_values(x1_batch, x2_batch, w_batch, n2, s,
+                                                                                  channel_major):
+    """weights @ k(x2, x1) block by block (rows in BLOCK_ROWS blocks, a last partial one; both
+    column layouts; both input layouts; broadcast batches): float64 equal to the brute-force
+    sum to 1e-12; float32 within its derived bound of the float64 sum: each kernel value
+    within the blocked path's bound (see the test above), the n2-term sum adds
+    gamma_n2 = n2 u / (1 - n2 u) of sum |w k| (Higham, Thm 3.1), the result's rounding u."""
+    g = torch.Generator().manual_seed(5)
+    n1, d = ARDRBFKernel.FUSED_MIN_ROWS + 11, 5
+    x1 = torch.randn(*x1_batch, n1, d, generator=g, dtype=torch.float64)
+    x2 = torch.randn(*x2_batch, n2, d, generator=g, dtype=torch.float64)
+    w = torch.randn(*w_batch, s, n2, generator=g, dtype=torch.float64).float().double()  # float32 numbers
+    if channel_major:
+        x1 = x1.mT.contiguous().mT
+    k = ARDRBFKernel(d).double()
+    k.BLOCK_ROWS = 1000
+    with torch.no_grad():
+        k.raw_outputscale.fill_(0.3)
+        k.raw_precision.copy_(torch.linspace(-1.5, 1.0, d).expand_as(k.raw_precision))
+        got = k.weighted_sum(x1, x2, w)
+        kk = k.outputscale * torch.exp(-0.5 * (((x1[..., :, None, :] - x2[..., None, :, :]) ** 2) * k.precision).sum(-1))
+        ref = torch.matmul(w, kk.mT)  # (..., s, n1)
+    assert got.shape == ref.shape == (*torch.broadcast_shapes(x1_batch, x2_batch, w_batch), s, n1)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
+    with torch.enable_grad():  # the autograd path is the product with the whole matrix
+        with_grad = k.weighted_sum(x1.clone().requires_grad_(True), x2, w)
+    torch.testing.assert_close(with_grad.detach(), ref, rtol=1e-12, atol=1e-14)
+    k32 = ARDRBFKernel(d)
+    k32.load_state_dict(k.state_dict())
+    k32.BLOCK_ROWS = 1000
+    with torch.no_grad():
+        got32 = k32.weighted_sum(x1.float(), x2.float(), w.float()).double()
+        centre = x2.mean(-2, keepdim=True)
+        root = k.precision.sqrt()
+        a_norm = ((x1 - centre) * root).norm(dim=-1).unsqueeze(-1)
+        b_norm = ((x2 - centre) * root).norm(dim=-1).unsqueeze(-2)
+        u = 2.0**-24
+        k_err = kk * ((d + 4) * u * ((a_norm + b_norm) ** 2 + 2 * abs(math.log(float(k.outputscale)))) + 2 * u)
+        gamma = n2 * u / (1 - n2 * u)
+        bound = torch.matmul(w.abs(), k_err.mT) + gamma * torch.matmul(w.abs(), (kk + k_err).mT) + u * ref.abs()
+    assert bound.max() < 1e-4 * ref.abs().max()  # a meaningful bound
+    assert ((got32 - ref).abs() <= bound).all()
+
+
+def test_update_path_reduces_against_alpha_as_the_whole_matrix_would():
+    """update_path without a precomputed K_{*n} (the blocked weighted sum, for a large test
+    set) equals its product with the whole K_{*n} up to the order of the n-term sums:
+    within 2 gamma_n sum |alpha k| (both sums within gamma_n of the exact one)."""
+    g = torch.Generator().manual_seed(6)
+    b, m, n, d = 2, ARDRBFKernel.FUSED_MIN_ROWS + 100, 9, 4
+    x_test, x_click = torch.randn(b, m, d, generator=g), torch.randn(b, n, d, generator=g)
+    valid = torch.ones(b, n, dtype=torch.bool)
+    valid[1, 6:] = False
+    k = ARDRBFKernel(d)
+    from gpcis.gp.pathwise import click_gram_cholesky, update_path, update_weights
+
+    for residual in (torch.randn(b, n, generator=g), torch.randn(3, b, n, generator=g)):
+        with torch.no_grad():
+            chol = click_gram_cholesky(k, x_click, valid, 0.01)
+            k_star_n = k(x_test, x_click).to_dense()
+            got = update_path(k, x_test, x_click, residual, valid, 0.01, chol)
+            whole = update_path(k, x_test, x_click, residual, valid, 0.01, chol, k_star_n=k_star_n)
+            alpha = update_weights(chol, residual, valid, x_test.dtype)
+            a = alpha.unsqueeze(-2) if alpha.dim() == 2 else alpha.transpose(0, 1)
+            scale = torch.matmul(a.abs(), k_star_n.abs().mT)
+            scale = scale.squeeze(-2) if alpha.dim() == 2 else scale.transpose(0, 1)
+        u = 2.0**-24
+        assert got.shape == whole.shape == residual.shape[:-1] + (m,)
+        assert ((got - whole).abs() <= 2 * n * u / (1 - n * u) * scale).all()
+
+
 def test_ard_rbf_diagonal_of_a_set_with_itself_is_the_amplitude():
     """k(x, x) = eta0 for a stationary kernel: returned without touching x, with the batch
     shapes of x and of the kernel, and it still carries the amplitude's gradient."""
