@@ -46,8 +46,11 @@ class _Graph:
 
     The clicks travel packed, one ``(B, n_pad, 4)`` float buffer of ``(row, col, label,
     valid)`` rows written by one kernel; the graph unpacks them itself (:meth:`clicks`), so
-    a replay costs two or three small host launches instead of eight: at interactive sizes
-    each is ~10-20 us of the head's time on a GPU that waits for the host.
+    a replay launches two or three small kernels instead of eight: at interactive sizes each
+    launch is ~10-20 us of the head's time on a GPU that waits for the host. (Measured on
+    the H200's host, session 10: the packing ``torch.cat`` alone takes ~60 us of host time;
+    three plain copies into cached views may be cheaper -- to be measured, see
+    docs/benchmarks.md.)
     """
 
     graph: Optional[torch.cuda.CUDAGraph]  # None: capture failed, run eagerly
