@@ -155,9 +155,12 @@ if triton is not None:
     @triton.jit
     def _tf32(v):
         """``v`` rounded to TF32 (10 mantissa bits; to nearest, ties away from zero, as
-        ``cvt.rna.tf32.f32``): a value the tensor cores take exactly."""
+        ``cvt.rna.tf32.f32``): a value the tensor cores take exactly. NaN stays NaN (the
+        rounding's carry would turn some NaN payloads, e.g. CUDA's 0x7FFFFFFF, into zeros or
+        infinities); finite values within half a TF32 step of the float32 maximum round to inf."""
         bits = v.to(tl.uint32, bitcast=True)
-        return ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+        rounded = ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+        return tl.where(v == v, rounded, v)
 
     @triton.jit
     def _dot3(a_hi, a_lo, b):
@@ -231,7 +234,7 @@ if triton is not None:
             else:
                 proj = tl.dot(a, zt, input_precision=PRECISION)
             expo = proj - half_sq[:, None] + e[None, :]
-            k = tl.exp(tl.minimum(expo, log_eta0))
+            k = tl.exp(tl.minimum(expo, log_eta0, propagate_nan=tl.PropagateNan.ALL))  # NaN input: NaN out
             acc += tl.sum(k * alpha[None, :], axis=1)
         tl.store(out_ptr + b * M + rows, acc, mask=rmask)
 

@@ -40,6 +40,12 @@ from gpcis.models.heads import HeadOutput, SegHead
 __all__ = ["CUDAGraphHead"]
 
 
+def _click_dtype(clicks: ClickBatch) -> torch.dtype:
+    """The packed clicks' dtype: float32, or float64 for float64 coordinates (integer or
+    half-precision coordinates are written as float32)."""
+    return torch.promote_types(clicks.coords.dtype, torch.float32)
+
+
 @dataclass
 class _Graph:
     """One captured graph: its static inputs (written before each replay) and outputs.
@@ -60,7 +66,9 @@ class _Graph:
     out: Optional[HeadOutput] = None
     loaded: int = 0  # clicks written by the last load; the rest is padding
     #: the image of the last load and its version counter: the same tensor, unmodified, is
-    #: not copied again (a session's image stays; holding it keeps its memory from reuse)
+    #: not copied again (a session's image stays; holding it keeps its memory from reuse).
+    #: In-place PyTorch operations on it bump the counter; writes that bypass autograd's
+    #: bookkeeping (``image.data``, DLPack) do not: pass a new tensor after those.
     image_src: Optional[Tensor] = None
     image_version: int = -1
 
@@ -75,7 +83,10 @@ class _Graph:
         them is rewritten only where the previous call had more clicks (a session's clicks
         usually grow)."""
         self.features.copy_(features)
-        if image is not self.image_src or image._version != self.image_version:
+        if image.is_inference():  # no version counter: always copied
+            self.image.copy_(image)
+            self.image_src = None
+        elif image is not self.image_src or image._version != self.image_version:
             self.image.copy_(image)
             self.image_src, self.image_version = image, image._version
         n = clicks.max_clicks
@@ -189,7 +200,7 @@ class CUDAGraphHead:
             self._params = ptrs
         n_pad = max(-(-clicks.max_clicks // self.click_bucket), 1) * self.click_bucket
         key = (tuple(features.shape), features.dtype, tuple(image.shape), image.dtype, features.device,
-               n_pad, clicks.coords.dtype, bool(return_std))
+               n_pad, _click_dtype(clicks), bool(return_std))
         entry = self._graphs.get(key)
         if entry is None:
             if not self._due(key):
@@ -219,7 +230,7 @@ class CUDAGraphHead:
     def _capture(self, features: Tensor, image: Tensor, clicks: ClickBatch, n_pad: int, return_std: bool) -> _Graph:
         b, device = clicks.batch_size, features.device
         entry = _Graph(None, torch.empty_like(features), torch.empty_like(image),
-                       torch.zeros(b, n_pad, 4, device=device, dtype=clicks.coords.dtype))
+                       torch.zeros(b, n_pad, 4, device=device, dtype=_click_dtype(clicks)))
         entry.load(features, image, clicks)
 
         def run() -> HeadOutput:

@@ -444,6 +444,51 @@ def test_tf32_rounding_against_its_definition(interpreted):
     ref = np.sign(m) * np.floor(np.abs(m) * 2.0**11 + 0.5) * 2.0**-11 * 2.0**e.astype(np.float64)
     np.testing.assert_array_equal(out.numpy().astype(np.float64), ref)
     assert (np.abs(out.numpy() - v) <= np.abs(v) * 2.0**-11).all()
+    # NaN payloads whose rounding carry would leave the NaN range (CUDA's canonical NaN is
+    # 0x7FFFFFFF) stay NaN; infinities stay infinite
+    special_bits = np.array([0x7FFFFFFF, 0xFFFFFFFF, 0x7F800001, 0x7FC00000, 0x7F800000, 0xFF800000], np.uint32)
+    v = special_bits.view(np.float32)
+    out = torch.empty(len(v))
+    _round_kernel[(1,)](torch.from_numpy(v.copy()), out, len(v), BLOCK=8)
+    assert out[:4].isnan().all() and out[4] == float("inf") and out[5] == float("-inf")
+
+
+@pytest.mark.parametrize("lf", [40, 0])
+@pytest.mark.parametrize("split", [False, True])
+def test_mean_path_propagates_nan_inputs(interpreted, split, lf):
+    """A row with a NaN (CUDA's 0x7FFFFFFF bits) gives NaN at that row, with and without the
+    split and without the prior path (the kernel term's clamp must not swallow it): the
+    head's ``ok`` flag then sends the call to the eager head's checks. No other row changes."""
+    prob = _problem(lf=lf, n=6)
+    cfg = interpreted.MeanPathConfig(64, 16, 4, 2, split)
+    ref = interpreted.fused_mean_path(*prob, config=cfg)
+    x = prob[0].clone()
+    x[0, 5, 2] = torch.tensor([0x7FFFFFFF], dtype=torch.int32).view(torch.float32)[0]
+    out = interpreted.fused_mean_path(x, *prob[1:], config=cfg)
+    assert out[0, 5].isnan()
+    keep = torch.ones_like(out, dtype=torch.bool)
+    keep[0, 5] = False
+    torch.testing.assert_close(out[keep], ref[keep], rtol=0, atol=0)
+
+
+def test_split_configuration_reaches_the_kernel(interpreted, monkeypatch):
+    """The launch passes SPLIT from the configuration, and only with tf32x3."""
+    seen = []
+    kernel = interpreted._mean_path_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append((kwargs["SPLIT"], kwargs["PRECISION"]))
+                return kernel[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(interpreted, "_mean_path_kernel", Spy())
+    prob = _problem(lf=40, n=6)
+    for split in (True, False):
+        interpreted.fused_mean_path(*prob, config=interpreted.MeanPathConfig(64, 16, 4, 2, split))
+    interpreted.fused_mean_path(*prob, input_precision="ieee", config=interpreted.MeanPathConfig(64, 16, 4, 2, True))
+    assert seen == [(True, "tf32x3"), (False, "tf32x3"), (False, "ieee")]
 
 
 @pytest.mark.gpu

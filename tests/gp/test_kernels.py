@@ -157,9 +157,22 @@ def test_ard_rbf_weighted_sum_reduces_each_block_to_the_sum_of_the_kernel_values
         ref = torch.matmul(w, kk.mT)  # (..., s, n1)
     assert got.shape == ref.shape == (*torch.broadcast_shapes(x1_batch, x2_batch, w_batch), s, n1)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
-    with torch.enable_grad():  # the autograd path is the product with the whole matrix
-        with_grad = k.weighted_sum(x1.clone().requires_grad_(True), x2, w)
+    with torch.enable_grad():  # the autograd path is the product with the whole matrix: gradients
+        xg, wg = x1.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        with_grad = k.weighted_sum(xg, x2, wg)
+        with_grad.square().sum().backward()
+        xd, wd = x1.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        dense = torch.matmul(wd, k(xd, x2).to_dense().mT)
+        grads = torch.autograd.grad(dense.square().sum(), [xd, wd, k.raw_precision])
     torch.testing.assert_close(with_grad.detach(), ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(xg.grad, grads[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(wg.grad, grads[1], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(k.raw_precision.grad, grads[2], rtol=1e-12, atol=1e-14)
+    k.zero_grad()
+    k.BLOCK_ROWS = 10**9  # one block (a GPU's layout) gives the same sums
+    with torch.no_grad():
+        torch.testing.assert_close(k.weighted_sum(x1, x2, w), ref, rtol=1e-12, atol=1e-14)
+    k.BLOCK_ROWS = 1000
     k32 = ARDRBFKernel(d)
     k32.load_state_dict(k.state_dict())
     k32.BLOCK_ROWS = 1000

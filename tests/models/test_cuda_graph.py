@@ -116,6 +116,27 @@ def test_load_rewrites_only_the_padding_a_previous_call_filled():
     assert entry.image_src is image
 
 
+def test_load_takes_integer_coordinates_no_clicks_and_inference_tensors():
+    """Integer coordinates are packed as float32 (the graph's key uses that dtype); zero
+    clicks leave only padding; an inference-mode image (no version counter) is always copied."""
+    from gpcis.models.cuda_graph import _click_dtype
+
+    clicks = ClickBatch(torch.tensor([[[3, 4], [5, 6]]]), torch.tensor([[1.0, -1.0]]), torch.ones(1, 2, dtype=torch.bool))
+    assert _click_dtype(clicks) == torch.float32
+    assert _click_dtype(ClickBatch(clicks.coords.double(), clicks.labels, clicks.valid)) == torch.float64
+    entry = _Graph(None, torch.empty(1, 4, 8, 8), torch.empty(1, 3, 16, 16), torch.zeros(1, 4, 4, dtype=_click_dtype(clicks)))
+    features = torch.randn(1, 4, 8, 8)
+    with torch.inference_mode():
+        image = torch.rand(1, 3, 16, 16)
+    entry.load(features, image, clicks)
+    st = entry.clicks()
+    assert torch.equal(st.coords[:, :2], clicks.coords.float()) and st.valid.tolist() == [[True, True, False, False]]
+    assert torch.equal(entry.image, image) and entry.image_src is None
+    entry.load(features, image, ClickBatch.empty(1))
+    st = entry.clicks()
+    assert entry.loaded == 0 and not st.coords.any() and not st.labels.any() and not st.valid.any()
+
+
 def test_parameter_addresses_follow_moved_and_replaced_parameters():
     head = create_model("gpcis_tiny").eval().head
     graphs = CUDAGraphHead(head)
