@@ -110,7 +110,8 @@ LAUNCH_ENV = "GPCIS_FUSED_MEAN_CONFIG"
 
 
 def padded_width(d: int) -> int:
-    """The kernels' padded input width: the next power of two, at least 16 (``tl.dot``)."""
+    """A kernel block's size along ``d`` entries (input width, clicks, hidden units,
+    channels): the next power of two, at least 16 (``tl.dot``'s smallest)."""
     return max(16, 1 << max(int(d) - 1, 0).bit_length())
 
 
@@ -466,7 +467,7 @@ def _launch_mean_path(
     w = w.contiguous()
     stride_wb = w.stride(0) if w.dim() == 2 else 0  # (l,): the same weights for every item
     dp = padded_width(d)
-    np_ = max(16, triton.next_power_of_2(max(n, 1)))
+    np_ = padded_width(n)
     split = bool(config.split) and input_precision == "tf32x3"
     grid = (triton.cdiv(m, config.rows), b)
     _mean_path_kernel[grid](
@@ -647,7 +648,7 @@ def click_system(
             raise ValueError("click_system: coords need the pixel grid's size (H, W)")
         height, width = int(size[0]), int(size[1])
         coords = coords.to(f32).contiguous()
-    np_ = max(16, triton.next_power_of_2(n))
+    np_ = padded_width(n)
     # float64 scratch: K_nn + eps^2 I and the residual r, written by one kernel, solved by the next
     a_mat = torch.empty(b, np_, np_, device=dev, dtype=torch.float64)
     resid = torch.empty(b, np_, device=dev, dtype=torch.float64)
@@ -661,7 +662,7 @@ def click_system(
         a_mat, resid, out.centre, out.zt, out.e, out.click_mean,
         n, d, lf, hidden,
         GATHER=gather, NP=np_, DP=padded_width(d), BL=64,
-        HP=max(16, triton.next_power_of_2(hidden)), LIBDEVICE=source.is_cuda, num_warps=4,
+        HP=padded_width(hidden), LIBDEVICE=source.is_cuda, num_warps=4,
     )
     _click_solve_kernel[(b,)](
         a_mat, resid, valid_u8, out.alpha, out.info, n, NP=np_,
@@ -734,7 +735,7 @@ def pixel_features(
     if out.numel() == 0:
         return out
     img = image if has_image else features
-    cp = max(16, triton.next_power_of_2(c))
+    cp = padded_width(c)
     inverse_norm = features.new_empty(b, h * w)
     _inverse_norm_kernel[(triton.cdiv(h * w, 64), b)](features, *features.stride(), inverse_norm, c, h, w,
                                                       BP=64, CP=cp, num_warps=4)

@@ -165,7 +165,7 @@ def check_gp_inputs(
     # every value check in one device-to-host transfer (one GPU sync instead of five); a sum is
     # finite iff every entry is, except for overflow: then the inputs are checked element-wise
     finite_test, finite_click, finite_lab, signed, binary = torch.stack([
-        torch.isfinite(x_test.sum()), torch.isfinite(x_click.sum()) if x_click is not None else torch.isfinite(lab[:0]).all(),
+        torch.isfinite(x_test.sum()), torch.isfinite(x_click.sum()) if x_click is not None else lab.new_ones((), dtype=torch.bool),
         torch.isfinite(lab).all(),
         ((lab == -1) | (lab == 1)).all(), ((lab == 0) | (lab == 1)).all(),
     ]).tolist()

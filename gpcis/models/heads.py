@@ -349,24 +349,20 @@ class GPSegHead(SegHead):
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         b, _, big_h, big_w = image.shape
+        h, w = self.grid_size((big_h, big_w))  # the input's size at stride 1
         out = None
         if self.stride == 1 and num_samples == 0 and not return_std:  # GPU inference: fused kernels
             out = self._fused_inference(features, image, clicks, sync_free)
-        if self.stride == 1:
-            h, w = big_h, big_w
-        if out is not None:
-            pass
-        elif self.stride == 1:
-            x = self.pixel_features(features, image)  # (B, D, H, W)
-            x_test = x.flatten(2).transpose(1, 2)  # (B, M, D)
-            x_click = gather_at_clicks(x_test, clicks.coords, w)  # (B, N, D)
-        else:
-            h, w = self.grid_size((big_h, big_w))
-            small = F.interpolate(image, size=(h, w), mode="area")
-            x = self.pixel_features(features, small)  # (B, D, H', W')
-            x_test = x.flatten(2).transpose(1, 2)  # (B, M', D)
-            x_click = self.click_features(features, image, clicks.coords)  # (B, N, D)
         if out is None:
+            if self.stride == 1:
+                x = self.pixel_features(features, image)  # (B, D, H, W)
+                x_test = x.flatten(2).transpose(1, 2)  # (B, M, D)
+                x_click = gather_at_clicks(x_test, clicks.coords, w)  # (B, N, D)
+            else:
+                small = F.interpolate(image, size=(h, w), mode="area")
+                x = self.pixel_features(features, small)  # (B, D, H', W')
+                x_test = x.flatten(2).transpose(1, 2)  # (B, M', D)
+                x_click = self.click_features(features, image, clicks.coords)  # (B, N, D)
             out = self.gp(
                 x_test,
                 x_click,
