@@ -16,11 +16,15 @@ Usage::
 
     python benchmarks/click_latency.py [--quick] [--device cpu|cuda] [--size 384]
         [--clicks 20] [--repeats 3] [--backbones resnet50,hrnet18s,segformer_b0,efflite0]
-        [--cuda-graphs] [--out runs/bench/click_latency]
+        [--pairs 15] [--cuda-graphs] [--out runs/bench/click_latency]
+
+The GP head's growth over the clicks is given twice: from the per-click medians, and from
+``--pairs`` pairs of head calls at the first and the last click timed back to back
+(:func:`paired_head_ratios`; a machine's speed drifts cancel in each pair's ratio).
 
 Writes ``OUT/click_latency.json`` (rows ``{"model", "backbone", "click", "backbone_ms",
-"head_ms", "total_ms"}`` plus a ``summary``) and ``OUT/click_latency.png`` (log-scale
-time axis like Fig. S1), and prints a table.
+"head_ms", "total_ms"}``, ``paired_head_ratios`` per GP model, and a ``summary``) and
+``OUT/click_latency.png`` (log-scale time axis like Fig. S1), and prints a table.
 """
 
 from __future__ import annotations
@@ -146,8 +150,10 @@ def time_sessions(
     warmup: int = 1,
     profile_to: dict[str, Path] | None = None,
     cuda_graphs: bool = False,
-) -> list[ClickTiming]:
-    """Median backbone / head time of clicks 1..num_clicks of each model's session.
+    pairs: int = 0,
+) -> tuple[list[ClickTiming], dict[str, list[float]]]:
+    """Median backbone / head time of clicks 1..num_clicks of each model's session, and
+    the GP heads' paired growth ratios.
 
     The sessions are recorded first (:func:`record_session`); then ``repeats`` rounds each
     time every click of every model once, in a new seeded random order per round, so a slow
@@ -166,6 +172,12 @@ def time_sessions(
         cuda_graphs: run the GP heads through CUDA graphs (``model.enable_cuda_graphs()``;
             conv heads stay eager); the warm-up then also runs every click
             ``capture_after`` times, so that each click's graph is captured before the timing.
+        pairs: after the rounds, the head of each GP model is timed ``pairs`` times at the
+            first and at the last click back to back (:func:`paired_head_ratios`).
+
+    Returns:
+        The per-click rows, and per GP model the ``pairs`` ratios head time at the last
+        click / head time at click 1 (empty without ``pairs``).
     """
     timed = _timer(device)
     img = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
@@ -204,6 +216,14 @@ def time_sessions(
             _, t_hd = timed(lambda: run_head(sess.model, feats, batch))
             times[(sess.name, k)][0].append(t_bb)
             times[(sess.name, k)][1].append(t_hd)
+    paired = {}
+    for sess in sessions:
+        if pairs and isinstance(sess.model.head, GPSegHead):
+            first, last = sess.steps[0], sess.steps[-1]
+            paired[sess.name] = paired_head_ratios(
+                lambda step, feats: run_head(sess.model, feats, step[0]),
+                [(first, run_backbone(sess.model, *first)), (last, run_backbone(sess.model, *last))],
+                pairs, timed)
     rows = []
     for sess in sessions:
         for k in range(num_clicks):
@@ -214,7 +234,41 @@ def time_sessions(
             batch, prev = sess.steps[-1]
             feats = run_backbone(sess.model, batch, prev)
             profile_head(lambda: run_head(sess.model, feats, batch), device, profile_to[sess.name])
-    return rows
+    return rows, paired
+
+
+def paired_head_ratios(run: Callable[[object, object], object], inputs: Sequence[tuple[object, object]],
+                       pairs: int, timed: Callable) -> list[float]:
+    """Ratios head time at the last click / at the first, each from two calls back to back.
+
+    The per-click medians of :func:`time_sessions` compare calls minutes apart; on a shared
+    machine whose speed drifts (this project's CPU VM switches between two speeds for
+    seconds at a time, 5-10% apart) the last click's median and the first's can come from
+    different speeds. Timing the two heads back to back, ``pairs`` times, the first one first
+    in even pairs and the last one first in odd pairs (so neither always runs after the
+    other), and keeping each pair's ratio, cancels such drifts: what is left is the head's
+    dependence on the click count (the features' content does not change the head's work).
+
+    Args:
+        run: ``run(step, features)`` runs the head once.
+        inputs: ``[(first_step, first_features), (last_step, last_features)]``.
+        pairs: number of pairs.
+        timed: the timer of :func:`_timer`.
+
+    Returns:
+        ``pairs`` ratios (last / first).
+    """
+    (a, fa), (b, fb) = inputs
+    ratios = []
+    for i in range(pairs):
+        if i % 2 == 0:
+            t_a = timed(lambda: run(a, fa))[1]
+            t_b = timed(lambda: run(b, fb))[1]
+        else:
+            t_b = timed(lambda: run(b, fb))[1]
+            t_a = timed(lambda: run(a, fa))[1]
+        ratios.append(t_b / t_a)
+    return ratios
 
 
 def profile_head(fn: Callable[[], object], device: torch.device, path: Path) -> None:
@@ -231,8 +285,10 @@ def profile_head(fn: Callable[[], object], device: torch.device, path: Path) -> 
     path.write_text(prof.key_averages().table(sort_by=sort, row_limit=25))
 
 
-def summarize(rows: list[ClickTiming]) -> list[dict]:
-    """Per backbone: head time at the last click vs click 1, and GPCIS vs RITM total time."""
+def summarize(rows: list[ClickTiming], paired: dict[str, list[float]] | None = None) -> list[dict]:
+    """Per backbone: head time at the last click vs click 1 (from the per-click medians and,
+    where ``paired`` has the GP model, the median and quartiles of its paired ratios minus 1),
+    and GPCIS vs RITM total time."""
     out = []
     for bb in sorted({r.backbone for r in rows}):
         by = {m: [r for r in rows if r.backbone == bb and r.model == m] for m in {r.model for r in rows if r.backbone == bb}}
@@ -243,6 +299,12 @@ def summarize(rows: list[ClickTiming]) -> list[dict]:
             row["gp_head_ms_click1"] = gp[0].head_ms
             row["gp_head_ms_last"] = gp[-1].head_ms
             row["gp_head_growth"] = gp[-1].head_ms / gp[0].head_ms - 1.0
+            ratios = (paired or {}).get(gp[0].model)
+            if ratios:
+                q1, med, q3 = np.quantile(ratios, [0.25, 0.5, 0.75]) - 1.0
+                row["gp_head_growth_paired"] = float(med)
+                row["gp_head_growth_paired_iqr"] = [float(q1), float(q3)]
+                row["pairs"] = len(ratios)
             row["gpcis_total_ms_mean"] = float(np.mean([r.total_ms for r in gp]))
         if conv:
             row["ritm_total_ms_mean"] = float(np.mean([r.total_ms for r in conv]))
@@ -311,6 +373,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--clicks", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before click 1")
+    p.add_argument("--pairs", type=int, default=15,
+                   help="GP head timed this many times at the first and last click back to back "
+                   "(paired growth ratio, robust to a machine's speed drifts; 0: off)")
     p.add_argument("--profile", action="store_true", help="write the GP head's profiler table at the last click")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="run the GP heads through CUDA graphs (gpcis.models.cuda_graph; conv heads stay "
@@ -320,6 +385,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.quick:
         args.size, args.clicks, args.repeats, args.backbones = 96, 4, 1, "tiny"
+        args.pairs = min(args.pairs, 3)
+    if args.pairs < 0:
+        p.error(f"--pairs must be >= 0, got {args.pairs}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda given but CUDA is not available")
@@ -328,21 +396,30 @@ def main(argv: list[str] | None = None) -> dict:
     image, gt, image_name = load_image(args.size)
     out = Path(args.out)
     rows: list[ClickTiming] = []
+    paired: dict[str, list[float]] = {}
     for bb in [b.strip() for b in args.backbones.split(",") if b.strip()]:
         names = (f"ritm_{bb}", f"gpcis_{bb}")
         prof = {names[1]: out / f"profile_{names[1]}.txt"} if args.profile else None
-        rows += time_sessions(names, image, gt, args.clicks, args.repeats, device, args.warmup, prof,
-                              cuda_graphs=args.cuda_graphs)
-    summary = summarize(rows)
+        new_rows, new_paired = time_sessions(names, image, gt, args.clicks, args.repeats, device, args.warmup,
+                                             prof, cuda_graphs=args.cuda_graphs, pairs=args.pairs)
+        rows += new_rows
+        paired.update(new_paired)
+    summary = summarize(rows, paired)
     header = f"{'model':22s} {'click':>5s} {'backbone ms':>12s} {'head ms':>9s} {'total ms':>9s}"
     print(header)
     for r in rows:
         if r.click in (1, 5, 10, args.clicks) or args.clicks <= 5:
             print(f"{r.model:22s} {r.click:5d} {r.backbone_ms:12.1f} {r.head_ms:9.1f} {r.total_ms:9.1f}")
     for s in summary:
+        paired_txt = ""
+        if "gp_head_growth_paired" in s:
+            q1, q3 = s["gp_head_growth_paired_iqr"]
+            paired_txt = (f" (medians); paired, {s['pairs']} pairs: {100 * s['gp_head_growth_paired']:+.1f}% "
+                          f"[{100 * q1:+.1f}, {100 * q3:+.1f}]")
         print(
             f"{s['backbone']}: GP head click {args.clicks} vs 1: {100 * s.get('gp_head_growth', float('nan')):+.1f}%"
-            f"; GPCIS vs RITM total: {100 * s.get('gpcis_over_ritm', float('nan')):+.1f}%"
+            + paired_txt
+            + f"; GPCIS vs RITM total: {100 * s.get('gpcis_over_ritm', float('nan')):+.1f}%"
         )
     out.mkdir(parents=True, exist_ok=True)
     result = {
@@ -352,8 +429,10 @@ def main(argv: list[str] | None = None) -> dict:
         "image": image_name,
         "repeats": args.repeats,
         "warmup": args.warmup,
+        "pairs": args.pairs,
         "cuda_graphs": bool(args.cuda_graphs),
         "rows": [dict(r.__dict__, total_ms=r.total_ms) for r in rows],
+        "paired_head_ratios": paired,
         "summary": summary,
     }
     (out / "click_latency.json").write_text(json.dumps(result, indent=1))

@@ -45,7 +45,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from gpcis.atomic import atomic_write_text
 from gpcis.gp import GPHead, GPHeadConfig
 
 IMPLS: tuple[str, ...] = ("gpcis-mean", "gpcis-sample", "botorch", "gpytorch-exact", "floor")
@@ -465,12 +465,7 @@ def targets(rows: Sequence[dict]) -> list[str]:
 
 def write_json(rows: Sequence[dict], path: Path) -> None:
     """Write the rows atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(list(rows), f, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(list(rows), indent=1))
 
 
 def write_png(rows: Sequence[dict], path: Path) -> None:

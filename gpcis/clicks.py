@@ -11,6 +11,7 @@ and never read (no sentinel values).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -47,10 +48,16 @@ class Click:
 
 
 def check_clicks_in_image(clicks: Iterable[Click], height: int, width: int) -> None:
-    """Raise ``ValueError`` naming the first click that lies outside an ``height x width`` image."""
+    """Raise ``ValueError`` naming the first click that is not a :class:`Click` with integer
+    pixel coordinates (Python or NumPy integers) inside an ``height x width`` image."""
     for i, c in enumerate(clicks):
         if not isinstance(c, Click):
             raise ValueError(f"clicks[{i}] is {type(c).__name__}, expected gpcis.Click")
+        if not (isinstance(c.row, numbers.Integral) and isinstance(c.col, numbers.Integral)):
+            raise ValueError(
+                f"clicks[{i}] = (row={c.row!r}, col={c.col!r}): coordinates must be integer pixel indices "
+                f"(e.g. Click(int(round(row)), int(round(col))))"
+            )
         if not (0 <= c.row < height and 0 <= c.col < width):
             raise ValueError(
                 f"clicks[{i}] = (row={c.row}, col={c.col}) is outside the image of "

@@ -67,7 +67,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--noc100-clicks", type=int, default=100,
                    help="click budget of NoC100@90 / NoF100@90 (objects below the target after "
                    "--max-clicks continue up to this); 0 disables")
-    p.add_argument("--target-iou", type=float, default=0.9, help="stop an object once this IoU is reached")
+    p.add_argument("--target-iou", type=float, default=0.9, help="stop an object once this IoU is reached (>= 0.9, the highest threshold reported)")
     p.add_argument("--thresh", type=float, default=0.5, help="foreground iff probability > thresh (RITM: 0.49)")
     p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=True,
                    help="target crop around the object from the second click on (models only)")

@@ -35,7 +35,8 @@ class EvalConfig:
         max_clicks: click budget of NoC@85/90 and the mIoU curve (20).
         long_max_clicks: budget of NoC100@90 (100); ``None`` or <= ``max_clicks`` disables
             the continuation and NoC100 is then not reported.
-        target_iou: stop once this IoU is reached (0.9).
+        target_iou: stop once this IoU is reached (0.9; at least 0.9, the highest threshold
+            reported: stopping lower would count objects between it and 0.9 as NoC@90 failures).
         thresh: foreground iff ``prob > thresh`` (0.5; RITM uses 0.49).
         all_clicks: run every one of ``max_clicks`` clicks regardless of the IoU.
         limit: evaluate at most this many samples of each data set (``None``: all).
@@ -53,8 +54,13 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.max_clicks < 1:
             raise ValueError(f"max_clicks must be >= 1, got {self.max_clicks}")
-        if not 0.0 < self.target_iou <= 1.0:
-            raise ValueError(f"target_iou must be in (0, 1], got {self.target_iou}")
+        if not 0.9 <= self.target_iou <= 1.0:
+            # an object stopped below 0.9 would count as a failure of NoC@90, NoF@90 and
+            # NoC100@90 although more clicks might have reached 0.9
+            raise ValueError(
+                f"target_iou must be in [0.9, 1] (the highest IoU threshold reported, NoC@90), got "
+                f"{self.target_iou}"
+            )
         if not 0.0 <= self.thresh < 1.0:
             raise ValueError(f"thresh must be in [0, 1), got {self.thresh}")
         if self.limit is not None and self.limit < 1:

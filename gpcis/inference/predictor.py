@@ -14,6 +14,9 @@ and :meth:`suggest_click` work either way):
 With ``zoom_in`` (default), from the second click on the model sees the FocalClick/RITM
 target crop (:mod:`gpcis.inference.zoom`) and the result is mapped back. Inputs are
 zero-padded (bottom/right) to a multiple of ``size_divisor`` and the output cropped.
+Outside the crop the model did not look again: the probability there is the previous mask's,
+and the std the previous prediction's (when the clicks continue the predictor's history) or
+else the prior std ``sqrt(eta0)`` of the GP kernel (no click informs those pixels in this run).
 
 With ``refine=GrabCutRefineConfig()`` the model's decision is post-processed as gp-pixel's
 GP decision is (:func:`gpcis.baselines.refine.refine_decision`: connected components under
@@ -168,27 +171,35 @@ class Predictor:
 
         Raises:
             RuntimeError: before :meth:`set_image`.
-            ValueError: a click outside the image or a ``prev_mask`` of the wrong shape.
+            ValueError: a click outside the image or not at integer pixels, a ``prev_mask``
+                of the wrong shape or with values outside [0, 1].
         """
         self._require_image()
         h, w = self.image_size
         clicks = list(self._clicks if clicks is None else clicks)
         check_clicks_in_image(clicks, h, w)
+        n_old = len(self._clicks)
+        continues = n_old < len(clicks) and clicks[:n_old] == self._clicks and self.result is not None
+        # the std outside a zoom-in crop comes from the prediction this one continues
+        prev_std = self.result.std if continues and self.result is not None else None
         if prev_mask is not None:
             prev = np.asarray(prev_mask)
             if prev.shape != (h, w):
                 raise ValueError(f"prev_mask has shape {prev.shape}, expected {(h, w)}")
             prev = prev.astype(np.float32)
+            if prev.size and not (np.isfinite(prev).all() and prev.min() >= 0.0 and prev.max() <= 1.0):
+                raise ValueError(
+                    f"prev_mask values must be in [0, 1] (a bool mask or probabilities), got "
+                    f"{prev.min():g}..{prev.max():g}; for a 0/255 mask pass mask > 0"
+                )
             results: list[Optional[PredictionResult]] = [None] * max(len(clicks) - 1, 0)
+        elif continues and self.result is not None:
+            prev = self.result.prob
+            results = self._results + [None] * (len(clicks) - n_old - 1)
         else:
-            n_old = len(self._clicks)
-            continues = n_old < len(clicks) and clicks[:n_old] == self._clicks and self.result is not None
-            prev = self.result.prob if continues and self.result is not None else None
-            if continues:
-                results = self._results + [None] * (len(clicks) - n_old - 1)
-            else:
-                results = [None] * max(len(clicks) - 1, 0)
-        result = self._run(clicks, prev)
+            prev = None
+            results = [None] * max(len(clicks) - 1, 0)
+        result = self._run(clicks, prev, prev_std)
         self._clicks = clicks
         self._results = results + [result] if clicks else []
         return result
@@ -249,7 +260,20 @@ class Predictor:
         std_np = std_t[0].cpu().numpy() if std_t is not None else None
         return prob, std_np
 
-    def _run(self, clicks: Sequence[Click], prev: Optional[np.ndarray]) -> PredictionResult:
+    def _prior_std(self, evaluated: np.ndarray) -> float:
+        """The std of a pixel no click informs: ``sqrt(eta0)`` of a GP head's kernel (the
+        latent function's prior std); for a model without one, the largest std of the
+        ``evaluated`` region."""
+        kernel = getattr(getattr(getattr(self.model, "head", None), "gp", None), "kernel", None)
+        scale = getattr(kernel, "outputscale", None)
+        if isinstance(scale, torch.Tensor):
+            return float(scale.detach().max().sqrt())
+        return float(evaluated.max())
+
+    def _run(self, clicks: Sequence[Click], prev: Optional[np.ndarray],
+             prev_std: Optional[np.ndarray] = None) -> PredictionResult:
+        """One prediction; ``prev_std`` (the previous prediction's std) fills the std outside
+        a zoom-in crop (else :meth:`_prior_std`)."""
         assert self._image is not None and self._tensor is not None
         h, w = self.image_size
         if not clicks:
@@ -270,7 +294,11 @@ class Predictor:
             prob_c, std_c = self._forward(crop_t, size, self.zoom.crop_clicks(clicks, box, target), crop_prev)
             base = prev if prev is not None else np.zeros((h, w), np.float32)
             prob = self.zoom.uncrop(prob_c, box, base)
-            std = self.zoom.uncrop(std_c, box, np.zeros((h, w), np.float32)) if std_c is not None else None
+            std = None
+            if std_c is not None:
+                if prev_std is None or prev_std.shape != (h, w):
+                    prev_std = np.full((h, w), self._prior_std(std_c), np.float32)
+                std = self.zoom.uncrop(std_c, box, prev_std)
         prob = np.clip(prob.astype(np.float32), 0.0, 1.0)
         if self.refine is None:
             return PredictionResult(mask=prob > self.thresh, prob=prob, std=std)

@@ -7,7 +7,8 @@ Examples::
         --crop-size 256 256 --time-budget 1200 --out runs/ritm_tiny_coco
     torchrun --nproc_per_node=4 -m gpcis train --model gpcis_resnet50 --data SBD/dataset \\
         --dataset-type SBD --device cuda --pretrained
-    gpcis train --out runs/x --resume             # continue exactly where runs/x stopped
+    gpcis train ... --out runs/x --resume         # the run's own command plus --resume: continue
+                                                  # where runs/x stopped (other settings: a warning)
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -82,6 +83,21 @@ def default_lr(model_name: str) -> float:
         if model_name.endswith("_" + backbone):
             return lr
     return 5e-4
+
+
+#: settings that define what a run trains on and how; a resume with other values continues
+#: a different run (the length, device, output and logging settings may change)
+_RUN_SETTINGS = ("data", "dataset_type", "split", "batch_size", "lr", "backbone_lr_mult", "milestones", "lr_gamma",
+                 "weight_decay", "max_num_next_clicks", "max_num_points", "crop_size", "scale_range",
+                 "synthetic_samples", "synthetic_size", "val_samples", "val_max_clicks", "val_max_size", "seed")
+
+
+def _changed_settings(saved: dict, now: dict) -> list[str]:
+    """``"name: saved -> now"`` for each of :data:`_RUN_SETTINGS` that differs (lists and
+    tuples compare equal, as a checkpoint stores tuples as lists)."""
+    norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in _RUN_SETTINGS
+            if k in saved and norm(saved.get(k)) != norm(now.get(k))]
 
 
 @dataclass
@@ -511,6 +527,10 @@ class Trainer:
         saved_model = extra["train_config"].get("model")
         if saved_model != self.config.model:
             raise ValueError(f"resume: {path} is a {saved_model!r} run, not {self.config.model!r}")
+        changed = _changed_settings(extra["train_config"], self.config.to_dict())
+        if changed:
+            warnings.warn(f"resume: {path} was trained with other settings, continuing with the new ones: "
+                          + "; ".join(changed), UserWarning, stacklevel=3)
         load_model_weights(self.model, data, source=str(path))
         saved_stride = int((data.get("config") or {}).get("gp_stride", 1))
         model_cfg = getattr(self.model, "config", None)
@@ -713,9 +733,11 @@ class Trainer:
                 self.history.append(row)
                 self._log_csv("metrics.csv", row)
                 self._tensorboard(row, self.global_step)
-                self.save(self.out / "last.pt")
-                if row["val_noc90"] != "" and row["val_noc90"] < self.best_noc90:
+                improved = row["val_noc90"] != "" and row["val_noc90"] < self.best_noc90
+                if improved:  # before last.pt is written: a resumed run compares with this score
                     self.best_noc90 = row["val_noc90"]
+                self.save(self.out / "last.pt")
+                if improved:
                     self.save(self.out / "best.pt")
                 barrier(self.dist)
                 last_row = row

@@ -36,6 +36,42 @@ def test_click_latency_quick(tmp_path):
     assert [r["click"] for r in data["rows"] if r["model"] == "gpcis_tiny"] == [1, 2, 3, 4]
     (summary,) = data["summary"]
     assert summary["backbone"] == "tiny" and "gpcis_over_ritm" in summary and "gp_head_growth" in summary
+    # --quick caps the pairs at 3; only the GP model is paired
+    assert data["pairs"] == 3 and list(data["paired_head_ratios"]) == ["gpcis_tiny"]
+    ratios = data["paired_head_ratios"]["gpcis_tiny"]
+    assert len(ratios) == 3 and all(r > 0 for r in ratios) and summary["pairs"] == 3
+    q1, q3 = summary["gp_head_growth_paired_iqr"]
+    assert summary["gp_head_growth_paired"] == pytest.approx(float(np.median(ratios)) - 1)
+    assert q1 <= summary["gp_head_growth_paired"] <= q3
+
+
+def test_paired_head_ratios_cancel_a_drifting_machine():
+    """A machine whose speed changes between pairs (not within one): every pair's ratio is
+    the heads' true ratio (the single calls' times range over 10-14.3 ms), and the first
+    and last click's calls alternate which runs first."""
+    mod = _load("click_latency")
+    calls, clock = [], {"speed": 1.0}
+    cost = {"first": 10.0, "last": 11.0}  # ms at speed 1: the last click's head is 10% slower
+
+    def run(step, features):
+        calls.append(step)
+        return features
+
+    def timed(fn):
+        out = fn()
+        return out, cost[calls[-1]] * clock["speed"]
+
+    def drifting_timed(fn):
+        out, ms = timed(fn)
+        if len(calls) % 2 == 0:  # the machine's speed changes after every pair
+            clock["speed"] = 1.3 if clock["speed"] == 1.0 else 1.0
+        return out, ms
+
+    ratios = mod.paired_head_ratios(run, [("first", None), ("last", None)], 6, drifting_timed)
+    assert ratios == pytest.approx([1.1] * 6)
+    assert calls == ["first", "last", "last", "first"] * 3
+    with pytest.raises(SystemExit):  # argparse error
+        mod.main(["--quick", "--pairs", "-1"])
 
 
 def test_ablations_quick_and_resume(tmp_path):
@@ -103,6 +139,7 @@ def test_report_collects_quick_runs(tmp_path):
     text = report.build_report(tmp_path / "runs", out)
     assert out.read_text() == text
     assert "## Per-click latency" in text and "gpcis_tiny" in text
+    assert "paired (3 pairs of calls back to back)" in text  # the paired growth beside the medians'
     assert "## Ablations" in text and "conv head (RITM)" in text
     assert "| gpcis_resnet50 | head | 1.97 | 0.02 | 1.93 | 0.02 |" in text  # paper's Table S2 beside ours
     assert (tmp_path / "docs" / "benchmarks" / "click_latency.png").exists()

@@ -132,3 +132,8 @@ def test_limit_and_errors():
         evaluate_dataset(Oracle(ds), [], EvalConfig(progress=False))
     with pytest.raises(ValueError, match="target_iou"):
         EvalConfig(target_iou=1.5)
+    for low in (0.85, 0.5):  # would stop objects before NoC@90 could be counted
+        with pytest.raises(ValueError, match="target_iou must be in \\[0.9, 1\\]"):
+            EvalConfig(target_iou=low)
+        with pytest.raises(ValueError, match="NoC@90"):
+            EvalConfig(target_iou=low, all_clicks=True)  # NoC100@90's continuation stops at the target too

@@ -63,8 +63,18 @@ def test_api_errors():
     p.set_image(img)
     with pytest.raises(ValueError, match="outside"):
         p.predict([Click(90, 0)])
+    with pytest.raises(ValueError, match="integer pixel"):  # accepted, then an IndexError in suggest_click
+        p.predict([Click(3.5, 4.2)])
+    p.predict([Click(np.int64(3), np.int32(4))])  # NumPy integers are integers
     with pytest.raises(ValueError, match="prev_mask"):
         p.predict([Click(1, 1)], prev_mask=np.zeros((10, 10), bool))
+    mask255 = np.zeros(img.shape[:2], np.uint8)
+    mask255[:5] = 255  # what cv2.imread gives: fed as 255 it would be a wrong input
+    with pytest.raises(ValueError, match=r"prev_mask values must be in \[0, 1\].*0\.\.255"):
+        p.predict([Click(1, 1)], prev_mask=mask255)
+    with pytest.raises(ValueError, match="prev_mask values"):
+        p.predict([Click(1, 1)], prev_mask=np.full(img.shape[:2], np.nan, np.float32))
+    p.predict([Click(1, 1)], prev_mask=mask255 > 0)
     with pytest.raises(ValueError, match="thresh"):
         Predictor(ColourModel(), thresh=1.5)
 
@@ -109,6 +119,60 @@ def test_zoom_in_crops_and_maps_back():
         assert crop[int(round(r)), int(round(c))] > 0.5
     assert iou(first.mask, gt) == 1.0
     assert iou(second.mask, gt) > 0.97  # only resampling at the boundary differs
+
+
+def _outside(box, shape):
+    out = np.ones(shape, bool)
+    out[box.top:box.bottom, box.left:box.right] = False
+    return out
+
+
+def test_std_outside_the_zoom_crop_is_not_made_certain():
+    """Outside the zoom-in crop the model did not look again: the std there is the previous
+    prediction's (a continuing session) or the prior std (an explicit prev_mask), never 0."""
+    img, _ = _big_object_scene()
+
+    class Uncertain(ColourModel):  # std 0.5 + a bump: nowhere ~0
+        def forward(self, image, clicks, prev_mask=None, return_std=False):
+            out = super().forward(image, clicks, prev_mask, return_std)
+            out.std = out.std + 0.5
+            return out
+
+    p = Predictor(Uncertain(std_centre=(80, 140)), zoom_in=True, zoom=ZoomConfig(target_size=160, min_crop_size=40),
+                  size_divisor=1)
+    p.set_image(img)
+    clicks = [Click(80, 140, True), Click(60, 140, True)]
+    first = p.add_click(clicks[0])
+    second = p.add_click(clicks[1])
+    box = p.zoom.box(first.prob > p.thresh, clicks, img.shape[:2])
+    outside = _outside(box, img.shape[:2])
+    assert 0 < outside.mean() < 1  # the second click ran on a crop
+    np.testing.assert_array_equal(second.std[outside], first.std[outside])
+    assert second.std.min() >= 0.5
+    # the previous mask given with clicks that continue the history (the demo's way): the
+    # same; with clicks that do not, no previous std: a model without a GP kernel gets the
+    # largest std of its crop-space output outside the crop (the bump's peak 1.5 is inside
+    # the crop; the pasted-back region is resampled, so its max is at most that)
+    p.predict(clicks[:1])
+    again = p.predict(clicks, prev_mask=first.prob)
+    np.testing.assert_array_equal(again.std[outside], first.std[outside])
+    p.reset()
+    third = p.predict(clicks, prev_mask=first.prob)
+    np.testing.assert_allclose(third.std[outside], 1.5, rtol=1e-6)
+    assert third.std[~outside].max() <= 1.5 + 1e-6
+    # a GP model: its prior std sqrt(eta0) outside the crop
+    from gpcis.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("gpcis_tiny").eval()
+    with torch.no_grad():
+        model.head.gp.kernel.outputscale = 2.25
+    gp = Predictor(model, zoom_in=True, zoom=ZoomConfig(target_size=64, min_crop_size=40), size_divisor=1)
+    gp.set_image(img)
+    res = gp.predict(clicks, prev_mask=first.prob)
+    outside = _outside(gp.zoom.box(first.prob > gp.thresh, clicks, img.shape[:2]), img.shape[:2])
+    assert 0 < outside.mean() < 1
+    np.testing.assert_allclose(res.std[outside], 1.5, rtol=1e-6)
 
 
 def test_whole_image_view_is_downscaled_when_asked():

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,18 @@ def test_validation_and_best_checkpoint(tmp_path):
     assert 1 <= row["val_noc90"] <= 3 and 1 <= row["val_noc85"] <= row["val_noc90"]
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert best["extra"]["best_noc90"] == row["val_noc90"]
+    # last.pt carries the best score of its own epoch, so a resumed run compares with it
+    # (it carried the score before that epoch's validation: a resumed run's first
+    # validation replaced best.pt whatever its score)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["best_noc90"] == row["val_noc90"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the run's own settings: no warning
+        resumed = Trainer(_config(tmp_path, epochs=1, steps_per_epoch=2, val_samples=2, val_max_clicks=3, resume=True))
+    assert resumed.best_noc90 == row["val_noc90"]
+    # other data or optimisation settings continue a different run: said in a warning
+    with pytest.warns(UserWarning, match=r"other settings.*batch_size: 2 -> 4.*seed: 3 -> 5"):
+        Trainer(_config(tmp_path, epochs=3, steps_per_epoch=2, val_samples=2, val_max_clicks=3, resume=True,
+                        batch_size=4, seed=5))
     model = create_model(checkpoint=tmp_path / "run" / "best.pt")
     assert model.config.name == "ritm_tiny"
 
