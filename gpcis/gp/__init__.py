@@ -7,6 +7,7 @@ from gpcis.gp.head import GPHead, GPHeadConfig, GPHeadOutput, check_gp_inputs
 from gpcis.gp.kernels import ARDRBFKernel, FourierFeatureKernel, LogPositive
 from gpcis.gp.losses import vi_loss
 from gpcis.gp.pathwise import (
+    blocked_mean_path,
     click_gram_cholesky,
     click_gram_cholesky_ex,
     pathwise_posterior,
@@ -28,6 +29,7 @@ __all__ = [
     "GPHeadOutput",
     "LogPositive",
     "WeightPrior",
+    "blocked_mean_path",
     "check_gp_inputs",
     "click_gram_cholesky",
     "click_gram_cholesky_ex",

@@ -26,6 +26,7 @@ from gpcis.gp.pathwise import (
     click_gram_cholesky,
     click_gram_cholesky_ex,
     predictive_variance,
+    blocked_mean_path,
     prior_path,
     update_path,
     update_weights,
@@ -383,16 +384,17 @@ class GPHead(nn.Module):
     def _fused_mean_path(
         self, x_test: Tensor, x_click: Tensor, residual: Tensor, valid: Tensor, chol: Optional[Tensor]
     ) -> Optional[Tensor]:
-        """The mean path ``Phi(X) w + K_{*n} alpha`` through :func:`gpcis.gp.fused.fused_mean_path`
-        (``w = mu_w``).
+        """The mean path ``Phi(X) w + K_{*n} alpha`` (``w = mu_w``) in one pass over the test
+        points: :func:`gpcis.gp.fused.fused_mean_path` on a GPU,
+        :func:`~gpcis.gp.pathwise.blocked_mean_path` on the CPU.
 
         Args:
             residual: ``(B, N)`` ``m_xi - Phi(X_n) w``.
 
         Returns:
-            ``(1, B, M)``, or ``None`` where the fused kernel does not apply (a batched
-            kernel or frequencies) or cannot run here (then it is not tried again on this
-            head, and a warning says why).
+            ``(1, B, M)``, or ``None`` where neither applies (a batched kernel or
+            frequencies) or the fused kernel cannot run here (then it is not tried again on
+            this head, and a warning says why).
         """
         prior = self._prior_operands()
         if prior is None:
@@ -403,10 +405,12 @@ class GPHead(nn.Module):
             alpha = update_weights(chol, residual, valid, x_test.dtype)
         else:
             alpha, x_click = residual[:, :0], x_click[:, :0]
+        w = (w * scale if scale != 1.0 else w).expand(valid.shape[0], -1)  # (B, l), scaled
+        operands = (x_test, theta, tau, w, x_click, self.kernel.precision.reshape(-1), self.kernel.outputscale, alpha)
+        if not (fused.usable(x_test) and self._fused_error is None):
+            return blocked_mean_path(*operands)[None] if x_test.device.type == "cpu" else None
         try:
-            w = (w * scale if scale != 1.0 else w).expand(valid.shape[0], -1)  # (B, l), scaled
-            out = fused.fused_mean_path(x_test, theta, tau, w, x_click,
-                                        self.kernel.precision.reshape(-1), self.kernel.outputscale, alpha)
+            out = fused.fused_mean_path(*operands)
         except Exception as err:  # e.g. no compiler for Triton's launcher: the PyTorch path instead
             self.fused_failed(err, stacklevel=4)
             return None
@@ -463,9 +467,10 @@ class GPHead(nn.Module):
             chol = click_gram_cholesky(self.kernel, x_click, valid, noise)
         out, k_star_n = None, None
         if (num_samples == 0 and not compute_vi_loss and not torch.is_grad_enabled()
-                and fused.usable(x_test) and self._fused_error is None):
-            # the mean path at inference on a GPU: one fused kernel over the test points (the
-            # variance, if asked for, forms K_{*n} itself; the (M, l) features are never formed)
+                and (x_test.device.type == "cpu" or (fused.usable(x_test) and self._fused_error is None))):
+            # the mean path at inference in one pass over the test points: a fused kernel on a
+            # GPU, blocked_mean_path on the CPU (the variance, if asked for, forms K_{*n}
+            # itself; the (M, l) features are never formed whole)
             out = self._fused_mean_path(x_test, x_click, f_click[0] - prior_click[0], valid, chol)
         if out is None:
             out = prior_path(self.rff, x_test, w) if cfg.use_prior_path else x_test.new_zeros(w.shape[0], b, m)

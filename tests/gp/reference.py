@@ -1,8 +1,10 @@
-"""An exact GP posterior written independently in float64 numpy (the tests' reference)."""
+"""An exact GP posterior written independently in float64 numpy (the tests' reference), and
+the float64 mean path with the error bound of its float32 one-pass evaluation."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def rbf(x1: np.ndarray, x2: np.ndarray, eta0: float, eta: np.ndarray) -> np.ndarray:
@@ -34,3 +36,50 @@ def exact_posterior(
     mu = g @ fn_mean
     cov = kss - 2 * g @ ksn.T + g @ (knn + s2 * np.eye(len(xn))) @ g.T
     return mu, cov
+
+
+def mean_path_exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha, u=2.0**-24):
+    """float64 value of ``f`` and a bound on :func:`gpcis.gp.pathwise.blocked_mean_path`'s error at each point,
+    counted for its operations in a precision of unit roundoff ``u`` (gamma_k ~ k u):
+
+    * projection r: ``x_t - c_t`` (c the clicks' mean) rounds by u |x_t - c_t|; the bias
+      ``c.theta_r + tau_r`` (D + 1 terms) by gamma_{D+1} (sum |c_t theta_tr| + |tau_r|); the
+      GEMM row (D + 1 terms, the bias one of them) by gamma_{D+1} times the sum of its |terms|.
+      With S'_r = sum_t (|x_t| + |c_t|) |theta_tr| + |tau_r| bounding each of those sums,
+      the argument's error is <= (3 D + 6) u S'_r; the cosine's range reduction adds
+      4 u (|arg| + pi) and an accurate cosine u.
+    * click n: the exponent (in natural-log units; base 2 inside, the base change adds
+      rounding relative to the exponent's size) is ``-|u|^2_eta / 2 + u.(eta b) + e`` with
+      ``b = z_n - c``, ``e = ln eta0 - |b|^2_eta / 2``: |u|^2_eta by squares and a D-term sum,
+      eta b and e by a few roundings per entry, the GEMM row by gamma_{D+1}, the final
+      addition and the scaling by 1 / ln 2 by u relative each. With
+      T = sum_t eta_t (|u_t| |b_t| + u_t^2 + b_t^2), |u_t| <= |x_t| + |c_t|, the error is
+      <= (D + 9) u T + 4 u |ln eta0|, doubled here for the per-entry roundings not counted
+      one by one; exp2 adds 2 u relative.
+    * the product with ``[w, alpha]`` (l + N terms): (l + N + 1) u sum of |terms|; 2 u |f|
+      for the output.
+    """
+    xd, thd, tad, wd, zd, ed, e0, ad = (t.double() for t in (x, theta, tau, w, z, eta, eta0, alpha))
+    b, m, d = xd.shape
+    wd = wd.expand(b, thd.shape[1])
+    c = zd.mean(1, keepdim=True) if zd.shape[1] else torch.zeros(b, 1, d, dtype=torch.float64)
+    arg = xd @ thd + tad
+    s = (xd.abs() + c.abs()) @ thd.abs() + tad.abs()
+    err_arg = (3 * d + 6) * u * s + 4 * u * (arg.abs() + np.pi) + u
+    terms = (torch.cos(arg) * wd[:, None]).abs()
+    f = (torch.cos(arg) * wd[:, None]).sum(-1)
+    err = (err_arg * wd[:, None].abs()).sum(-1)
+    count = thd.shape[1]
+    if zd.shape[1]:
+        a, bz = xd - c, zd - c
+        sq = ((xd[:, :, None] - zd[:, None]) ** 2 * ed).sum(-1)
+        k = e0 * torch.exp(-0.5 * sq)
+        t = (a.abs()[:, :, None] * bz.abs()[:, None] * ed).sum(-1) + ((xd.abs() + c.abs()) ** 2 * ed).sum(-1)[..., None] \
+            + (bz**2 * ed).sum(-1)[:, None]
+        err_e = 2 * ((d + 9) * u * t + 4 * u * abs(float(np.log(float(e0)))))
+        f = f + (k * ad[:, None]).sum(-1)
+        err = err + ((err_e + 2 * u) * k * ad[:, None].abs()).sum(-1)
+        terms = torch.cat([terms, (k * ad[:, None]).abs()], dim=-1)
+        count += zd.shape[1]
+    err = err + (count + 1) * u * terms.sum(-1)
+    return f, err + 2 * u * f.abs()

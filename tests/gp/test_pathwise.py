@@ -11,12 +11,14 @@ from gpcis.gp import (
     FourierFeatureKernel,
     GPHead,
     GPHeadConfig,
+    blocked_mean_path,
     click_gram_cholesky,
     pathwise_posterior,
     predictive_variance,
+    prior_path,
     update_path,
 )
-from tests.gp.reference import exact_posterior, rbf
+from tests.gp.reference import exact_posterior, mean_path_exact_and_bound, rbf
 
 ETA0, ETA = 1.3, np.array([2.0, 0.5])
 
@@ -327,3 +329,68 @@ def test_update_and_variance_read_k_star_n_in_either_layout_and_in_blocks(monkey
             mu, cov = exact_posterior(xs, xn[:n], factor * fn[:n], ETA0, ETA, 0.01, 0.2)
             np.testing.assert_allclose(mean[s, b].numpy(), mu, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(var[b].numpy(), np.diag(cov), rtol=1e-8, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- blocked mean path
+def _mean_problem(b=2, m=257, d=11, lf=40, n=6, seed=0, channel_major=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, d, m, generator=g).transpose(1, 2) if channel_major else torch.randn(b, m, d, generator=g)
+    theta = torch.randn(d, lf, generator=g)
+    tau = torch.rand(lf, generator=g) * 2 * np.pi
+    w = torch.randn(b, lf, generator=g) * 0.2
+    z = x[:, :n].clone() + 0.3 * torch.randn(b, n, d, generator=g)  # clicks near test points
+    eta = torch.rand(d, generator=g) * 0.5 + 0.05
+    eta0 = torch.tensor(1.3)
+    alpha = torch.randn(b, n, generator=g)
+    if n >= 2:
+        alpha[1, n - 2:] = 0.0  # item 1: two padded clicks (they still count in the clicks' mean)
+    return x, theta, tau, w, z, eta, eta0, alpha
+
+
+@pytest.mark.parametrize("lf,n,channel_major", [(40, 6, True), (40, 6, False), (0, 6, True), (40, 0, True),
+                                                (70, 17, True)])
+def test_blocked_mean_path_within_its_float32_bound(lf, n, channel_major):
+    prob = _mean_problem(lf=lf, n=n, channel_major=channel_major)
+    exact, bound = mean_path_exact_and_bound(*prob)
+    assert bound.max() < 1e-3  # a meaningful bound for this problem
+    for rows in (64, 4096):  # 257 rows: four full blocks and one of a row; one block
+        out = blocked_mean_path(*prob, rows=rows)
+        assert out.shape == exact.shape and out.dtype == torch.float32
+        assert ((out.double() - exact).abs() <= bound).all()
+
+
+def test_blocked_mean_path_is_prior_path_plus_update_path_float64():
+    """In float64 the one-pass evaluation is the sum of the two paths (w = mu_w, alpha the
+    update weights) within the float64 version of its bound: the same terms, the same scales."""
+    x, theta, tau, w, z, eta, eta0, alpha = (t.double() for t in _mean_problem(lf=24, n=5))
+    rff = FourierFeatureKernel(24, x.shape[-1]).double()
+    kernel = ARDRBFKernel(x.shape[-1]).double()
+    with torch.no_grad():
+        rff.theta.copy_(theta)
+        rff.tau.copy_(tau)
+    kernel.precision = eta
+    kernel.outputscale = eta0
+    valid = alpha != 0
+    with torch.no_grad():
+        scale = rff.feature_scale()
+        chol = click_gram_cholesky(kernel, z, valid, 0.01)
+        ref = prior_path(rff, x, (w / scale)[None])[0]
+        # the update path's weights from a residual r: alpha = A^{-1} r, so r = A alpha
+        k_nn = kernel(z, z).to_dense() + 0.01 * torch.eye(5, dtype=torch.float64)
+        residual = (k_nn @ alpha.unsqueeze(-1)).squeeze(-1) * valid
+        alpha_ref = torch.cholesky_solve(residual.unsqueeze(-1), chol).squeeze(-1) * valid
+        ref = ref + update_path(kernel, x, z, residual, valid, 0.01, chol)
+        out = blocked_mean_path(x, theta, tau, w, z, eta, eta0, alpha_ref, rows=100)
+    _, bound = mean_path_exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha_ref, u=2.0**-53)
+    assert out.dtype == torch.float64
+    assert ((out - ref).abs() <= 2 * bound + 1e-12 * ref.abs().max()).all()
+
+
+def test_blocked_mean_path_keeps_nan():
+    """A non-finite test input gives a non-finite output at its row only (the clamp of the
+    exponent keeps NaN), so the head's checks see it."""
+    prob = list(_mean_problem(lf=8, n=3))
+    prob[0] = prob[0].clone()
+    prob[0][0, 5, 2] = float("nan")
+    out = blocked_mean_path(*prob, rows=64)
+    assert torch.isnan(out[0, 5]) and torch.isfinite(out[0, :5]).all() and torch.isfinite(out[1]).all()
