@@ -316,8 +316,8 @@ def blocked_mean_path(
     the ``N``-row GEMM ran at a quarter of the tall one's speed. Then the cosines, the
     exponents completed by ``k |u|^2_eta``, clamped at ``log2 eta0`` (distances >= 0) and
     ``exp2``, and one product with ``[w, alpha]``. 384^2 pixels, 102 dimensions, l = 256, two
-    threads: 68 / 71 ms at 1 / 20 clicks against 72 / 78 ms for :func:`prior_path` plus
-    :func:`update_path` (``runs/s11/proto.py``, not in the repository).
+    threads of the project's CPU: 68 / 71 ms at 1 / 20 clicks against 72 / 78 ms for
+    :func:`prior_path` plus :func:`update_path` (docs/gp_layer.md).
 
     Args:
         x: ``(B, M, D)`` test inputs, any strides (e.g. a channel-major feature map seen as

@@ -83,3 +83,22 @@ def mean_path_exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha, u=2.0**-24)
         count += zd.shape[1]
     err = err + (count + 1) * u * terms.sum(-1)
     return f, err + 2 * u * f.abs()
+
+
+def mean_path_problem(b=2, m=257, d=11, lf=40, n=6, seed=0, device="cpu", channel_major=True):
+    """Operands ``(x, theta, tau, w, z, eta, eta0, alpha)`` of a mean path
+    (:func:`gpcis.gp.fused.fused_mean_path`, :func:`gpcis.gp.pathwise.blocked_mean_path`):
+    ``x`` channel-major (a ``(B, D, M)`` array seen as ``(B, M, D)``) or row-major, clicks
+    near test points, batch item 1 with its last two clicks padded (``alpha = 0``; they
+    still count in the clicks' mean)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, d, m, generator=g).transpose(1, 2) if channel_major else torch.randn(b, m, d, generator=g)
+    theta = torch.randn(d, lf, generator=g)
+    tau = torch.rand(lf, generator=g) * 2 * np.pi
+    w = torch.randn(b, lf, generator=g) * 0.2
+    z = x[:, :n].clone() + 0.3 * torch.randn(b, n, d, generator=g)
+    eta = torch.rand(d, generator=g) * 0.5 + 0.05
+    eta0 = torch.tensor(1.3)
+    alpha = torch.randn(b, n, generator=g)
+    alpha[1, n - 2:] = 0.0
+    return [t.to(device) for t in (x, theta, tau, w, z, eta, eta0, alpha)]

@@ -18,7 +18,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from gpcis.gp import GPHead, GPHeadConfig, fused  # noqa: E402
-from tests.gp.reference import mean_path_exact_and_bound  # noqa: E402
+from tests.gp.reference import mean_path_exact_and_bound, mean_path_problem  # noqa: E402
 
 U = 2.0**-24  # float32 unit roundoff
 
@@ -28,20 +28,6 @@ def _round_kernel(src, dst, n, BLOCK: tl.constexpr):
     """``dst = _tf32(src)`` (a jit function reads module globals, not a test's locals)."""
     i = tl.arange(0, BLOCK)
     tl.store(dst + i, fused._tf32(tl.load(src + i, mask=i < n, other=0.0)), mask=i < n)
-
-
-def _problem(b=2, m=257, d=11, lf=40, n=6, seed=0, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, d, m, generator=g).transpose(1, 2)  # channel-major (B, M, D) view
-    theta = torch.randn(d, lf, generator=g)
-    tau = torch.rand(lf, generator=g) * 2 * math.pi
-    w = torch.randn(b, lf, generator=g) * 0.2
-    z = x[:, :n].clone() + 0.3 * torch.randn(b, n, d, generator=g)  # clicks near test points
-    eta = torch.rand(d, generator=g) * 0.5 + 0.05
-    eta0 = torch.tensor(1.3)
-    alpha = torch.randn(b, n, generator=g)
-    alpha[1, n - 2:] = 0.0  # item 1: two padded clicks
-    return [t.to(device) for t in (x, theta, tau, w, z, eta, eta0, alpha)]
 
 
 def _exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha, dot_rel, cos_abs=U):
@@ -83,7 +69,7 @@ def _exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha, dot_rel, cos_abs=U):
 
 @pytest.mark.parametrize("lf,n", [(40, 6), (0, 6), (40, 0), (70, 17)])
 def test_fused_mean_path_within_its_float32_bound(interpreted, lf, n):
-    prob = _problem(lf=lf, n=n)
+    prob = mean_path_problem(lf=lf, n=n)
     out = interpreted.fused_mean_path(*prob, input_precision="ieee")
     exact, bound = _exact_and_bound(*prob, dot_rel=U)
     assert out.shape == exact.shape and out.dtype == torch.float32
@@ -425,7 +411,7 @@ def test_split_rows_mean_path_within_its_tf32x3_bound(interpreted, lf, n):
     """The three-TF32-product evaluation with the rows split once per program (in the
     interpreter tl.dot is a float32 product of the TF32 parts: what the tensor cores compute
     up to the accumulation order) within the tf32x3 bound."""
-    prob = _problem(lf=lf, n=n)
+    prob = mean_path_problem(lf=lf, n=n)
     out = interpreted.fused_mean_path(*prob, config=interpreted.MeanPathConfig(64, 16, 4, 2, True))
     exact, bound = _exact_and_bound(*prob, dot_rel=2.0**-20)
     assert ((out.double() - exact).abs() <= bound).all()
@@ -463,7 +449,7 @@ def test_mean_path_propagates_nan_inputs(interpreted, split, lf):
     """A row with a NaN (CUDA's 0x7FFFFFFF bits) gives NaN at that row, with and without the
     split and without the prior path (the kernel term's clamp must not swallow it): the
     head's ``ok`` flag then sends the call to the eager head's checks. No other row changes."""
-    prob = _problem(lf=lf, n=6)
+    prob = mean_path_problem(lf=lf, n=6)
     cfg = interpreted.MeanPathConfig(64, 16, 4, 2, split)
     ref = interpreted.fused_mean_path(*prob, config=cfg)
     x = prob[0].clone()
@@ -488,7 +474,7 @@ def test_split_configuration_reaches_the_kernel(interpreted, monkeypatch):
             return launch
 
     monkeypatch.setattr(interpreted, "_mean_path_kernel", Spy())
-    prob = _problem(lf=40, n=6)
+    prob = mean_path_problem(lf=40, n=6)
     for split in (True, False):
         interpreted.fused_mean_path(*prob, config=interpreted.MeanPathConfig(64, 16, 4, 2, split))
     interpreted.fused_mean_path(*prob, input_precision="ieee", config=interpreted.MeanPathConfig(64, 16, 4, 2, True))
@@ -499,7 +485,7 @@ def test_split_configuration_reaches_the_kernel(interpreted, monkeypatch):
 @pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("lf,n,d", [(256, 20, 51), (128, 1, 51), (128, 20, 99)])
 def test_fused_mean_path_on_cuda_within_its_tf32x3_bound(lf, n, d, split):
-    prob = _problem(m=5000, d=d, lf=lf, n=n, device="cuda")
+    prob = mean_path_problem(m=5000, d=d, lf=lf, n=n, device="cuda")
     assert fused.usable(prob[0])
     out = fused.fused_mean_path(*prob, config=fused.mean_path_config(d)._replace(split=split))
     exact, bound = _exact_and_bound(*prob, dot_rel=2.0**-20, cos_abs=2.0**-21.4)
@@ -577,7 +563,7 @@ def test_mean_path_launch_configuration_from_the_environment(interpreted, monkey
     monkeypatch.setenv(interpreted.LAUNCH_ENV, "32,16,2,1,0")
     assert interpreted.mean_path_config(51) == (32, 16, 2, 1, False)
     monkeypatch.setenv(interpreted.LAUNCH_ENV, "32,16,2,1,1")
-    prob = _problem(lf=40, n=6)
+    prob = mean_path_problem(lf=40, n=6)
     out = interpreted.fused_mean_path(*prob)  # runs with that configuration (split rows)
     exact, bound = _exact_and_bound(*prob, dot_rel=2.0**-20)
     assert ((out.double() - exact).abs() <= bound).all()

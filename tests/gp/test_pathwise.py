@@ -18,7 +18,7 @@ from gpcis.gp import (
     prior_path,
     update_path,
 )
-from tests.gp.reference import exact_posterior, mean_path_exact_and_bound, rbf
+from tests.gp.reference import exact_posterior, mean_path_exact_and_bound, mean_path_problem, rbf
 
 ETA0, ETA = 1.3, np.array([2.0, 0.5])
 
@@ -332,25 +332,10 @@ def test_update_and_variance_read_k_star_n_in_either_layout_and_in_blocks(monkey
 
 
 # --------------------------------------------------------------------------- blocked mean path
-def _mean_problem(b=2, m=257, d=11, lf=40, n=6, seed=0, channel_major=True):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, d, m, generator=g).transpose(1, 2) if channel_major else torch.randn(b, m, d, generator=g)
-    theta = torch.randn(d, lf, generator=g)
-    tau = torch.rand(lf, generator=g) * 2 * np.pi
-    w = torch.randn(b, lf, generator=g) * 0.2
-    z = x[:, :n].clone() + 0.3 * torch.randn(b, n, d, generator=g)  # clicks near test points
-    eta = torch.rand(d, generator=g) * 0.5 + 0.05
-    eta0 = torch.tensor(1.3)
-    alpha = torch.randn(b, n, generator=g)
-    if n >= 2:
-        alpha[1, n - 2:] = 0.0  # item 1: two padded clicks (they still count in the clicks' mean)
-    return x, theta, tau, w, z, eta, eta0, alpha
-
-
 @pytest.mark.parametrize("lf,n,channel_major", [(40, 6, True), (40, 6, False), (0, 6, True), (40, 0, True),
                                                 (70, 17, True)])
 def test_blocked_mean_path_within_its_float32_bound(lf, n, channel_major):
-    prob = _mean_problem(lf=lf, n=n, channel_major=channel_major)
+    prob = mean_path_problem(lf=lf, n=n, channel_major=channel_major)
     exact, bound = mean_path_exact_and_bound(*prob)
     assert bound.max() < 1e-3  # a meaningful bound for this problem
     for rows in (64, 4096):  # 257 rows: four full blocks and one of a row; one block
@@ -362,7 +347,7 @@ def test_blocked_mean_path_within_its_float32_bound(lf, n, channel_major):
 def test_blocked_mean_path_is_prior_path_plus_update_path_float64():
     """In float64 the one-pass evaluation is the sum of the two paths (w = mu_w, alpha the
     update weights) within the float64 version of its bound: the same terms, the same scales."""
-    x, theta, tau, w, z, eta, eta0, alpha = (t.double() for t in _mean_problem(lf=24, n=5))
+    x, theta, tau, w, z, eta, eta0, alpha = (t.double() for t in mean_path_problem(lf=24, n=5))
     rff = FourierFeatureKernel(24, x.shape[-1]).double()
     kernel = ARDRBFKernel(x.shape[-1]).double()
     with torch.no_grad():
@@ -389,7 +374,7 @@ def test_blocked_mean_path_is_prior_path_plus_update_path_float64():
 def test_blocked_mean_path_keeps_nan():
     """A non-finite test input gives a non-finite output at its row only (the clamp of the
     exponent keeps NaN), so the head's checks see it."""
-    prob = list(_mean_problem(lf=8, n=3))
+    prob = list(mean_path_problem(lf=8, n=3))
     prob[0] = prob[0].clone()
     prob[0][0, 5, 2] = float("nan")
     out = blocked_mean_path(*prob, rows=64)
