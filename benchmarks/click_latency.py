@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 import torch
 
+from gpcis.atomic import atomic_write_text
 from gpcis.clicks import Click, ClickBatch
 from gpcis.evaluation.clicker import next_click
 from gpcis.models import create_model
@@ -367,7 +368,8 @@ def run_metadata(benchmark: str, device: torch.device) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny models, 96x96, 4 clicks, 1 repeat (CI smoke run)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny models, 96x96, 4 clicks, 1 repeat, at most 3 pairs (CI smoke run)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--size", type=int, default=384, help="square input size (the paper's evaluation input)")
     p.add_argument("--clicks", type=int, default=20)
@@ -435,7 +437,7 @@ def main(argv: list[str] | None = None) -> dict:
         "paired_head_ratios": paired,
         "summary": summary,
     }
-    (out / "click_latency.json").write_text(json.dumps(result, indent=1))
+    atomic_write_text(out / "click_latency.json", json.dumps(result, indent=1))
     plot(rows, out / "click_latency.png", f"per-click latency, {args.size}x{args.size}, {result['machine']}")
     print(f"wrote {out / 'click_latency.json'} and {out / 'click_latency.png'}")
     return result

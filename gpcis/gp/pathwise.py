@@ -325,8 +325,8 @@ def blocked_mean_path(
         theta: ``(D, l)`` frequencies; ``l = 0`` leaves out the prior path.
         tau: ``(l,)`` phases.
         w: ``(B, l)`` or ``(l,)`` weights, Phi's scale ``a sqrt(2/l)`` included.
-        z: ``(B, N, D)`` clicks (padding included, with ``alpha = 0``); ``N = 0`` leaves out
-            the update.
+        z: ``(B, N, D)`` (or ``(1, N, D)``) clicks (padding included, with ``alpha = 0``);
+            ``N = 0`` leaves out the update.
         precision: ``eta``, ``D`` entries.
         outputscale: ``eta0``, one entry.
         alpha: ``(B, N)`` update weights ``(K_nn + eps^2 I)^{-1} r`` (:func:`update_weights`).
@@ -334,9 +334,18 @@ def blocked_mean_path(
 
     Returns:
         ``(B, M)`` in ``x``'s dtype.
+
+    Raises:
+        RuntimeError: an operand requires grad (it writes into reused buffers: inference
+            only; :func:`prior_path` and :func:`update_path` are differentiable).
     """
+    operands = (x, theta, tau, w, z, precision, outputscale, alpha)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in operands):
+        raise RuntimeError("blocked_mean_path is for inference (no autograd): call it under torch.no_grad(), "
+                           "or use prior_path + update_path")
     b, m, d = x.shape
     n, l = z.shape[-2], theta.shape[-1]
+    z = z.expand(b, n, d)
     dtype = x.dtype
     k = -0.5 / math.log(2.0)
     eta = precision.reshape(d).to(dtype)

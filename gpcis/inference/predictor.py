@@ -16,7 +16,8 @@ target crop (:mod:`gpcis.inference.zoom`) and the result is mapped back. Inputs 
 zero-padded (bottom/right) to a multiple of ``size_divisor`` and the output cropped.
 Outside the crop the model did not look again: the probability there is the previous mask's,
 and the std the previous prediction's (when the clicks continue the predictor's history) or
-else the prior std ``sqrt(eta0)`` of the GP kernel (no click informs those pixels in this run).
+else the prior std ``sqrt(eta0)`` of the GP kernel (the model did not evaluate those pixels in
+this run; the prior std is the largest the GP can give, never a false certainty).
 
 With ``refine=GrabCutRefineConfig()`` the model's decision is post-processed as gp-pixel's
 GP decision is (:func:`gpcis.baselines.refine.refine_decision`: connected components under

@@ -733,12 +733,17 @@ class Trainer:
                 self.history.append(row)
                 self._log_csv("metrics.csv", row)
                 self._tensorboard(row, self.global_step)
-                improved = row["val_noc90"] != "" and row["val_noc90"] < self.best_noc90
-                if improved:  # before last.pt is written: a resumed run compares with this score
-                    self.best_noc90 = row["val_noc90"]
+                if row["val_noc90"] != "" and row["val_noc90"] < self.best_noc90:
+                    # best.pt first, then last.pt with the same score (a resumed run compares
+                    # with it); a crash or Ctrl-C while best.pt is written keeps the previous
+                    # score, so the next validation writes best.pt again
+                    previous, self.best_noc90 = self.best_noc90, row["val_noc90"]
+                    try:
+                        self.save(self.out / "best.pt")
+                    except BaseException:
+                        self.best_noc90 = previous
+                        raise
                 self.save(self.out / "last.pt")
-                if improved:
-                    self.save(self.out / "best.pt")
                 barrier(self.dist)
                 last_row = row
                 if stop:

@@ -54,10 +54,15 @@ def mean_path_exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha, u=2.0**-24)
       eta b and e by a few roundings per entry, the GEMM row by gamma_{D+1}, the final
       addition and the scaling by 1 / ln 2 by u relative each. With
       T = sum_t eta_t (|u_t| |b_t| + u_t^2 + b_t^2), |u_t| <= |x_t| + |c_t|, the error is
-      <= (D + 9) u T + 4 u |ln eta0|, doubled here for the per-entry roundings not counted
-      one by one; exp2 adds 2 u relative.
+      <= (D + 9) u T + (D + 5) u |ln eta0| (``e``, one of the GEMM row's D + 1 terms, carries
+      ``ln eta0``), doubled here for the per-entry roundings not counted one by one; exp2
+      adds 2 u relative.
     * the product with ``[w, alpha]`` (l + N terms): (l + N + 1) u sum of |terms|; 2 u |f|
       for the output.
+    * underflow: a kernel value or product below the smallest normal number (2^-126 in
+      float32, 2^-1022 in float64) may be off by up to that number (a subnormal's lost
+      digits, or flushed to zero), so each point also gets ``tiny (1 + sum_n |alpha_n|) +
+      (l + N) tiny``.
     """
     xd, thd, tad, wd, zd, ed, e0, ad = (t.double() for t in (x, theta, tau, w, z, eta, eta0, alpha))
     b, m, d = xd.shape
@@ -76,12 +81,14 @@ def mean_path_exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha, u=2.0**-24)
         k = e0 * torch.exp(-0.5 * sq)
         t = (a.abs()[:, :, None] * bz.abs()[:, None] * ed).sum(-1) + ((xd.abs() + c.abs()) ** 2 * ed).sum(-1)[..., None] \
             + (bz**2 * ed).sum(-1)[:, None]
-        err_e = 2 * ((d + 9) * u * t + 4 * u * abs(float(np.log(float(e0)))))
+        err_e = 2 * ((d + 9) * u * t + (d + 5) * u * abs(float(np.log(float(e0)))))
         f = f + (k * ad[:, None]).sum(-1)
         err = err + ((err_e + 2 * u) * k * ad[:, None].abs()).sum(-1)
         terms = torch.cat([terms, (k * ad[:, None]).abs()], dim=-1)
         count += zd.shape[1]
     err = err + (count + 1) * u * terms.sum(-1)
+    tiny = 2.0**-126 if u >= 2.0**-24 else 2.0**-1022
+    err = err + tiny * (1 + ad.abs().sum(-1, keepdim=True) + count)
     return f, err + 2 * u * f.abs()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from gpcis.gp import GPHead, GPHeadConfig, fused  # noqa: E402
-from tests.gp.reference import mean_path_exact_and_bound, mean_path_problem  # noqa: E402
+from tests.gp.reference import mean_path_problem  # noqa: E402
 
 U = 2.0**-24  # float32 unit roundoff
 
@@ -91,9 +92,10 @@ def _head_inputs(seed=0):
 def test_head_mean_through_the_fused_kernel_equals_the_pytorch_path(interpreted, monkeypatch, use_prior_path,
                                                                     use_update_path):
     """The head hands the kernel its weights (w with Phi's scale, alpha, the kernel's eta):
-    the result is f of those arguments within the kernel's bound, and the head's CPU path
-    (without the kernel: :func:`~gpcis.gp.pathwise.blocked_mean_path`) evaluates the same f
-    within its own bound (tests/gp/reference.py), so the two differ by at most the sum."""
+    the result is f of those arguments within the kernel's bound, and the PyTorch path's
+    float32 evaluation of the same f is within twice that bound (each within one bound of
+    the float64 value: the same operations, with an accurate torch.cos). (On the CPU the
+    head takes the PyTorch path where the variance is asked for, as here.)"""
     cfg = GPHeadConfig(num_features=32, use_prior_path=use_prior_path, use_update_path=use_update_path,
                        eval_noise=0.01)
     head = GPHead(7, cfg).eval()
@@ -113,10 +115,7 @@ def test_head_mean_through_the_fused_kernel_equals_the_pytorch_path(interpreted,
     assert (w.shape[-1] == 32) == use_prior_path and (z.shape[1] == 5) == use_update_path
     exact, bound = _exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha, dot_rel=U)
     assert ((out.double() - exact).abs() <= bound).all()
-    exact_cpu, bound_cpu = mean_path_exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha)
-    torch.testing.assert_close(exact_cpu, exact, rtol=1e-12, atol=1e-12)  # the same f
-    assert ((ref.double() - exact).abs() <= bound_cpu).all()
-    assert ((out - ref).double().abs() <= bound + bound_cpu).all()
+    assert ((out - ref).double().abs() <= 2 * bound).all()
 
 
 def test_head_falls_back_when_the_kernel_cannot_run(interpreted, monkeypatch):
@@ -133,8 +132,10 @@ def test_head_falls_back_when_the_kernel_cannot_run(interpreted, monkeypatch):
         monkeypatch.setattr(interpreted, "click_system", broken)
         with pytest.warns(RuntimeWarning, match="fused GP mean path unavailable.*no C compiler"):
             out = head(*inputs).mean
-        # then neither fused path is tried again on this head
-        torch.testing.assert_close(head(*inputs, return_variance=True).mean, ref, rtol=0, atol=0)
+        # then neither fused path is tried again on this head (it would warn again)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            torch.testing.assert_close(head(*inputs).mean, ref, rtol=0, atol=0)
     assert head._fused_error == "RuntimeError: no C compiler"
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
 

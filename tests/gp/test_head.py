@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gpcis.gp import GPHead, GPHeadConfig, click_gram_cholesky, vi_loss
-from tests.gp.reference import rbf
+from tests.gp.reference import mean_path_exact_and_bound, rbf
 
 
 def _inputs(b=2, m=30, n=4, d=5, seed=0):
@@ -216,3 +216,29 @@ def test_vi_loss_can_be_skipped_without_changing_anything_else():
     for a, b in [(lean.mean, full.mean), (lean.samples, full.samples), (lean.variance, full.variance),
                  (lean.click_mean, full.click_mean)]:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_cpu_inference_takes_the_one_pass_mean_path_unless_the_variance_is_asked_for(monkeypatch):
+    """At inference on the CPU the mean comes from blocked_mean_path (one pass over the test
+    points); with the variance the two paths run, sharing K_{*n} with it. Either mean is
+    a float32 evaluation of the same f (tests/gp/reference.py bounds the one-pass one; the
+    two paths' own bound, tests/gp/test_fused.py, is term by term the smaller)."""
+    from gpcis.gp import head as head_module
+
+    calls = []
+    blocked = head_module.blocked_mean_path
+    monkeypatch.setattr(head_module, "blocked_mean_path", lambda *a, **k: calls.append(a) or blocked(*a, **k))
+    head = GPHead(7, GPHeadConfig(num_features=32, eval_noise=0.01)).eval()
+    g = torch.Generator().manual_seed(0)
+    x_test = torch.randn(2, 300, 7, generator=g)
+    x_click = x_test[:, :5].clone() + 0.2 * torch.randn(2, 5, 7, generator=g)
+    labels = torch.tensor([[1.0, -1.0, 1.0, -1.0, 1.0]] * 2)
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    valid[1, 3:] = False
+    with torch.no_grad():
+        with_var = head(x_test, x_click, labels * valid, valid, return_variance=True)
+        assert calls == []
+        mean_only = head(x_test, x_click, labels * valid, valid)
+    assert len(calls) == 1 and mean_only.variance is None
+    _, bound = mean_path_exact_and_bound(*calls[0])
+    assert ((mean_only.mean - with_var.mean).double().abs() <= 2 * bound).all()

@@ -344,6 +344,32 @@ def test_blocked_mean_path_within_its_float32_bound(lf, n, channel_major):
         assert ((out.double() - exact).abs() <= bound).all()
 
 
+@pytest.mark.parametrize("shift", [7.0, 9.0])
+def test_blocked_mean_path_within_its_bound_where_the_kernel_underflows(shift):
+    """Clicks far from every test point: kernel values down to subnormal numbers and zero
+    (the bound's absolute underflow term; without it 68 / 514 points at shift 7 and all
+    at 9 were outside the relative terms)."""
+    x, theta, tau, w, z, eta, eta0, alpha = mean_path_problem(lf=0, n=6)
+    z = z + shift
+    exact, bound = mean_path_exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha)
+    assert (exact.abs() < 2.0**-126).any()  # the regime this is about: values below float32's normal range
+    with torch.no_grad():
+        out = blocked_mean_path(x, theta, tau, w, z, eta, eta0, alpha, rows=64)
+    assert ((out.double() - exact).abs() <= bound).all()
+
+
+def test_blocked_mean_path_is_for_inference_and_broadcasts_clicks():
+    x, theta, tau, w, z, eta, eta0, alpha = mean_path_problem(b=3, lf=8, n=4)
+    theta.requires_grad_(True)
+    with pytest.raises(RuntimeError, match="no autograd"):
+        blocked_mean_path(x, theta, tau, w, z, eta, eta0, alpha)
+    z_each = z[:1].expand(3, -1, -1).contiguous()
+    with torch.no_grad():  # one set of clicks for every batch item, given once
+        shared = blocked_mean_path(x, theta, tau, w, z[:1], eta, eta0, alpha)
+    exact, bound = mean_path_exact_and_bound(x, theta.detach(), tau, w, z_each, eta, eta0, alpha)
+    assert ((shared.double() - exact).abs() <= bound).all()
+
+
 def test_blocked_mean_path_is_prior_path_plus_update_path_float64():
     """In float64 the one-pass evaluation is the sum of the two paths (w = mu_w, alpha the
     update weights) within the float64 version of its bound: the same terms, the same scales."""

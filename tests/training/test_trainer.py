@@ -124,6 +124,30 @@ def test_validation_and_best_checkpoint(tmp_path):
     assert model.config.name == "ritm_tiny"
 
 
+def test_an_interrupt_while_best_is_written_keeps_the_previous_best_score(tmp_path, monkeypatch):
+    """best.pt is written before last.pt, and its score is kept only once it is written: an
+    interrupt (or crash) during that write leaves last.pt with the previous best, so the
+    resumed run's next validation writes best.pt."""
+    kw = dict(steps_per_epoch=2, val_samples=2, val_max_clicks=3)
+    trainer = Trainer(_config(tmp_path, epochs=1, **kw))
+    real_save = trainer.save
+
+    def save(path):
+        if Path(path).name == "best.pt":
+            raise KeyboardInterrupt
+        return real_save(path)
+
+    monkeypatch.setattr(trainer, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert not (tmp_path / "run" / "best.pt").exists()
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["best_noc90"] is None  # no best yet
+    resumed = Trainer(_config(tmp_path, epochs=2, resume=True, **kw))
+    row = resumed.train()
+    best = load_checkpoint(tmp_path / "run" / "best.pt")["extra"]
+    assert best["best_noc90"] == row["val_noc90"] == resumed.best_noc90
+
+
 _KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time, torch
