@@ -23,10 +23,11 @@ from gpcis.gp import fused
 from gpcis.gp.kernels import ARDRBFKernel, FourierFeatureKernel
 from gpcis.gp.losses import vi_loss
 from gpcis.gp.pathwise import (
+    blocked_mean_path,
     click_gram_cholesky,
     click_gram_cholesky_ex,
+    click_l_inv,
     predictive_variance,
-    blocked_mean_path,
     prior_path,
     update_path,
     update_weights,
@@ -381,21 +382,13 @@ class GPHead(nn.Module):
         warnings.warn(f"fused GP mean path unavailable, using the PyTorch path: {self._fused_error}",
                       RuntimeWarning, stacklevel=stacklevel + 1)
 
-    def _fused_mean_path(
+    def _one_pass_operands(
         self, x_test: Tensor, x_click: Tensor, residual: Tensor, valid: Tensor, chol: Optional[Tensor]
-    ) -> Optional[Tensor]:
-        """The mean path ``Phi(X) w + K_{*n} alpha`` (``w = mu_w``) in one pass over the test
-        points: :func:`gpcis.gp.fused.fused_mean_path` on a GPU,
-        :func:`~gpcis.gp.pathwise.blocked_mean_path` on the CPU.
-
-        Args:
-            residual: ``(B, N)`` ``m_xi - Phi(X_n) w``.
-
-        Returns:
-            ``(1, B, M)``, or ``None`` where neither applies (a batched kernel or
-            frequencies) or the fused kernel cannot run here (then it is not tried again on
-            this head, and a warning says why).
-        """
+    ) -> Optional[tuple[Tensor, ...]]:
+        """The operands ``(x, Theta, tau, w, z, eta, eta0, alpha)`` of the one-pass mean path
+        ``Phi(X) w + K_{*n} alpha`` (``w = mu_w`` with Phi's scale, ``alpha`` the update
+        weights of ``residual = m_xi - Phi(X_n) w``); ``None`` for a batched kernel or
+        frequencies."""
         prior = self._prior_operands()
         if prior is None:
             return None
@@ -406,15 +399,55 @@ class GPHead(nn.Module):
         else:
             alpha, x_click = residual[:, :0], x_click[:, :0]
         w = (w * scale if scale != 1.0 else w).expand(valid.shape[0], -1)  # (B, l), scaled
-        operands = (x_test, theta, tau, w, x_click, self.kernel.precision.reshape(-1), self.kernel.outputscale, alpha)
-        if not (fused.usable(x_test) and self._fused_error is None):
-            return blocked_mean_path(*operands)[None] if x_test.device.type == "cpu" else None
+        return (x_test, theta, tau, w, x_click, self.kernel.precision.reshape(-1), self.kernel.outputscale, alpha)
+
+    def _fused_mean_path(
+        self, x_test: Tensor, x_click: Tensor, residual: Tensor, valid: Tensor, chol: Optional[Tensor]
+    ) -> Optional[Tensor]:
+        """The mean path through :func:`gpcis.gp.fused.fused_mean_path` (a GPU).
+
+        Args:
+            residual: ``(B, N)`` ``m_xi - Phi(X_n) w``.
+
+        Returns:
+            ``(1, B, M)``, or ``None`` where the fused kernel does not apply (a batched
+            kernel or frequencies) or cannot run here (then it is not tried again on this
+            head, and a warning says why).
+        """
+        operands = self._one_pass_operands(x_test, x_click, residual, valid, chol)
+        if operands is None:
+            return None
         try:
             out = fused.fused_mean_path(*operands)
         except Exception as err:  # e.g. no compiler for Triton's launcher: the PyTorch path instead
             self.fused_failed(err, stacklevel=4)
             return None
         return out[None]
+
+    def _blocked_mean_path(
+        self, x_test: Tensor, x_click: Tensor, residual: Tensor, valid: Tensor, chol: Optional[Tensor],
+        return_variance: bool,
+    ) -> Optional[tuple[Tensor, Optional[Tensor]]]:
+        """The mean path and, if asked for, the variance through
+        :func:`~gpcis.gp.pathwise.blocked_mean_path` (the CPU): ``((1, B, M), (B, M) or
+        None)``, or ``None`` for a batched kernel or frequencies. The variance is computed
+        in the same pass where the update path is on (with it off, the mean has no click
+        terms while the variance still conditions on the clicks: then ``None``, and the
+        caller's :func:`~gpcis.gp.pathwise.predictive_variance` forms ``K_{*n}``)."""
+        operands = self._one_pass_operands(x_test, x_click, residual, valid, chol)
+        if operands is None:
+            return None
+        l_inv, correction = None, 0.0
+        n = valid.shape[1]
+        if return_variance and (self.config.use_update_path or not n):
+            if n:
+                l_inv = click_l_inv(chol, valid, x_test.dtype)  # products in the input dtype, as predictive_variance's
+            else:
+                l_inv = x_test.new_zeros(valid.shape[0], 0, 0)
+            s2 = self.posterior.variance if self.config.variance_with_click_noise else self.noise
+            correction = float(s2 - self.noise)
+        mean, variance = blocked_mean_path(*operands, l_inv=l_inv, variance_correction=correction)
+        return mean[None], variance
 
     def _forward(
         self,
@@ -465,15 +498,18 @@ class GPHead(nn.Module):
             chol, info = click_gram_cholesky_ex(self.kernel, x_click, valid, noise)
         elif n:
             chol = click_gram_cholesky(self.kernel, x_click, valid, noise)
-        out, k_star_n = None, None
-        if (num_samples == 0 and not compute_vi_loss and not torch.is_grad_enabled()
-                and ((x_test.device.type == "cpu" and not return_variance)
-                     or (fused.usable(x_test) and self._fused_error is None))):
-            # the mean path at inference in one pass over the test points: a fused kernel on a
-            # GPU (the variance, if asked for, forms K_{*n} itself), blocked_mean_path on the
-            # CPU (not with the variance: the two paths share K_{*n} with it, ~7% faster than
-            # forming it twice); the (M, l) features are never formed whole
+        out, k_star_n, variance = None, None, None
+        # the mean path at inference in one pass over the test points, the (M, l) features
+        # never formed whole: a fused kernel on a GPU (the variance, if asked for, forms
+        # K_{*n} itself); blocked_mean_path on the CPU, with the variance in the same pass
+        inference = num_samples == 0 and not compute_vi_loss and not torch.is_grad_enabled()
+        if inference and fused.usable(x_test) and self._fused_error is None:
             out = self._fused_mean_path(x_test, x_click, f_click[0] - prior_click[0], valid, chol)
+        if out is None and inference and x_test.device.type == "cpu":
+            one_pass = self._blocked_mean_path(x_test, x_click, f_click[0] - prior_click[0], valid, chol,
+                                               return_variance)
+            if one_pass is not None:
+                out, variance = one_pass
         if out is None:
             out = prior_path(self.rff, x_test, w) if cfg.use_prior_path else x_test.new_zeros(w.shape[0], b, m)
             # K_{*n} is formed for the variance; the update path alone reduces it block by block
@@ -483,8 +519,7 @@ class GPHead(nn.Module):
                     self.kernel, x_test, x_click, f_click - prior_click, valid, noise, chol, k_star_n
                 )
 
-        variance = None
-        if return_variance:
+        if return_variance and variance is None:
             variance = predictive_variance(
                 self.kernel, x_test, x_click, valid, noise,
                 click_variance=self.posterior.variance if cfg.variance_with_click_noise else None, chol=chol,

@@ -40,6 +40,7 @@ __all__ = [
     "prior_path",
     "update_path",
     "blocked_mean_path",
+    "click_l_inv",
     "pathwise_posterior",
     "predictive_variance",
 ]
@@ -299,9 +300,12 @@ def blocked_mean_path(
     outputscale: Tensor,
     alpha: Tensor,
     rows: int = _MEAN_BLOCK,
-) -> Tensor:
+    l_inv: Optional[Tensor] = None,
+    variance_correction: float = 0.0,
+) -> tuple[Tensor, Optional[Tensor]]:
     r"""The mean path at inference, ``prior_path + update_path`` (Eq. S15 with ``w = mu_w``),
-    in one pass over ``x``:
+    and optionally the marginal variance (Eq. S5, :func:`predictive_variance`), in one pass
+    over ``x``:
 
     .. math:: f(x) = \sum_{r=1}^{l} w_r \cos(\theta_r^\top x + \tau_r)
                     + \sum_{n=1}^{N} \alpha_n\, \eta_0 \exp\big(-\tfrac12 \lVert x - z_n \rVert_\eta^2\big)
@@ -317,7 +321,9 @@ def blocked_mean_path(
     exponents completed by ``k |u|^2_eta``, clamped at ``log2 eta0`` (distances >= 0) and
     ``exp2``, and one product with ``[w, alpha]``. 384^2 pixels, 102 dimensions, l = 256, two
     threads of the project's CPU: 68 / 71 ms at 1 / 20 clicks against 72 / 78 ms for
-    :func:`prior_path` plus :func:`update_path` (docs/gp_layer.md).
+    :func:`prior_path` plus :func:`update_path` (docs/gp_layer.md). With ``l_inv`` the
+    block's kernel values also give the variance ``eta0 - |L^{-1} k_{n*}|^2 (+ (s^2 - eps^2)
+    |L^{-T} L^{-1} k_{n*}|^2)`` while in cache, so ``K_{*n}`` is never formed whole.
 
     Args:
         x: ``(B, M, D)`` test inputs, any strides (e.g. a channel-major feature map seen as
@@ -331,15 +337,20 @@ def blocked_mean_path(
         outputscale: ``eta0``, one entry.
         alpha: ``(B, N)`` update weights ``(K_nn + eps^2 I)^{-1} r`` (:func:`update_weights`).
         rows: rows per block on the CPU (one block on other devices).
+        l_inv: ``(B, N, N)`` :func:`click_l_inv` (zero columns at padding) to also return
+            the variance, products in its dtype cast to ``x``'s; ``None``: mean only.
+        variance_correction: ``s^2 - eps^2`` of :func:`predictive_variance` (0: the exact
+            GP posterior's variance).
 
     Returns:
-        ``(B, M)`` in ``x``'s dtype.
+        ``(mean, variance)``: ``(B, M)`` each in ``x``'s dtype; ``variance`` is ``None``
+        without ``l_inv`` (clamped at 0 like :func:`predictive_variance`'s).
 
     Raises:
         RuntimeError: an operand requires grad (it writes into reused buffers: inference
             only; :func:`prior_path` and :func:`update_path` are differentiable).
     """
-    operands = (x, theta, tau, w, z, precision, outputscale, alpha)
+    operands = (x, theta, tau, w, z, precision, outputscale, alpha) + ((l_inv,) if l_inv is not None else ())
     if torch.is_grad_enabled() and any(t.requires_grad for t in operands):
         raise RuntimeError("blocked_mean_path is for inference (no autograd): call it under torch.no_grad(), "
                            "or use prior_path + update_path")
@@ -374,6 +385,15 @@ def blocked_mean_path(
     asq = x.new_empty(1, rows)
     g = x.new_empty(l + n, rows)
     out = x.new_empty(b, m)
+    var = None
+    if l_inv is not None:
+        l_inv = l_inv.to(dtype).expand(b, n, n)
+        eta0 = log_eta0.exp()
+        var = x.new_empty(b, m)
+        if not n:
+            var.copy_(eta0.expand(b, m))
+        lz = x.new_empty(n, rows)  # L^{-1} k_{n*} of a block
+        az = x.new_empty(n, rows) if variance_correction else None  # L^{-T} L^{-1} k_{n*}
     for i in range(b):
         for s in range(0, m, rows):
             r = min(rows, m - s)
@@ -391,7 +411,17 @@ def blocked_mean_path(
                 upd = block[l:].add_(asq[:, :r])  # log2 k(x, z_n)
                 torch.minimum(upd, log2_eta0, out=upd).exp2_()  # minimum keeps NaN
             torch.mm(weights[i], block, out=out[i : i + 1, s : s + r])
-    return out
+            if var is not None and n:
+                zb = torch.mm(l_inv[i], block[l:], out=lz[:, :r])
+                vb = var[i, s : s + r]
+                if az is not None:
+                    ab = torch.mm(l_inv[i].mT, zb, out=az[:, :r])
+                    torch.sub(eta0, zb.square_().sum(0), out=vb).add_(ab.square_().sum(0), alpha=variance_correction)
+                else:
+                    torch.sub(eta0, zb.square_().sum(0), out=vb)
+    if var is not None:
+        var.clamp_min_(0.0)
+    return out, var
 
 
 def pathwise_posterior(
@@ -426,6 +456,26 @@ def pathwise_posterior(
         return prior_test
     prior_click = prior_path(rff, x_click, w)
     return prior_test + update_path(kernel, x_test, x_click, f_click - prior_click, valid, noise, chol)
+
+
+def click_l_inv(chol: Tensor, valid: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """``L^{-1}`` of the click system's factor ``L L^T = K_nn + eps^2 I``, by a triangular
+    solve of the ``(N, N)`` identity in the factor's dtype (never a general inverse), with
+    zero columns at padded clicks (their rows of ``L`` are the identity's, so they drop out
+    entirely); then cast to ``dtype``. The variance of Eq. S5 is
+    ``k(x, x) - |L^{-1} k_{n*}|^2``.
+
+    Args:
+        chol: ``(B, N, N)`` from :func:`click_gram_cholesky`.
+        valid: ``(B, N)`` bool.
+        dtype: of the result (``None``: the factor's).
+
+    Returns:
+        ``(B, N, N)`` lower triangular.
+    """
+    eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device).expand_as(chol)
+    l_inv = torch.linalg.solve_triangular(chol, eye, upper=False) * valid.to(chol.dtype).unsqueeze(-2)
+    return l_inv.to(dtype or chol.dtype)
 
 
 def predictive_variance(
@@ -483,11 +533,7 @@ def predictive_variance(
     if k_star_n is None:
         k_star_n = _dense(kernel(x_test, x_click))
     dtype = solve_dtype or chol.dtype
-    # L^{-1} by a triangular solve of the (N, N) identity in the factor's dtype; padded clicks
-    # get zero columns (their rows of L are the identity's, so they then drop out entirely).
-    eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device).expand_as(chol)
-    l_inv = torch.linalg.solve_triangular(chol, eye, upper=False) * valid.to(chol.dtype).unsqueeze(-2)
-    l_inv = l_inv.to(dtype)
+    l_inv = click_l_inv(chol, valid, dtype)
     correct = click_variance is not None and click_variance != noise
     k_n_star = k_star_n.mT  # (B, N, M), a view in either memory layout
     m = x_test.shape[-2]

@@ -38,6 +38,21 @@ def exact_posterior(
     return mu, cov
 
 
+def kernel_relative_error(x, z, eta, eta0, u=2.0**-24):
+    """``(B, M, N)`` bound on the relative error of the one-pass kernel values ``k(x_m, z_n)``
+    (:func:`gpcis.gp.pathwise.blocked_mean_path`; the derivation is the click part of
+    :func:`mean_path_exact_and_bound`'s): the exponent's error plus 2 u for ``exp2``
+    (underflow comes on top, as an absolute term)."""
+    xd, zd, ed, e0 = (t.double() for t in (x, z, eta, eta0))
+    d = xd.shape[-1]
+    c = zd.mean(1, keepdim=True)
+    a, bz = xd - c, zd - c
+    t = (a.abs()[:, :, None] * bz.abs()[:, None] * ed).sum(-1) + ((xd.abs() + c.abs()) ** 2 * ed).sum(-1)[..., None] \
+        + (bz**2 * ed).sum(-1)[:, None]
+    err_e = 2 * ((d + 9) * u * t + (d + 5) * u * abs(float(np.log(float(e0)))))
+    return err_e + 2 * u
+
+
 def mean_path_exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha, u=2.0**-24):
     """float64 value of ``f`` and a bound on :func:`gpcis.gp.pathwise.blocked_mean_path`'s error at each point,
     counted for its operations in a precision of unit roundoff ``u`` (gamma_k ~ k u):
@@ -76,14 +91,10 @@ def mean_path_exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha, u=2.0**-24)
     err = (err_arg * wd[:, None].abs()).sum(-1)
     count = thd.shape[1]
     if zd.shape[1]:
-        a, bz = xd - c, zd - c
         sq = ((xd[:, :, None] - zd[:, None]) ** 2 * ed).sum(-1)
         k = e0 * torch.exp(-0.5 * sq)
-        t = (a.abs()[:, :, None] * bz.abs()[:, None] * ed).sum(-1) + ((xd.abs() + c.abs()) ** 2 * ed).sum(-1)[..., None] \
-            + (bz**2 * ed).sum(-1)[:, None]
-        err_e = 2 * ((d + 9) * u * t + (d + 5) * u * abs(float(np.log(float(e0)))))
         f = f + (k * ad[:, None]).sum(-1)
-        err = err + ((err_e + 2 * u) * k * ad[:, None].abs()).sum(-1)
+        err = err + (kernel_relative_error(x, z, eta, eta0, u) * k * ad[:, None].abs()).sum(-1)
         terms = torch.cat([terms, (k * ad[:, None]).abs()], dim=-1)
         count += zd.shape[1]
     err = err + (count + 1) * u * terms.sum(-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pytest
 import torch
@@ -218,27 +219,39 @@ def test_vi_loss_can_be_skipped_without_changing_anything_else():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_cpu_inference_takes_the_one_pass_mean_path_unless_the_variance_is_asked_for(monkeypatch):
-    """At inference on the CPU the mean comes from blocked_mean_path (one pass over the test
-    points); with the variance the two paths run, sharing K_{*n} with it. Either mean is
-    a float32 evaluation of the same f (tests/gp/reference.py bounds the one-pass one; the
-    two paths' own bound, tests/gp/test_fused.py, is term by term the smaller)."""
+@pytest.mark.parametrize("click_noise", [False, True])
+def test_cpu_inference_takes_the_one_pass_path_with_or_without_the_variance(monkeypatch, click_noise):
+    """At inference on the CPU mean and variance come from one blocked_mean_path pass. In
+    float64 both equal the two paths' (prior_path + update_path, predictive_variance; the
+    head with its one-pass method switched off) to rounding: the head hands over the right
+    weights, L^{-1} and click-noise correction. In float32 the mean is within twice the
+    one-pass bound of the two paths' (tests/gp/reference.py; the two paths' own bound,
+    tests/gp/test_fused.py, is term by term the smaller)."""
     from gpcis.gp import head as head_module
 
     calls = []
     blocked = head_module.blocked_mean_path
     monkeypatch.setattr(head_module, "blocked_mean_path", lambda *a, **k: calls.append(a) or blocked(*a, **k))
-    head = GPHead(7, GPHeadConfig(num_features=32, eval_noise=0.01)).eval()
+    cfg = GPHeadConfig(num_features=32, eval_noise=0.01, variance_with_click_noise=click_noise)
+    head = GPHead(7, cfg).eval()
     g = torch.Generator().manual_seed(0)
     x_test = torch.randn(2, 300, 7, generator=g)
     x_click = x_test[:, :5].clone() + 0.2 * torch.randn(2, 5, 7, generator=g)
     labels = torch.tensor([[1.0, -1.0, 1.0, -1.0, 1.0]] * 2)
     valid = torch.ones(2, 5, dtype=torch.bool)
     valid[1, 3:] = False
+    inputs = (x_test, x_click, labels * valid, valid)
+    two_paths = copy.deepcopy(head)
+    monkeypatch.setattr(two_paths, "_blocked_mean_path", lambda *a, **k: None)
     with torch.no_grad():
-        with_var = head(x_test, x_click, labels * valid, valid, return_variance=True)
-        assert calls == []
-        mean_only = head(x_test, x_click, labels * valid, valid)
-    assert len(calls) == 1 and mean_only.variance is None
-    _, bound = mean_path_exact_and_bound(*calls[0])
-    assert ((mean_only.mean - with_var.mean).double().abs() <= 2 * bound).all()
+        mean_only = head(*inputs)
+        assert len(calls) == 1 and mean_only.variance is None
+        _, bound = mean_path_exact_and_bound(*calls[0])
+        ref = two_paths(*inputs)
+        assert ((mean_only.mean - ref.mean).double().abs() <= 2 * bound).all()
+        inputs64 = tuple(t.double() if t.is_floating_point() else t for t in inputs)
+        one = head.double()(*inputs64, return_variance=True)
+        two = two_paths.double()(*inputs64, return_variance=True)
+    assert len(calls) == 2 and one.variance is not None
+    torch.testing.assert_close(one.mean, two.mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(one.variance, two.variance, rtol=0, atol=1e-12)

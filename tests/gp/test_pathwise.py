@@ -13,12 +13,19 @@ from gpcis.gp import (
     GPHeadConfig,
     blocked_mean_path,
     click_gram_cholesky,
+    click_l_inv,
     pathwise_posterior,
     predictive_variance,
     prior_path,
     update_path,
 )
-from tests.gp.reference import exact_posterior, mean_path_exact_and_bound, mean_path_problem, rbf
+from tests.gp.reference import (
+    exact_posterior,
+    kernel_relative_error,
+    mean_path_exact_and_bound,
+    mean_path_problem,
+    rbf,
+)
 
 ETA0, ETA = 1.3, np.array([2.0, 0.5])
 
@@ -339,8 +346,8 @@ def test_blocked_mean_path_within_its_float32_bound(lf, n, channel_major):
     exact, bound = mean_path_exact_and_bound(*prob)
     assert bound.max() < 1e-3  # a meaningful bound for this problem
     for rows in (64, 4096):  # 257 rows: four full blocks and one of a row; one block
-        out = blocked_mean_path(*prob, rows=rows)
-        assert out.shape == exact.shape and out.dtype == torch.float32
+        out, var = blocked_mean_path(*prob, rows=rows)
+        assert out.shape == exact.shape and out.dtype == torch.float32 and var is None
         assert ((out.double() - exact).abs() <= bound).all()
 
 
@@ -354,7 +361,7 @@ def test_blocked_mean_path_within_its_bound_where_the_kernel_underflows(shift):
     exact, bound = mean_path_exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha)
     assert (exact.abs() < 2.0**-126).any()  # the regime this is about: values below float32's normal range
     with torch.no_grad():
-        out = blocked_mean_path(x, theta, tau, w, z, eta, eta0, alpha, rows=64)
+        out, _ = blocked_mean_path(x, theta, tau, w, z, eta, eta0, alpha, rows=64)
     assert ((out.double() - exact).abs() <= bound).all()
 
 
@@ -365,7 +372,7 @@ def test_blocked_mean_path_is_for_inference_and_broadcasts_clicks():
         blocked_mean_path(x, theta, tau, w, z, eta, eta0, alpha)
     z_each = z[:1].expand(3, -1, -1).contiguous()
     with torch.no_grad():  # one set of clicks for every batch item, given once
-        shared = blocked_mean_path(x, theta, tau, w, z[:1], eta, eta0, alpha)
+        shared, _ = blocked_mean_path(x, theta, tau, w, z[:1], eta, eta0, alpha)
     exact, bound = mean_path_exact_and_bound(x, theta.detach(), tau, w, z_each, eta, eta0, alpha)
     assert ((shared.double() - exact).abs() <= bound).all()
 
@@ -391,7 +398,7 @@ def test_blocked_mean_path_is_prior_path_plus_update_path_float64():
         residual = (k_nn @ alpha.unsqueeze(-1)).squeeze(-1) * valid
         alpha_ref = torch.cholesky_solve(residual.unsqueeze(-1), chol).squeeze(-1) * valid
         ref = ref + update_path(kernel, x, z, residual, valid, 0.01, chol)
-        out = blocked_mean_path(x, theta, tau, w, z, eta, eta0, alpha_ref, rows=100)
+        out, _ = blocked_mean_path(x, theta, tau, w, z, eta, eta0, alpha_ref, rows=100)
     _, bound = mean_path_exact_and_bound(x, theta, tau, w, z, eta, eta0, alpha_ref, u=2.0**-53)
     assert out.dtype == torch.float64
     assert ((out - ref).abs() <= 2 * bound + 1e-12 * ref.abs().max()).all()
@@ -403,5 +410,63 @@ def test_blocked_mean_path_keeps_nan():
     prob = list(mean_path_problem(lf=8, n=3))
     prob[0] = prob[0].clone()
     prob[0][0, 5, 2] = float("nan")
-    out = blocked_mean_path(*prob, rows=64)
+    out, _ = blocked_mean_path(*prob, rows=64)
     assert torch.isnan(out[0, 5]) and torch.isfinite(out[0, :5]).all() and torch.isfinite(out[1]).all()
+
+
+def _click_factor(z, eta, eta0, valid, noise):
+    """The float64 click system's L^{-1} (zero columns at padding) for (z, eta, eta0)."""
+    kernel = ARDRBFKernel(z.shape[-1]).double()
+    kernel.precision = eta.double()
+    kernel.outputscale = eta0.double()
+    chol = click_gram_cholesky(kernel, z.double(), valid, noise)
+    return kernel, chol, click_l_inv(chol, valid)
+
+
+@pytest.mark.parametrize("correction", [0.0, 0.04])
+def test_blocked_variance_is_predictive_variance_float64(correction):
+    """In float64 the variance of the one pass is Eq. S5 as predictive_variance computes it
+    (with and without the click-noise correction), padded clicks included."""
+    x, theta, tau, w, z, eta, eta0, alpha = (t.double() for t in mean_path_problem(lf=24, n=5))
+    valid = alpha != 0
+    kernel, chol, l_inv = _click_factor(z, eta, eta0, valid, 0.01)
+    with torch.no_grad():
+        ref = predictive_variance(kernel, x, z, valid, 0.01, click_variance=0.01 + correction if correction else None,
+                                  chol=chol)
+        _, var = blocked_mean_path(x, theta, tau, w, z, eta, eta0, alpha, rows=100, l_inv=l_inv,
+                                   variance_correction=correction)
+    assert var.dtype == torch.float64
+    torch.testing.assert_close(var, ref, rtol=0, atol=1e-12 * float(eta0))
+    # no clicks: the prior variance eta0
+    with torch.no_grad():
+        _, prior = blocked_mean_path(x, theta, tau, w, z[:, :0], eta, eta0, alpha[:, :0],
+                                     l_inv=x.new_zeros(2, 0, 0))
+    torch.testing.assert_close(prior, torch.full_like(prior, float(eta0)), rtol=0, atol=0)
+
+
+def test_blocked_variance_float32_within_its_bound():
+    """float32 one pass against the float64 variance, within a bound derived for it.
+
+    With k_n the kernel values (relative error <= rho_n, from the exponent's bound of
+    tests/gp/reference.py, plus tiny), L^{-1} rounded to float32 (u relative per entry) and
+    the (N, N) x (N, rows) GEMM (gamma_N): per row j of L^{-1} k,
+    |d y_j| <= sum_n |L^{-1}_jn| (rho_n k_n + tiny) + (N + 2) u sum_n |L^{-1}_jn| k_n; the
+    variance eta0 - sum_j y_j^2 then has error <= sum_j (2 |y_j| dy_j + dy_j^2) +
+    (N + 1) u sum_j y_j^2 + 2 u eta0 (squares, their sum and the subtraction; the clamp at 0
+    only shrinks the error).
+    """
+    x, theta, tau, w, z, eta, eta0, alpha = mean_path_problem(lf=16, n=6)
+    valid = alpha != 0
+    kernel, chol, l_inv64 = _click_factor(z, eta, eta0, valid, 0.01)
+    with torch.no_grad():
+        exact = predictive_variance(kernel, x.double(), z.double(), valid, 0.01, chol=chol)
+        _, var = blocked_mean_path(x, theta, tau, w, z, eta, eta0, alpha, rows=64, l_inv=l_inv64.float())
+    u, tiny, n = 2.0**-24, 2.0**-126, z.shape[1]
+    rho = kernel_relative_error(x, z, eta, eta0, u)  # (B, M, N)
+    k = kernel(x.double(), z.double()).to_dense()  # (B, M, N)
+    y = k @ l_inv64.mT  # (B, M, N): rows L^{-1} k_{n*}
+    li = l_inv64.abs()
+    dy = (rho * k + tiny) @ li.mT + (n + 2) * u * (k @ li.mT)
+    bound = (2 * y.abs() * dy + dy**2).sum(-1) + (n + 1) * u * y.square().sum(-1) + 2 * u * float(eta0)
+    assert bound.max() < 1e-4  # a meaningful bound here (eta0 = 1.3)
+    assert ((var.double() - exact).abs() <= bound).all()
