@@ -53,6 +53,7 @@ def validation_split(checkpoint: Path) -> Any:
     tc = extra.get("train_config")
     if not tc:
         raise ValueError(f"{checkpoint}: no training config inside (not written by the trainer)")
+    tc = {"val_split": "sample", **tc}  # runs before val_split held out single samples
     cfg = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in tc.items()
                          if k in TrainConfig.__dataclass_fields__ and k != "resume"})
     _, val = build_datasets(cfg)

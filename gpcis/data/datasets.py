@@ -32,7 +32,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -84,7 +84,8 @@ class Sample:
         return self.masks[0]
 
     def validate(self) -> None:
-        """Raise ``ValueError`` if shapes or dtypes are inconsistent."""
+        """Raise ``ValueError`` if shapes or dtypes are inconsistent or the target object
+        (``masks[0]``) has no pixel outside the ignore region."""
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
             raise ValueError(f"sample {self.name!r}: image must be (H, W, 3) uint8, got "
                              f"{self.image.shape} {self.image.dtype}")
@@ -98,6 +99,9 @@ class Sample:
         if self.ignore.shape != hw or self.ignore.dtype != bool:
             raise ValueError(f"sample {self.name!r}: ignore must be {hw} bool, got "
                              f"{self.ignore.shape} {self.ignore.dtype}")
+        if not (self.masks[0] & ~self.ignore).any():
+            raise ValueError(f"sample {self.name!r}: the object mask is empty (no object pixel outside the "
+                             "ignore region)")
 
 
 def _imread_any(path: Path, flags: int) -> np.ndarray:
@@ -126,7 +130,11 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask file as ``(H, W)`` uint8 (channel 0 for colour files, as RITM does).
+    """Read a mask file as ``(H, W)`` uint8: grey-level files as they are, palette images
+    (PNG mode ``P``, e.g. VOC / DAVIS annotations) as their palette indices, other colour
+    files as the maximum over their colour channels (RITM's DAVIS reader; the alpha channel
+    is dropped), so an object of any colour is nonzero. (Channel 0 alone, OpenCV's blue,
+    lost red objects and read a VOC boundary band as the object.)
 
     Raises:
         ValueError: naming ``path`` if it is missing or cannot be decoded.
@@ -134,13 +142,27 @@ def read_mask(path: str | Path) -> np.ndarray:
     path = Path(path)
     m = _imread_any(path, cv2.IMREAD_UNCHANGED)
     if m.ndim == 3:
-        m = m[:, :, 0]
+        indices = _palette_indices(path)
+        if indices is not None and indices.shape == m.shape[:2]:
+            return indices
+        m = m[:, :, :3].max(axis=2) if m.shape[2] >= 3 else m[:, :, 0]
     if m.dtype != np.uint8:
         if m.dtype == np.uint16:
             m = (m > 0).astype(np.uint8) * 255 if m.max() > 255 else m.astype(np.uint8)
         else:
             m = m.astype(np.uint8)
     return m
+
+
+def _palette_indices(path: Path) -> Optional[np.ndarray]:
+    """The palette indices of a palette image (PIL mode ``P``), else ``None``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.array(im, dtype=np.uint8) if im.mode == "P" else None
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
 
 
 def _require_dir(path: Path) -> Path:
@@ -209,6 +231,12 @@ class SegmentationDataset:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def image_key(self, index: int) -> str:
+        """Which image sample ``index`` shows: samples with the same key are objects of one
+        image (a training run holds out whole images for validation). The image file's path;
+        layouts that copy an image per object override it."""
+        return str(self.entries[index].image)
 
     def __getitem__(self, index: int) -> Sample:
         if not -len(self) <= index < len(self):
@@ -300,9 +328,16 @@ class DavisDataset(_PairedFolderDataset):
 
 
 class CocoMValDataset(DavisDataset):
-    """COCO-MVal: ``img/``, ``gt/``; nonzero = object."""
+    """COCO-MVal: ``img/``, ``gt/``; nonzero = object. Files are named
+    ``<category><k>_<COCO image id>``, one copy of the image per object."""
 
     name = "COCO_MVal"
+
+    def image_key(self, index: int) -> str:
+        """The COCO image id (the stem after its last ``_``): ``airplane00_000000281693`` and
+        ``airplane01_000000281693`` are two objects of one image."""
+        stem = Path(self.entries[index].image).stem
+        return stem.rsplit("_", 1)[-1] if "_" in stem else stem
 
 
 class ImageFolderDataset(_PairedFolderDataset):

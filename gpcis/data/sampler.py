@@ -75,6 +75,10 @@ class MultiPointSampler:
     def __post_init__(self) -> None:
         if self.max_num_points < 1:
             raise ValueError(f"max_num_points must be >= 1, got {self.max_num_points}")
+        if not 0.0 < self.prob_gamma <= 1.0:
+            raise ValueError(f"prob_gamma must be in (0, 1], got {self.prob_gamma}")
+        if not 0.0 <= self.first_click_inner_prob <= 1.0:
+            raise ValueError(f"first_click_inner_prob must be in [0, 1], got {self.first_click_inner_prob}")
         self.pos_probs = decay_probs(self.max_num_points, self.prob_gamma)
         self.neg_probs = decay_probs(self.max_num_points + 1, self.prob_gamma)
 

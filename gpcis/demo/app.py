@@ -165,8 +165,17 @@ def create_app(
         except DemoError:
             pass  # reported on the page through /api/info
 
+    def json_body() -> dict[str, Any]:
+        """The request's JSON object (``{}`` without one; anything but an object is an error)."""
+        data = request.get_json(silent=True)
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise DemoError(f"request body: expected a JSON object, got {type(data).__name__}", 400)
+        return data
+
     def get_session() -> tuple[str, AnnotationSession]:
-        data = request.get_json(silent=True) or {}
+        data = json_body()
         sid = data.get("session") or request.args.get("session") or request.form.get("session")
         if not sid:
             raise DemoError("session: missing; open an image first", 400)
@@ -257,11 +266,11 @@ def create_app(
     @app.post("/api/click")
     def click() -> Response:
         sid, sess = get_session()
-        data = request.get_json(silent=True) or {}
-        try:
-            row, col = int(data["row"]), int(data["col"])
-        except (KeyError, TypeError, ValueError):
-            raise DemoError("click: row and col must be integers", 400) from None
+        data = json_body()
+        row, col = data.get("row"), data.get("col")
+        # JSON integers only: 10.7 is not a pixel, true is not 1, Infinity not a number here
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (row, col)):
+            raise DemoError(f"click: row and col must be integers, got {row!r}, {col!r}", 400)
         positive = data.get("positive", True)
         if not isinstance(positive, bool):
             raise DemoError("click: positive must be true or false", 400)

@@ -64,6 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
     g.add_argument("--lr-gamma", type=float, default=d["lr_gamma"], help="(default: %(default)s)")
     g.add_argument("--max-num-next-clicks", type=int, default=d["max_num_next_clicks"],
                    help="iterative no-grad passes per step, 0..N (default: %(default)s)")
+    g.add_argument("--max-num-points", type=int, default=d["max_num_points"],
+                   help="click sampler: at most this many positive (and negative) clicks (default: %(default)s)")
+    g.add_argument("--click-prob-gamma", type=float, default=d["click_prob_gamma"],
+                   help="click sampler: P(n clicks) decays by this per click (RITM 0.8, the GPCIS code 0.7; "
+                   "default: %(default)s)")
+    g.add_argument("--first-click-inner-prob", type=float, default=d["first_click_inner_prob"],
+                   help="click sampler: probability of an interior first click (RITM 0.5, the GPCIS code 1.0; "
+                   "default: %(default)s)")
     g.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"), default=d["crop_size"],
                    help="training crop (default: 320 480 for real data, the image size for synthetic)")
     g.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"), default=list(d["scale_range"]),
@@ -84,6 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
     g.add_argument("--num-workers", type=int, default=d["num_workers"], help="(default: %(default)s)")
     g.add_argument("--val-samples", type=int, default=d["val_samples"],
                    help="held-out validation samples, 0 = none (default: %(default)s)")
+    g.add_argument("--val-split", choices=("image", "sample"), default=d["val_split"],
+                   help="hold out whole images with all their objects, or single samples (runs before "
+                   "session 11) (default: %(default)s)")
     g.add_argument("--val-every", type=int, default=d["val_every"], help="epochs (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -96,9 +107,11 @@ def config_from_args(args: argparse.Namespace):
         model=args.model, data=args.data, dataset_type=args.dataset_type, split=args.split,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, backbone_lr_mult=args.backbone_lr_mult,
         milestones=tuple(args.milestones), lr_gamma=args.lr_gamma, max_num_next_clicks=args.max_num_next_clicks,
+        max_num_points=args.max_num_points, click_prob_gamma=args.click_prob_gamma,
+        first_click_inner_prob=args.first_click_inner_prob,
         crop_size=tuple(args.crop_size) if args.crop_size else None, scale_range=tuple(args.scale_range), synthetic_samples=args.synthetic_samples,
         synthetic_size=args.synthetic_size, steps_per_epoch=args.steps_per_epoch, max_steps=args.max_steps,
-        time_budget_s=args.time_budget_s, time_milestones=tuple(args.time_milestones), val_samples=args.val_samples, val_every=args.val_every,
+        time_budget_s=args.time_budget_s, time_milestones=tuple(args.time_milestones), val_samples=args.val_samples, val_split=args.val_split, val_every=args.val_every,
         seed=args.seed, device=args.device, amp=not args.no_amp, out=args.out, num_workers=args.num_workers,
         pretrained=args.pretrained, gp_stride=args.gp_stride, resume=args.resume, skip_bad=args.skip_bad, progress=not args.no_progress,
     )
@@ -107,7 +120,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Train from parsed arguments; prints the final validation NoC. Returns the exit code."""
     from gpcis.training.distributed import cleanup_distributed
-    from gpcis.training.trainer import Trainer
+    from gpcis.training.trainer import DataError, Trainer
 
     try:
         config = config_from_args(args)
@@ -119,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
         row = trainer.train()
     except KeyboardInterrupt:
         return 130
+    except DataError as err:
+        print(f"gpcis train: error: {err}", file=sys.stderr)
+        return 2
     finally:
         cleanup_distributed()
     if trainer.dist.is_main:

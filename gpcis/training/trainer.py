@@ -36,7 +36,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -64,6 +64,7 @@ from gpcis.training.iterative import iterative_prev_mask
 from gpcis.training.losses import normalized_focal_loss
 
 __all__ = [
+    "DataError",
     "TrainConfig",
     "Trainer",
     "TrainingSamples",
@@ -85,17 +86,38 @@ def default_lr(model_name: str) -> float:
     return 5e-4
 
 
+class DataError(ValueError):
+    """A training item could not be produced (an unreadable file, an empty target): raised
+    by the data loader between two steps, so :meth:`Trainer.train` saves ``last.pt``."""
+
+
+def _data_errors_named(batches: Iterator[Any]) -> Iterator[Any]:
+    """The loader's batches; a ``ValueError`` it raises (in a worker or here) becomes a
+    :class:`DataError`."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except ValueError as err:
+            raise DataError(f"training data: {err}") from err
+        yield batch
+
+
 #: settings that define what a run trains on and how; a resume with other values continues
 #: a different run (the length, device, output and logging settings may change)
 _RUN_SETTINGS = ("data", "dataset_type", "split", "batch_size", "lr", "backbone_lr_mult", "milestones", "lr_gamma",
-                 "weight_decay", "max_num_next_clicks", "max_num_points", "crop_size", "scale_range",
-                 "synthetic_samples", "synthetic_size", "val_samples", "val_max_clicks", "val_max_size", "seed")
+                 "weight_decay", "max_num_next_clicks", "max_num_points", "click_prob_gamma", "first_click_inner_prob",
+                 "crop_size", "scale_range",
+                 "synthetic_samples", "synthetic_size", "val_samples", "val_split", "val_max_clicks", "val_max_size",
+                 "seed")
 
 
 def _changed_settings(saved: dict, now: dict) -> list[str]:
     """``"name: saved -> now"`` for each of :data:`_RUN_SETTINGS` that differs (lists and
     tuples compare equal, as a checkpoint stores tuples as lists)."""
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    saved = {"val_split": "sample", **saved}  # runs before val_split held out single samples
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in _RUN_SETTINGS
             if k in saved and norm(saved.get(k)) != norm(now.get(k))]
 
@@ -119,6 +141,10 @@ class TrainConfig:
         weight_decay: Adam weight decay.
         max_num_next_clicks: at most this many iterative no-grad passes per step (3).
         max_num_points: the click sampler's maximum clicks per sign (24).
+        click_prob_gamma: the sampler's decay of ``P(n clicks)`` per extra click (RITM's 0.8;
+            the GPCIS code base used 0.7).
+        first_click_inner_prob: probability that the first positive click is in the
+            object's interior (RITM's 0.5; the GPCIS code base always, 1.0).
         crop_size: training crop ``(h, w)``; ``None``: 320x480 for real data, the
             synthetic image size for synthetic data.
         scale_range: random-scale range of the augmentation.
@@ -131,6 +157,11 @@ class TrainConfig:
             multiplied by ``lr_gamma`` (the wall-clock analogue of ``milestones``, for
             runs whose length is a time budget: e.g. ``(0.8,)`` anneals for the last 20%).
         val_samples: size of the held-out validation split (0 disables validation).
+        val_split: ``"image"`` (default): whole images are held out, with every object they
+            have (a data set with several objects per image, e.g. COCO_MVal or SBD, then
+            validates on images it never trained on; the split can exceed ``val_samples``
+            by an image's objects); ``"sample"``: single samples, as before session 11
+            (runs whose saved config has no ``val_split`` used this).
         val_every: validate every this many epochs (and after the last).
         val_max_clicks: click budget of the validation NoC.
         val_max_size: validation images are resized so their longer side is at most this.
@@ -161,6 +192,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_num_next_clicks: int = 3
     max_num_points: int = 24
+    click_prob_gamma: float = 0.8
+    first_click_inner_prob: float = 0.5
     crop_size: tuple[int, int] | None = None
     scale_range: tuple[float, float] = (0.75, 1.40)
     synthetic_samples: int = 2000
@@ -170,6 +203,7 @@ class TrainConfig:
     time_budget_s: float | None = None
     time_milestones: tuple[float, ...] = ()
     val_samples: int = 20
+    val_split: str = "image"
     val_every: int = 1
     val_max_clicks: int = 20
     val_max_size: int | None = 320
@@ -189,6 +223,10 @@ class TrainConfig:
 
         if self.model not in list_models():
             raise ValueError(f"model: unknown name {self.model!r}; known: {', '.join(list_models())}")
+        if self.val_split not in ("image", "sample"):
+            raise ValueError(f"val_split must be 'image' or 'sample', got {self.val_split!r}")
+        MultiPointSampler(max_num_points=self.max_num_points, prob_gamma=self.click_prob_gamma,
+                          first_click_inner_prob=self.first_click_inner_prob)  # its checks, up front
         for name in ("epochs", "batch_size", "val_every", "val_max_clicks", "synthetic_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -302,11 +340,31 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     full = get_dataset(kind, config.data, **kwargs)
     n = len(full)
     n_val = min(config.val_samples, max(0, n - config.batch_size))
-    perm = np.random.default_rng(config.seed).permutation(n)
-    val_idx, train_idx = sorted(perm[:n_val].tolist()), sorted(perm[n_val:].tolist())
+    groups = _image_groups(full) if config.val_split == "image" else [[i] for i in range(n)]
+    perm = np.random.default_rng(config.seed).permutation(len(groups))  # one sample per image: as "sample"
+    val_idx: list[int] = []
+    for g in perm:
+        if len(val_idx) >= n_val:
+            break
+        val_idx += groups[g]
+    held = set(val_idx)
+    train_idx = [i for i in range(n) if i not in held]
     if len(train_idx) < config.batch_size:
-        raise ValueError(f"data: {config.data} has {n} samples, fewer than batch_size + val_samples")
-    return _Subset(full, train_idx), (_Subset(full, val_idx) if n_val else None)
+        raise ValueError(f"data: {config.data} has {n} samples; after holding out {len(val_idx)} for validation "
+                         f"{len(train_idx)} remain, fewer than batch_size = {config.batch_size}")
+    return _Subset(full, train_idx), (_Subset(full, sorted(val_idx)) if val_idx else None)
+
+
+def _image_groups(dataset: Any) -> list[list[int]]:
+    """Sample indices grouped by the image they show (``dataset.image_key``, in order of
+    first appearance); a data set without image keys: one group per sample."""
+    key = getattr(dataset, "image_key", None)
+    if key is None:
+        return [[i] for i in range(len(dataset))]
+    groups: dict[str, list[int]] = {}
+    for i in range(len(dataset)):
+        groups.setdefault(key(i), []).append(i)
+    return list(groups.values())
 
 
 class TrainingSamples(Dataset):
@@ -445,7 +503,8 @@ class Trainer:
         self.samples = TrainingSamples(
             train_set,
             AugmentConfig(crop_size=config.effective_crop, scale_range=config.scale_range),
-            MultiPointSampler(max_num_points=config.max_num_points),
+            MultiPointSampler(max_num_points=config.max_num_points, prob_gamma=config.click_prob_gamma,
+                              first_click_inner_prob=config.first_click_inner_prob),
             seed=config.seed,
         )
         self.sampler = ResumableDistributedSampler(self.samples, self.dist.world_size, self.dist.rank,
@@ -667,7 +726,8 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Run (or continue) training; returns the last epoch's metrics row.
 
-        A ``KeyboardInterrupt`` saves ``last.pt`` (resumable mid-epoch) and is re-raised.
+        A ``KeyboardInterrupt`` saves ``last.pt`` (resumable mid-epoch) and is re-raised; so
+        does a :class:`DataError` (a training item that cannot be read or has no target).
         """
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
@@ -682,7 +742,7 @@ class Trainer:
                 stop = False
                 timed = cfg.time_budget_s is not None
                 elapsed = self.synced_elapsed_s() if timed else 0.0  # then one broadcast per step, after it
-                for batch in self._loader():
+                for batch in _data_errors_named(iter(self._loader())):
                     if self.step_in_epoch >= self.steps_per_epoch:
                         break
                     if timed:
@@ -753,6 +813,11 @@ class Trainer:
             if self.dist.is_main:
                 tqdm.write(f"interrupted: saved {self.out / 'last.pt'} (resume with --resume)")
             raise
+        except DataError as err:  # between two steps: the state is consistent
+            self.save(self.out / "last.pt")
+            raise DataError(f"{err}; saved {self.out / 'last.pt'} at step {self.global_step}: fix or remove the "
+                            "item (or train with --skip-bad, which drops unreadable items and empty targets "
+                            "up front) and continue with --resume") from err.__cause__
         finally:
             if self._tb:
                 self._tb.close()

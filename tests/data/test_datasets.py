@@ -19,6 +19,7 @@ from gpcis.data.datasets import (
     SBDDataset,
     get_dataset,
     read_image,
+    read_mask,
 )
 
 
@@ -217,3 +218,40 @@ def test_shared_datasets(shared_datasets):
     assert spaced, "COCO_MVal has names with spaces"
     s = coco[spaced[0]]
     assert s.mask.any() and not s.ignore.any()
+
+
+def test_read_mask_keeps_objects_of_any_colour_and_palette_indices(tmp_path):
+    """Grey masks as they are; colour masks: an object of any colour is nonzero (the max
+    over colour channels; channel 0 alone -- OpenCV's blue -- lost a red object); palette
+    PNGs (VOC / DAVIS): their indices, so a VOC boundary band (index 255, drawn in a light
+    colour) is 255 and the object (index 1, dark red) is 1; RGBA: alpha dropped."""
+    from PIL import Image
+
+    obj = np.zeros((10, 12), bool)
+    obj[2:6, 3:9] = True
+    grey = obj.astype(np.uint8) * 255
+    _write(tmp_path / "grey.png", grey)
+    np.testing.assert_array_equal(read_mask(tmp_path / "grey.png"), grey)
+    red = np.zeros((10, 12, 3), np.uint8)
+    red[obj] = (255, 0, 0)  # RGB red: blue channel 0
+    _write(tmp_path / "red.png", red)
+    np.testing.assert_array_equal(read_mask(tmp_path / "red.png") > 0, obj)
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[..., 3] = 255  # opaque everywhere: alpha must not count as object
+    rgba[obj, 1] = 200
+    cv2.imencode(".png", rgba)[1].tofile(str(tmp_path / "rgba.png"))
+    np.testing.assert_array_equal(read_mask(tmp_path / "rgba.png") > 0, obj)
+    index = obj.astype(np.uint8)
+    index[6] = 255  # a VOC-style boundary band below the object
+    pal = Image.fromarray(index, mode="P")
+    palette = [0, 0, 0, 128, 0, 0] + [0, 0, 0] * 253 + [224, 224, 192]
+    pal.putpalette(palette)
+    pal.save(tmp_path / "voc.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "voc.png"), index)
+    ds_root = tmp_path / "folder"
+    _write(ds_root / "images" / "a.jpg", _rgb(10, 12, 0))
+    (ds_root / "masks").mkdir(parents=True)
+    pal.save(ds_root / "masks" / "a.png")
+    sample = ImageFolderDataset(ds_root, ignore_value=255)[0]
+    np.testing.assert_array_equal(sample.masks[0], obj)
+    np.testing.assert_array_equal(sample.ignore, index == 255)

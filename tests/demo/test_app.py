@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import base64
 import io
 import re
@@ -129,6 +130,12 @@ def test_errors_are_json_messages():
     assert r.status_code == 400 and "outside the image" in r.get_json()["error"]
     r = c.post("/api/click", json={"session": sid, "row": "x", "col": 0})
     assert r.status_code == 400 and "integers" in r.get_json()["error"]
+    for row in (10.7, True, float("inf")):  # not a pixel index (inf was a 500: OverflowError)
+        r = c.post("/api/click", data=json.dumps({"session": sid, "row": row, "col": 0}),
+                   content_type="application/json")
+        assert r.status_code == 400 and "integers" in r.get_json()["error"], row
+    r = c.post("/api/click", json=[1, 2])  # not an object (was a 500: AttributeError)
+    assert r.status_code == 400 and "JSON object" in r.get_json()["error"]
     r = c.post("/api/click", json={"session": sid, "row": 1, "col": 1, "positive": "yes"})
     assert r.status_code == 400
     r = c.post("/api/finish", json={"session": sid})

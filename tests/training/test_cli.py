@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import runpy
 import sys
 from pathlib import Path
@@ -61,3 +62,17 @@ def test_examples(tmp_path, monkeypatch, capsys, script, model):
     assert exc.value.code == 0
     assert f"trained {model}" in capsys.readouterr().out
     assert load_checkpoint(out / "last.pt")["config"]["name"] == model
+
+
+def test_click_sampler_options_reach_the_trainer(tmp_path):
+    """The GPCIS code base's sampler (decay 0.7, interior first clicks) from the command line."""
+    from gpcis.training.cli import add_arguments, config_from_args
+    from gpcis.training.trainer import Trainer
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--model", "ritm_tiny", "--out", str(tmp_path / "run"), *TINY,
+                              "--click-prob-gamma", "0.7", "--first-click-inner-prob", "1", "--max-num-points", "12"])
+    cfg = config_from_args(args)
+    sampler = Trainer(cfg).samples.sampler
+    assert (sampler.prob_gamma, sampler.first_click_inner_prob, sampler.max_num_points) == (0.7, 1.0, 12)

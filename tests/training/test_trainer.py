@@ -11,13 +11,14 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from gpcis.models import create_model, load_checkpoint
 from gpcis.training.losses import normalized_focal_loss
-from gpcis.training.trainer import Trainer, TrainConfig, _batch_clicks, build_datasets, collate
+from gpcis.training.trainer import DataError, Trainer, TrainConfig, _batch_clicks, build_datasets, collate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -197,10 +198,14 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
 
 
 def test_build_datasets_holds_out_validation(tmp_path, shared_datasets):
-    cfg = _config(tmp_path, data=str(shared_datasets / "COCO_MVal"), val_samples=20)
+    """COCO_MVal has several objects of one image as separate files: whole images are held
+    out (with single samples 19 of 100 validation samples shared their image with training)."""
+    cfg = _config(tmp_path, data=str(shared_datasets / "COCO_MVal"), val_samples=100)
     train, val = build_datasets(cfg)
-    assert len(train) == 780 and len(val) == 20
+    assert len(val) >= 100 and len(train) + len(val) == 800
     assert not set(train.indices) & set(val.indices)
+    key = train.base.image_key
+    assert not {key(i) for i in train.indices} & {key(i) for i in val.indices}
 
 
 def test_config_errors(tmp_path):
@@ -210,6 +215,10 @@ def test_config_errors(tmp_path):
         TrainConfig(data=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="prob_gamma must be in"):
+        TrainConfig(click_prob_gamma=0.0)
+    with pytest.raises(ValueError, match="first_click_inner_prob must be in"):
+        TrainConfig(first_click_inner_prob=1.5)
     with pytest.raises(ValueError, match="resume: checkpoint not found"):
         Trainer(_config(tmp_path, resume=True))
     with pytest.raises(ValueError, match="gp_stride applies to GP-head models"):
@@ -319,3 +328,68 @@ def test_resume_keeps_the_runs_gp_stride_unless_told(tmp_path):
     assert again.model.config.gp_stride == 2 and again.model.head.stride == 2
     changed = Trainer(_config(tmp_path, model="gpcis_tiny", max_steps=2, resume=True, gp_stride=3))
     assert changed.model.head.stride == 3  # an explicit --gp-stride wins (the head has no stride parameters)
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+
+
+def _coco_mval_like(root: Path, images: int = 6, objects: int = 2) -> Path:
+    """A COCO_MVal-layout folder: one copy of each image per object, named <cat><k>_<id>."""
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        img = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+        for k in range(objects):
+            mask = np.zeros((24, 24), np.uint8)
+            mask[2 + 5 * k : 6 + 5 * k, 3:12] = 255
+            _write_png(root / "img" / f"thing{k:02d}_{i:06d}.png", img)
+            _write_png(root / "gt" / f"thing{k:02d}_{i:06d}.png", mask)
+    return root
+
+
+def test_validation_split_holds_out_whole_images(tmp_path):
+    """val_split="image": every object of a held-out image is held out (COCO_MVal copies an
+    image per object: its key is the COCO id), no image is in both splits; "sample" is the
+    earlier split, one permutation of the samples."""
+    root = _coco_mval_like(tmp_path / "coco")
+    kw = dict(model="ritm_tiny", data=str(root), dataset_type="COCO_MVal", batch_size=2, val_samples=3, seed=1)
+    train, val = build_datasets(TrainConfig(**kw))
+    key = train.base.image_key
+    assert key(0) == "000000" and len(val) == 4  # 3 samples asked for: two whole images
+    assert not {key(i) for i in train.indices} & {key(i) for i in val.indices}
+    assert sorted(train.indices + val.indices) == list(range(12))
+    train_s, val_s = build_datasets(TrainConfig(**kw, val_split="sample"))
+    perm = np.random.default_rng(1).permutation(12)
+    assert val_s.indices == sorted(perm[:3].tolist()) and len(train_s) == 9
+    with pytest.raises(ValueError, match="val_split"):
+        TrainConfig(**kw, val_split="objects")
+
+
+def test_an_empty_target_is_a_bad_item_and_a_clear_error(tmp_path, capsys):
+    """A mask without an object pixel: --skip-bad drops it up front; without it training
+    stops at that item with a DataError naming it, after saving last.pt (resumable), and
+    `gpcis train` prints the message (exit 2) instead of a traceback."""
+    root = tmp_path / "own"
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        _write_png(root / "images" / f"im{i}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        mask = np.zeros((32, 32), np.uint8)
+        if i != 3:
+            mask[8:20, 8:20] = 255
+        _write_png(root / "masks" / f"im{i}.png", mask)
+    kw = dict(model="ritm_tiny", data=str(root), dataset_type="ImageFolder", batch_size=2, val_samples=0,
+              epochs=1, steps_per_epoch=3, crop_size=(32, 32), progress=False)
+    with pytest.warns(UserWarning, match="skipped 1 bad item.*object mask is empty"):
+        kept = Trainer(TrainConfig(**kw, out=str(tmp_path / "skip"), skip_bad=True))
+    assert len(kept.samples) == 5
+    strict = Trainer(TrainConfig(**kw, out=str(tmp_path / "strict")))
+    with pytest.raises(DataError, match=r"'im3'.*object mask is empty.*saved .*last\.pt.*--resume"):
+        strict.train()
+    assert (tmp_path / "strict" / "last.pt").exists()
+    from gpcis.cli import main as gpcis_main
+
+    code = gpcis_main(["train", "--model", "ritm_tiny", "--data", str(root), "--dataset-type", "ImageFolder",
+                       "--batch-size", "2", "--val-samples", "0", "--epochs", "1", "--steps-per-epoch", "3",
+                       "--crop-size", "32", "32", "--no-progress", "--out", str(tmp_path / "cli")])
+    assert code == 2 and "object mask is empty" in capsys.readouterr().err
