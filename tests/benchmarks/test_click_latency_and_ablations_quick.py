@@ -228,20 +228,11 @@ def test_zoom_sweep_uses_the_runs_own_validation_split(tmp_path):
 def test_zoom_sweep_keeps_the_sample_split_of_runs_before_val_split(tmp_path):
     """A checkpoint whose training config has no val_split (runs before session 11) held out
     single samples: the sweep rebuilds that split, not the image split of today's default."""
-    import cv2
-
     from gpcis.models.checkpoint import save_checkpoint
     from gpcis.training import TrainConfig, Trainer, build_datasets
+    from tests.folders import coco_mval_like
 
-    rng = np.random.default_rng(0)
-    for i in range(6):  # COCO_MVal layout: one copy of an image per object
-        img = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
-        for k in range(2):
-            mask = np.zeros((24, 24), np.uint8)
-            mask[2 + 5 * k: 6 + 5 * k, 3:12] = 255
-            for sub, arr in (("img", img), ("gt", mask)):
-                (tmp_path / "coco" / sub).mkdir(parents=True, exist_ok=True)
-                assert cv2.imwrite(str(tmp_path / "coco" / sub / f"thing{k:02d}_{i:06d}.png"), arr)
+    coco_mval_like(tmp_path / "coco")
     kw = dict(model="ritm_tiny", data=str(tmp_path / "coco"), dataset_type="COCO_MVal", val_samples=3, batch_size=2,
               out=str(tmp_path / "run"), progress=False, seed=2)
     trainer = Trainer(TrainConfig(**kw))

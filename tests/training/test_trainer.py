@@ -11,7 +11,6 @@ import textwrap
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -19,6 +18,7 @@ import torch
 from gpcis.models import create_model, load_checkpoint
 from gpcis.training.losses import normalized_focal_loss
 from gpcis.training.trainer import DataError, Trainer, TrainConfig, _batch_clicks, build_datasets, collate
+from tests.folders import coco_mval_like, write_png
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -330,29 +330,11 @@ def test_resume_keeps_the_runs_gp_stride_unless_told(tmp_path):
     assert changed.model.head.stride == 3  # an explicit --gp-stride wins (the head has no stride parameters)
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), array)
-
-
-def _coco_mval_like(root: Path, images: int = 6, objects: int = 2) -> Path:
-    """A COCO_MVal-layout folder: one copy of each image per object, named <cat><k>_<id>."""
-    rng = np.random.default_rng(0)
-    for i in range(images):
-        img = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
-        for k in range(objects):
-            mask = np.zeros((24, 24), np.uint8)
-            mask[2 + 5 * k : 6 + 5 * k, 3:12] = 255
-            _write_png(root / "img" / f"thing{k:02d}_{i:06d}.png", img)
-            _write_png(root / "gt" / f"thing{k:02d}_{i:06d}.png", mask)
-    return root
-
-
 def test_validation_split_holds_out_whole_images(tmp_path):
     """val_split="image": every object of a held-out image is held out (COCO_MVal copies an
     image per object: its key is the COCO id), no image is in both splits; "sample" is the
     earlier split, one permutation of the samples."""
-    root = _coco_mval_like(tmp_path / "coco")
+    root = coco_mval_like(tmp_path / "coco")
     kw = dict(model="ritm_tiny", data=str(root), dataset_type="COCO_MVal", batch_size=2, val_samples=3, seed=1)
     train, val = build_datasets(TrainConfig(**kw))
     key = train.base.image_key
@@ -373,11 +355,11 @@ def test_an_empty_target_is_a_bad_item_and_a_clear_error(tmp_path, capsys):
     root = tmp_path / "own"
     rng = np.random.default_rng(0)
     for i in range(6):
-        _write_png(root / "images" / f"im{i}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        write_png(root / "images" / f"im{i}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
         mask = np.zeros((32, 32), np.uint8)
         if i != 3:
             mask[8:20, 8:20] = 255
-        _write_png(root / "masks" / f"im{i}.png", mask)
+        write_png(root / "masks" / f"im{i}.png", mask)
     kw = dict(model="ritm_tiny", data=str(root), dataset_type="ImageFolder", batch_size=2, val_samples=0,
               epochs=1, steps_per_epoch=3, crop_size=(32, 32), progress=False)
     with pytest.warns(UserWarning, match="skipped 1 bad item.*object mask is empty"):
