@@ -130,8 +130,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask file as ``(H, W)`` uint8: grey-level files as they are, palette images
-    (PNG mode ``P``, e.g. VOC / DAVIS annotations) as their palette indices, other colour
+    """Read a mask file as ``(H, W)`` uint8: grey-level files as they are, label-map palette
+    images (PNG mode ``P`` with colours, e.g. VOC / DAVIS annotations) as their palette
+    indices (a grey palette is read by its grey values), other colour
     files as the maximum over their colour channels (RITM's DAVIS reader; the alpha channel
     is dropped), so an object of any colour is nonzero. (Channel 0 alone, OpenCV's blue,
     lost red objects and read a VOC boundary band as the object.)
@@ -155,14 +156,25 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def _palette_indices(path: Path) -> Optional[np.ndarray]:
-    """The palette indices of a palette image (PIL mode ``P``), else ``None``."""
+    """The palette indices of a label-map palette image (PIL mode ``P`` whose used colours
+    are not all grey: VOC, DAVIS), else ``None`` (a grey-level or binary mask that was only
+    stored with a palette is read by its grey values, as before)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.array(im, dtype=np.uint8) if im.mode == "P" else None
+            if im.mode != "P":
+                return None
+            indices = np.array(im, dtype=np.uint8)
+            palette = np.array(im.getpalette() or [], dtype=np.int64)
     except (OSError, UnidentifiedImageError, ValueError):
         return None
+    colours = np.zeros((256, 3), np.int64)
+    rgb = palette[: (palette.size // 3) * 3].reshape(-1, 3)[:256]
+    colours[: len(rgb)] = rgb
+    used = colours[np.unique(indices)]
+    grey = (used[:, 0] == used[:, 1]).all() and (used[:, 1] == used[:, 2]).all()
+    return None if grey else indices
 
 
 def _require_dir(path: Path) -> Path:

@@ -388,7 +388,7 @@ def blocked_mean_path(
     var = None
     if l_inv is not None:
         l_inv = l_inv.to(dtype).expand(b, n, n)
-        eta0 = log_eta0.exp()
+        eta0 = outputscale.reshape(()).to(dtype)  # k(x, x), as predictive_variance's (not exp(ln eta0))
         var = x.new_empty(b, m)
         if not n:
             var.copy_(eta0.expand(b, m))

@@ -92,9 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
     g.add_argument("--num-workers", type=int, default=d["num_workers"], help="(default: %(default)s)")
     g.add_argument("--val-samples", type=int, default=d["val_samples"],
                    help="held-out validation samples, 0 = none (default: %(default)s)")
-    g.add_argument("--val-split", choices=("image", "sample"), default=d["val_split"],
+    g.add_argument("--val-split", choices=("image", "sample"), default=None,
                    help="hold out whole images with all their objects, or single samples (runs before "
-                   "session 11) (default: %(default)s)")
+                   "session 11) (default: image for a new run, the run's own split with --resume)")
     g.add_argument("--val-every", type=int, default=d["val_every"], help="epochs (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import itertools
 import dataclasses
 import math
 import os
@@ -36,7 +37,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -100,7 +101,12 @@ def _data_errors_named(batches: Iterator[Any]) -> Iterator[Any]:
         except StopIteration:
             return
         except ValueError as err:
-            raise DataError(f"training data: {err}") from err
+            # from a worker, DataLoader's text carries the worker's traceback: keep its last line
+            text = str(err)
+            if "Original Traceback" in text:
+                last = [line for line in text.strip().splitlines() if line.strip()][-1]
+                text = last.split(": ", 1)[1] if last.startswith("ValueError: ") else last
+            raise DataError(f"training data: {text}") from err
         yield batch
 
 
@@ -117,7 +123,8 @@ def _changed_settings(saved: dict, now: dict) -> list[str]:
     """``"name: saved -> now"`` for each of :data:`_RUN_SETTINGS` that differs (lists and
     tuples compare equal, as a checkpoint stores tuples as lists)."""
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
-    saved = {"val_split": "sample", **saved}  # runs before val_split held out single samples
+    # settings older runs did not save: the values they trained with
+    saved = {"val_split": "sample", "click_prob_gamma": 0.8, "first_click_inner_prob": 0.5, **saved}
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in _RUN_SETTINGS
             if k in saved and norm(saved.get(k)) != norm(now.get(k))]
 
@@ -157,11 +164,12 @@ class TrainConfig:
             multiplied by ``lr_gamma`` (the wall-clock analogue of ``milestones``, for
             runs whose length is a time budget: e.g. ``(0.8,)`` anneals for the last 20%).
         val_samples: size of the held-out validation split (0 disables validation).
-        val_split: ``"image"`` (default): whole images are held out, with every object they
-            have (a data set with several objects per image, e.g. COCO_MVal or SBD, then
-            validates on images it never trained on; the split can exceed ``val_samples``
-            by an image's objects); ``"sample"``: single samples, as before session 11
-            (runs whose saved config has no ``val_split`` used this).
+        val_split: ``"image"``: whole images are held out, with every object they have (a
+            data set with several objects per image, e.g. COCO_MVal or SBD, then validates
+            on images it never trained on; the split can exceed ``val_samples`` by an
+            image's objects); ``"sample"``: single samples, as before session 11 (runs whose
+            saved config has no ``val_split`` used this). ``None`` (default): ``"image"`` for
+            a new run, the run's own split on resume.
         val_every: validate every this many epochs (and after the last).
         val_max_clicks: click budget of the validation NoC.
         val_max_size: validation images are resized so their longer side is at most this.
@@ -203,7 +211,7 @@ class TrainConfig:
     time_budget_s: float | None = None
     time_milestones: tuple[float, ...] = ()
     val_samples: int = 20
-    val_split: str = "image"
+    val_split: Optional[str] = None
     val_every: int = 1
     val_max_clicks: int = 20
     val_max_size: int | None = 320
@@ -223,8 +231,8 @@ class TrainConfig:
 
         if self.model not in list_models():
             raise ValueError(f"model: unknown name {self.model!r}; known: {', '.join(list_models())}")
-        if self.val_split not in ("image", "sample"):
-            raise ValueError(f"val_split must be 'image' or 'sample', got {self.val_split!r}")
+        if self.val_split not in (None, "image", "sample"):
+            raise ValueError(f"val_split must be 'image', 'sample' or None, got {self.val_split!r}")
         MultiPointSampler(max_num_points=self.max_num_points, prob_gamma=self.click_prob_gamma,
                           first_click_inner_prob=self.first_click_inner_prob)  # its checks, up front
         for name in ("epochs", "batch_size", "val_every", "val_max_clicks", "synthetic_samples"):
@@ -340,7 +348,7 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     full = get_dataset(kind, config.data, **kwargs)
     n = len(full)
     n_val = min(config.val_samples, max(0, n - config.batch_size))
-    groups = _image_groups(full) if config.val_split == "image" else [[i] for i in range(n)]
+    groups = _image_groups(full) if config.val_split in (None, "image") else [[i] for i in range(n)]
     perm = np.random.default_rng(config.seed).permutation(len(groups))  # one sample per image: as "sample"
     val_idx: list[int] = []
     for g in perm:
@@ -353,6 +361,22 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
         raise ValueError(f"data: {config.data} has {n} samples; after holding out {len(val_idx)} for validation "
                          f"{len(train_idx)} remain, fewer than batch_size = {config.batch_size}")
     return _Subset(full, train_idx), (_Subset(full, sorted(val_idx)) if val_idx else None)
+
+
+def _saved_val_split(config: TrainConfig) -> Optional[str]:
+    """The validation split of the run ``config`` resumes (``"sample"`` for runs that did not
+    save one), or ``None`` when it does not resume (or its checkpoint cannot be read: the
+    resume reports that)."""
+    if not config.resume:
+        return None
+    from gpcis.models import load_checkpoint
+
+    path = Path(config.out) / "last.pt" if config.resume is True else Path(config.resume)
+    try:
+        saved = (load_checkpoint(path, map_location="cpu").get("extra") or {}).get("train_config") or {}
+    except Exception:  # noqa: BLE001 - reported by Trainer.load with its own message
+        return None
+    return saved.get("val_split") or "sample"
 
 
 def _image_groups(dataset: Any) -> list[list[int]]:
@@ -472,6 +496,8 @@ class Trainer:
                  val_set: Any = None) -> None:
         from gpcis.models import create_model
 
+        if config.val_split is None:  # a new run: whole images; a resumed one: its own split
+            config = dataclasses.replace(config, val_split=_saved_val_split(config) or "image")
         self.config = config
         self.dist: DistInfo = init_distributed(config.device)
         self.device = self._resolve_device(config.device)
@@ -742,7 +768,9 @@ class Trainer:
                 stop = False
                 timed = cfg.time_budget_s is not None
                 elapsed = self.synced_elapsed_s() if timed else 0.0  # then one broadcast per step, after it
-                for batch in _data_errors_named(iter(self._loader())):
+                # only the batches this epoch still takes: an item after its step cap is never read
+                remaining = max(self.steps_per_epoch - self.step_in_epoch, 0)
+                for batch in _data_errors_named(iter(itertools.islice(self._loader(), remaining))):
                     if self.step_in_epoch >= self.steps_per_epoch:
                         break
                     if timed:

@@ -255,3 +255,14 @@ def test_read_mask_keeps_objects_of_any_colour_and_palette_indices(tmp_path):
     sample = ImageFolderDataset(ds_root, ignore_value=255)[0]
     np.testing.assert_array_equal(sample.masks[0], obj)
     np.testing.assert_array_equal(sample.ignore, index == 255)
+    # a grey-level mask stored with a (grey) palette is read by its grey values, as before:
+    # GrabCut's 0 / 128 / 255, and a binary mask whose palette index 0 is white
+    gc = np.zeros((10, 12), np.uint8)
+    gc[obj] = 255
+    gc[7] = 128
+    Image.fromarray(gc, mode="L").convert("P").save(tmp_path / "grey_palette.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "grey_palette.png"), gc)
+    inverted = Image.fromarray((~obj).astype(np.uint8), mode="P")
+    inverted.putpalette([255, 255, 255, 0, 0, 0] + [0, 0, 0] * 254)  # index 0 white (the object)
+    inverted.save(tmp_path / "binary_palette.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "binary_palette.png") > 0, obj)

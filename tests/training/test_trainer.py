@@ -375,3 +375,49 @@ def test_an_empty_target_is_a_bad_item_and_a_clear_error(tmp_path, capsys):
                        "--batch-size", "2", "--val-samples", "0", "--epochs", "1", "--steps-per-epoch", "3",
                        "--crop-size", "32", "32", "--no-progress", "--out", str(tmp_path / "cli")])
     assert code == 2 and "object mask is empty" in capsys.readouterr().err
+    # from a DataLoader worker: the same message, without the worker's traceback
+    workers = Trainer(TrainConfig(**{**kw, "num_workers": 1}, out=str(tmp_path / "workers")))
+    with pytest.raises(DataError, match="object mask is empty") as info:
+        workers.train()
+    assert "Traceback" not in str(info.value)
+
+
+def test_a_bad_item_after_the_epochs_step_cap_is_never_read(tmp_path):
+    """The epoch takes steps_per_epoch batches: an item that only a later batch would hold
+    does not stop it (it did: the loader fetched one batch past the cap, and every resume
+    failed on it again)."""
+    root = tmp_path / "own"
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        write_png(root / "images" / f"im{i}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:20, 8:20] = 255
+        write_png(root / "masks" / f"im{i}.png", mask)
+    kw = dict(model="ritm_tiny", data=str(root), dataset_type="ImageFolder", batch_size=2, val_samples=0,
+              epochs=1, steps_per_epoch=1, crop_size=(32, 32), progress=False, out=str(tmp_path / "run"))
+    order = list(Trainer(TrainConfig(**kw)).sampler)  # the epoch's sample order (seeded, content-free)
+    write_png(root / "masks" / f"im{order[2]}.png", np.zeros((32, 32), np.uint8))  # in the second batch
+    trainer = Trainer(TrainConfig(**kw))
+    trainer.train()
+    assert trainer.global_step == 1 and trainer.epoch == 1
+
+
+def test_a_resumed_run_keeps_its_validation_split(tmp_path):
+    """A run saved before val_split existed held out single samples: resuming it keeps that
+    split (silently); asking for another split explicitly warns."""
+    root = coco_mval_like(tmp_path / "coco")
+    kw = dict(model="ritm_tiny", data=str(root), dataset_type="COCO_MVal", batch_size=2, val_samples=3,
+              epochs=1, steps_per_epoch=1, progress=False, out=str(tmp_path / "run"))
+    first = Trainer(TrainConfig(**kw))
+    assert first.config.val_split == "image"  # a new run
+    first.save(tmp_path / "run" / "last.pt")
+    data = load_checkpoint(tmp_path / "run" / "last.pt", weights_only=False)
+    data["extra"]["train_config"].pop("val_split")  # as runs before session 11 saved it
+    torch.save(data, tmp_path / "run" / "last.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed = Trainer(TrainConfig(**kw, resume=True))
+    assert resumed.config.val_split == "sample"
+    assert resumed.val_set.base.indices == build_datasets(TrainConfig(**kw, val_split="sample"))[1].indices
+    with pytest.warns(UserWarning, match="val_split: 'sample' -> 'image'"):
+        Trainer(TrainConfig(**kw, resume=True, val_split="image"))
