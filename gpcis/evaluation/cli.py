@@ -136,12 +136,11 @@ def _build_method(args: argparse.Namespace):
         from gpcis.baselines import create_method
 
         return create_method(args.method), args.label or args.method
-    import torch
-
+    from gpcis.devices import resolve_device
     from gpcis.inference.predictor import Predictor
     from gpcis.models import create_model
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)  # before the model is loaded: a clear error, not a traceback
     model = create_model(args.model, checkpoint=args.checkpoint)
     if args.gp_stride is not None:
         model.set_gp_stride(args.gp_stride)
@@ -214,8 +213,14 @@ def _run(args: argparse.Namespace) -> int:
     settings["compare"] = [str(c) for c in args.compare]
     atomic_write_text(out / "run.json", json.dumps({"label": label, "settings": settings}, indent=2) + "\n")
     table = {label: metrics}
-    for other_label, other in compare:
-        table[other_label] = other
+    for folder, (other_label, other) in zip(args.compare, compare):
+        shown, k = other_label, 1
+        while shown in table:  # e.g. two runs' best.pt: both labelled "best" by default
+            k += 1
+            shown = f"{other_label} ({Path(folder).name})" if k == 2 else f"{other_label} ({Path(folder).name} #{k})"
+        if shown != other_label:
+            print(f"note: --compare {folder}: label {other_label!r} is taken, shown as {shown!r}", file=sys.stderr)
+        table[shown] = other
     atomic_write_text(out / "table.md", markdown_table(table))
     for name in metrics:
         curves = {lab: per_ds[name]["miou_at"] for lab, per_ds in table.items() if name in per_ds}

@@ -103,14 +103,19 @@ def markdown_table(results: Mapping[str, Mapping[str, dict]]) -> str:
     cols = ["NoC@85", "NoC@90", "NoF@90", "NoC100@90", "NoF100@90", "IoU&1", "IoU&5", "NoIC", "s/click"]
     lines = []
     for ds in datasets:
-        n = next((m[ds]["num_images"] for m in results.values() if ds in m), "?")
-        lines.append(f"**{ds}** ({n} objects)\n")
+        counts = {method: m[ds].get("num_images", "?") for method, m in results.items() if ds in m}
+        mixed = len(set(counts.values())) > 1
+        if mixed:  # e.g. runs with different --limit: not comparable, each row says its count
+            lines.append(f"**{ds}** (the methods were evaluated on different numbers of objects: not comparable)\n")
+        else:
+            lines.append(f"**{ds}** ({next(iter(counts.values()), '?')} objects)\n")
         lines.append("| Method | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---:|" * len(cols))
         for method, per_ds in results.items():
             m = per_ds.get(ds)
             if m is None:
                 continue
+            name = f"{method} ({counts[method]} objects)" if mixed else method
             miou = m.get("miou_at") or []
             vals = [
                 _fmt(m.get("noc85")), _fmt(m.get("noc90")), _fmt(m.get("nof90")),
@@ -118,7 +123,7 @@ def markdown_table(results: Mapping[str, Mapping[str, dict]]) -> str:
                 _fmt(miou[0] if len(miou) > 0 else None, 3), _fmt(miou[4] if len(miou) > 4 else None, 3),
                 _fmt(m.get("noic")), _fmt(m.get("sec_per_click"), 3),
             ]
-            lines.append(f"| {method} | " + " | ".join(vals) + " |")
+            lines.append(f"| {name} | " + " | ".join(vals) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -253,11 +253,15 @@ def make_method_factory(
 
     Raises:
         ValueError: both ``method`` and ``checkpoint`` given, ``checkpoint`` missing,
-            ``model`` given without ``checkpoint``, or ``device`` / ``refine`` / ``flip`` given
-            when the method is a training-free baseline.
+            ``model`` given without ``checkpoint``, ``device`` / ``refine`` / ``flip`` given
+            when the method is a training-free baseline, or a device that is not there.
     """
     if method is not None and checkpoint is not None:
         raise ValueError("give either --method or --checkpoint, not both")
+    if device is not None:
+        from gpcis.devices import resolve_device
+
+        resolve_device(device)  # now, not when the first image is opened
     if checkpoint is None:
         if model is not None:
             raise ValueError("--model only applies with --checkpoint")

@@ -37,6 +37,7 @@ from torch import nn
 
 from gpcis.baselines.refine import GrabCutRefineConfig, refine_decision, refined_probability
 from gpcis.clicks import Click, ClickBatch, check_clicks_in_image
+from gpcis.devices import resolve_device
 from gpcis.inference.base import PredictionResult, check_image
 from gpcis.inference.zoom import CropClick, ZoomConfig, ZoomIn
 
@@ -97,7 +98,7 @@ class Predictor:
         if device is None:
             p = next(iter(model.parameters()), None)
             device = p.device if p is not None else torch.device("cpu")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         if cuda_graphs:
             if self.device.type != "cuda":

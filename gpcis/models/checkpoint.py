@@ -28,7 +28,7 @@ from torch import Tensor, nn
 import gpcis
 from gpcis.atomic import atomic_open
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model_weights", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model_weights", "unwrap_model", "FORMAT"]
 
 FORMAT = "gpcis-checkpoint"
 FORMAT_VERSION = 1
@@ -37,6 +37,18 @@ _FP16_MAX = float(torch.finfo(torch.float16).max)
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: corrupt, not gpcis, or mismatched."""
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside its wrappers: DDP / DataParallel (``.module``) and ``torch.compile``
+    (``._orig_mod``), nested in any order, so that checkpoints hold the plain parameter names."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module) or inner is model:
+            return model
+        model = inner
 
 
 def save_checkpoint(
@@ -64,7 +76,7 @@ def save_checkpoint(
         ValueError: ``model`` has no config, ``extra`` is not a dict, or ``half=True``
             with a weight outside the float16 range.
     """
-    model = getattr(model, "module", model)  # DDP / DataParallel
+    model = unwrap_model(model)
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         raise ValueError("model must be a gpcis SegmentationModel (with a .config ModelConfig)")
@@ -171,7 +183,7 @@ def load_model_weights(model: nn.Module, checkpoint: dict[str, Any], source: str
         CheckpointError: missing, unexpected or differently-shaped tensors (config and
             weights do not match).
     """
-    model = getattr(model, "module", model)
+    model = unwrap_model(model)
     state = checkpoint["state_dict"]
     own = model.state_dict()
     missing = sorted(set(own) - set(state))

@@ -234,6 +234,7 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"clicks has batch size {clicks.batch_size}, image has {b}")
         if clicks.max_clicks:
             coords = clicks.coords[clicks.valid]
+            labels = clicks.labels[clicks.valid]
             if coords.numel() and (
                 bool((coords < 0).any())
                 or bool((coords[:, 0] > h - 1).any())
@@ -242,6 +243,11 @@ class SegmentationModel(nn.Module):
                 raise ValueError(
                     f"clicks: a valid click lies outside the {h}x{w} image (rows 0..{h - 1}, cols 0..{w - 1})"
                 )
+            # one convention for the click maps and the GP head: a 0/1 label's 0 drew no disk
+            # while the GP read it as negative
+            if labels.numel() and not bool(((labels == 1) | (labels == -1)).all()):
+                raise ValueError("clicks: labels of valid clicks must be +1 (positive) or -1 (negative); "
+                                 "padding is marked by valid = False")
         if prev_mask is not None:
             if not isinstance(prev_mask, Tensor) or tuple(prev_mask.shape) != (b, 1, h, w):
                 shape = tuple(prev_mask.shape) if isinstance(prev_mask, Tensor) else type(prev_mask).__name__

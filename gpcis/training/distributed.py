@@ -89,8 +89,11 @@ def wrap_ddp(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Modul
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The underlying module of a DDP wrapper (or ``model`` itself)."""
-    return getattr(model, "module", model)
+    """The underlying module of a DDP (or ``torch.compile``) wrapper, or ``model`` itself
+    (:func:`gpcis.models.checkpoint.unwrap_model`)."""
+    from gpcis.models.checkpoint import unwrap_model
+
+    return unwrap_model(model)
 
 
 def all_reduce_mean(value: Tensor, info: DistInfo) -> Tensor:

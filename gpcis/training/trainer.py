@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from gpcis.clicks import ClickBatch
+from gpcis.devices import resolve_device
 from gpcis.data.datasets import Sample, get_dataset
 from gpcis.data.sampler import MultiPointSampler
 from gpcis.data.synthetic import SyntheticConfig, SyntheticDataset
@@ -555,14 +556,9 @@ class Trainer:
 
     @staticmethod
     def _resolve_device(device: str) -> torch.device:
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ValueError(f"device: {device!r} requested but CUDA is not available")
-            if dev.index is None:
-                dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        elif dev.type != "cpu":
-            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+        dev = resolve_device(device)
+        if dev.type == "cuda" and dev.index is None:  # one GPU per rank under torchrun
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return dev
 
     # ------------------------------------------------------------------ checkpoints

@@ -72,7 +72,18 @@ def test_evaluate_grabcut_end_to_end(tmp_path, capsys):
     rows = list(csv.DictReader((out2 / "per_image.csv").open()))
     assert all(int(r["num_clicks"]) == 5 for r in rows)  # --all-clicks runs every click
     table = (out2 / "table.md").read_text()
-    assert "| gc-all |" in table and "| grabcut |" in table
+    # 2 objects (--limit 2) against 3: each row says its count, the header that they differ
+    assert "| gc-all (2 objects) |" in table and "| grabcut (3 objects) |" in table and "not comparable" in table
+
+    # a compared run with this run's label (two runs' best.pt are both "best" by default):
+    # both rows stay, the compared one named by its folder
+    out3 = tmp_path / "out3"
+    args = _parse(["--method", "grabcut", "--datasets", "grabcut", "--data-root", str(root), "--out", str(out3),
+                   "--max-clicks", "5", "--compare", str(out), "--quiet"])
+    assert args.func(args) == 0
+    table = (out3 / "table.md").read_text()
+    assert "| grabcut |" in table and "| grabcut (out) |" in table
+    assert "label 'grabcut' is taken" in capsys.readouterr().err
 
 
 def test_evaluate_errors(tmp_path, capsys):

@@ -190,8 +190,18 @@ def test_hrnet_loads_a_timm_classifier_state_dict(tmp_path) -> None:
 def test_wrong_architecture_file_is_a_clear_error(tmp_path) -> None:
     path = tmp_path / "tiny.pth"
     torch.save(create_backbone("tiny").state_dict(), path)
-    with pytest.raises(ValueError, match=r"tiny\.pth.*do not match.*missing keys.*conv1\.weight"):
+    with pytest.raises(ValueError, match=r"tiny\.pth.*do not match \w+; \d+ missing keys.*conv1\.weight"):
         create_backbone("resnet50", pretrained=path)
+    # a whole gpcis checkpoint (a previous run's best.pt) and a file that is not a state dict
+    from gpcis.models import create_model, save_checkpoint
+
+    run = save_checkpoint(tmp_path / "best.pt", create_model("ritm_tiny"))
+    with pytest.raises(ValueError, match="is a gpcis checkpoint.*checkpoint=.*--resume"):
+        create_backbone("tiny", pretrained=run)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=r"(?s)cannot read pretrained weights file .*junk\.pth.*\(\w+Error: .*\.safetensors"):
+        create_backbone("tiny", pretrained=junk)
 
 
 def test_segformer_loads_reference_named_weights_and_ignores_the_classifier(tmp_path) -> None:

@@ -10,6 +10,7 @@ import torch
 from gpcis.clicks import Click, ClickBatch
 from gpcis.models import CheckpointError, create_model, load_checkpoint, save_checkpoint
 from gpcis.models import checkpoint as ckpt_module
+from gpcis.models.checkpoint import load_model_weights
 
 SIZE = 32
 
@@ -174,3 +175,18 @@ def test_bad_save_arguments(tmp_path):
         save_checkpoint(tmp_path / "m.pt", torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="extra"):
         save_checkpoint(tmp_path / "m.pt", create_model("ritm_tiny"), extra=[1])
+
+
+def test_wrapped_models_save_plain_names(tmp_path):
+    """torch.compile (._orig_mod) and DataParallel (.module) wrappers, nested: the checkpoint
+    holds the plain parameter names and loads into a plain model (a compiled model's file
+    had every key prefixed with _orig_mod. and did not load)."""
+    model = create_model("ritm_tiny")
+    wrapped = torch.compile(torch.nn.DataParallel(model))
+    path = save_checkpoint(tmp_path / "m.pt", wrapped)
+    loaded = create_model(checkpoint=path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    target = create_model("ritm_tiny")
+    load_model_weights(torch.compile(target), load_checkpoint(path))  # into a wrapped model too
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in model.state_dict().items())

@@ -145,6 +145,9 @@ def test_parameter_groups_partition_the_model():
         (dict(clicks=ClickBatch.empty(3)), "batch size"),
         (dict(clicks=ClickBatch.from_lists([[Click(SIZE, 0, True)], []])), "outside"),
         (dict(clicks="click"), "ClickBatch"),
+        # a 0/1 label convention: the 0 drew no disk while the GP read it as negative
+        (dict(clicks=ClickBatch(torch.tensor([[[5.0, 5.0], [20.0, 20.0]]] * 2), torch.tensor([[1.0, 0.0]] * 2),
+                                torch.ones(2, 2, dtype=torch.bool))), r"\+1 \(positive\) or -1"),
         (dict(prev_mask=torch.zeros(2, 1, SIZE, SIZE - 1)), "prev_mask"),
         (dict(num_samples=-2), "num_samples"),
     ],

@@ -7,7 +7,9 @@ with ``side_channels`` channels; both are attributes so the click encoder can re
 
 Spatial sizes: every stride-``s`` map of an ``H x W`` input is ``ceil(H / s) x ceil(W / s)``
 (3x3 stride-2 convolutions with padding 1, and MiT's 7x7 stride-4 embedding with padding 3,
-give exactly this), so any input size works; multiples of 32 avoid rounding.
+give exactly this), so any input size works -- except SegFormer-B0 (MiT), which needs at
+least 32 x 32 (it says so; the Predictor pads to multiples of 32); multiples of 32 avoid
+rounding.
 """
 
 from __future__ import annotations
@@ -139,7 +141,12 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
         else:
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"cannot read pretrained weights file {str(p)!r}: {exc}") from exc
+        raise ValueError(f"cannot read pretrained weights file {str(p)!r} ({type(exc).__name__}: {exc}); "
+                         "expected a .pth / .pt state dict or a .safetensors file") from exc
+    if isinstance(obj, Mapping) and obj.get("format") == "gpcis-checkpoint":
+        raise ValueError(f"{str(p)!r} is a gpcis checkpoint (a whole model), not ImageNet backbone weights: "
+                         "load it with create_model(checkpoint=...) / --checkpoint, or continue its training "
+                         "with --resume")
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -174,7 +181,7 @@ def load_matching_state_dict(
     ]
     if missing or mismatched:
         extra = [k for k in state if k not in own and not ignore(k)]
-        msg = [f"pretrained weights {source} do not match {type(module).__name__}:"]
+        msg = [f"pretrained weights {source} do not match {type(module).__name__}"]
         if missing:
             msg.append(f"{len(missing)} missing keys, e.g. {missing[:5]}")
         if mismatched:
