@@ -217,7 +217,8 @@ def _run(args: argparse.Namespace) -> int:
         shown, k = other_label, 1
         while shown in table:  # e.g. two runs' best.pt: both labelled "best" by default
             k += 1
-            shown = f"{other_label} ({Path(folder).name})" if k == 2 else f"{other_label} ({Path(folder).name} #{k})"
+            where = Path(folder).resolve().name  # "." has no name of its own
+            shown = f"{other_label} ({where})" if k == 2 else f"{other_label} ({where} #{k})"
         if shown != other_label:
             print(f"note: --compare {folder}: label {other_label!r} is taken, shown as {shown!r}", file=sys.stderr)
         table[shown] = other

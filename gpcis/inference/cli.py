@@ -258,10 +258,13 @@ def make_method_factory(
     """
     if method is not None and checkpoint is not None:
         raise ValueError("give either --method or --checkpoint, not both")
-    if device is not None:
-        from gpcis.devices import resolve_device
 
-        resolve_device(device)  # now, not when the first image is opened
+    def check_device() -> None:  # for a model: now, not when the first image is opened
+        if device is not None:
+            from gpcis.devices import resolve_device
+
+            resolve_device(device)
+
     if checkpoint is None:
         if model is not None:
             raise ValueError("--model only applies with --checkpoint")
@@ -272,6 +275,7 @@ def make_method_factory(
             if released is not None:
                 path = released_checkpoint(released)
                 label = f"released model {released} ({path})"
+                check_device()
                 return _checkpoint_factory(path, released, device, label, refine, flip), label
         if device is not None or refine or flip:
             raise ValueError(
@@ -295,6 +299,7 @@ def make_method_factory(
     path = Path(checkpoint)
     if not path.is_file():
         raise ValueError(f"--checkpoint: file not found: {path}")
+    check_device()
     return _checkpoint_factory(path, model, device, f"--checkpoint {path}", refine, flip), f"checkpoint {path}"
 
 

@@ -95,10 +95,11 @@ class Predictor:
             raise ValueError(f"thresh must be in [0, 1), got {thresh}")
         if size_divisor < 1:
             raise ValueError(f"size_divisor must be >= 1, got {size_divisor}")
-        if device is None:
+        if device is None:  # the model's own device, as it is
             p = next(iter(model.parameters()), None)
-            device = p.device if p is not None else torch.device("cpu")
-        self.device = resolve_device(device)
+            self.device = p.device if p is not None else torch.device("cpu")
+        else:
+            self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         if cuda_graphs:
             if self.device.type != "cuda":

@@ -40,15 +40,20 @@ class CheckpointError(ValueError):
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The model inside its wrappers: DDP / DataParallel (``.module``) and ``torch.compile``
-    (``._orig_mod``), nested in any order, so that checkpoints hold the plain parameter names."""
-    while True:
-        inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module) or inner is model:
-            return model
-        model = inner
+    """The model inside its wrappers -- DDP / DataParallel (``.module``) and ``torch.compile``
+    (``._orig_mod``), nested in any order -- so that checkpoints hold the plain parameter
+    names. Only those wrapper classes are unwrapped (a model's own child named ``module`` is
+    not)."""
+    wrappers: tuple[type, ...] = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    try:
+        from torch._dynamo.eval_frame import OptimizedModule
+
+        wrappers += (OptimizedModule,)
+    except ImportError:  # pragma: no cover - depends on the torch build
+        pass
+    while isinstance(model, wrappers):
+        model = model._orig_mod if hasattr(model, "_orig_mod") else model.module
+    return model
 
 
 def save_checkpoint(

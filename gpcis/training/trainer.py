@@ -500,6 +500,7 @@ class Trainer:
         if config.val_split is None:  # a new run: whole images; a resumed one: its own split
             config = dataclasses.replace(config, val_split=_saved_val_split(config) or "image")
         self.config = config
+        resolve_device(config.device)  # a clear ValueError before torchrun's process group starts
         self.dist: DistInfo = init_distributed(config.device)
         self.device = self._resolve_device(config.device)
         torch.manual_seed(config.seed)

@@ -190,3 +190,12 @@ def test_wrapped_models_save_plain_names(tmp_path):
     target = create_model("ritm_tiny")
     load_model_weights(torch.compile(target), load_checkpoint(path))  # into a wrapped model too
     assert all(torch.equal(target.state_dict()[k], v) for k, v in model.state_dict().items())
+
+    class Outer(torch.nn.Module):  # a model whose own child is called "module": not a wrapper
+        def __init__(self):
+            super().__init__()
+            self.module = torch.nn.Linear(2, 2)
+
+    outer = Outer()
+    assert ckpt_module.unwrap_model(outer) is outer
+    assert ckpt_module.unwrap_model(torch.nn.DataParallel(outer)) is outer

@@ -215,6 +215,8 @@ def test_config_errors(tmp_path):
         TrainConfig(data=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="'bogus' is not a device name"):
+        Trainer(_config(tmp_path, device="bogus"))
     with pytest.raises(ValueError, match="prob_gamma must be in"):
         TrainConfig(click_prob_gamma=0.0)
     with pytest.raises(ValueError, match="first_click_inner_prob must be in"):
