@@ -71,7 +71,9 @@ class GPHeadConfig:
         vi_reduction: see :func:`gpcis.gp.losses.vi_loss`.
         vi_quad_scale: see :func:`gpcis.gp.losses.vi_loss`.
         init_log_outputscale: initial ``log eta0`` (0).
-        init_log_precision: initial ``log eta_t`` (-1).
+        init_log_precision: initial ``log eta_t`` (-1, the paper's, for L2-normalised
+            features; for unnormalised features of dimension ``D`` about ``-log D``, else
+            the kernel vanishes: docs/gp_layer.md).
         seed: seed of the initial random draws (Theta, tau, mu_w).
     """
 
@@ -161,8 +163,11 @@ def check_gp_inputs(
         raise ValueError(f"valid must be a bool tensor, got {valid.dtype}")
     if not isinstance(labels, Tensor) or labels.shape != (b, n):
         raise ValueError(f"labels must have shape ({b}, {n}), got {tuple(getattr(labels, 'shape', ()))}")
-    if not check_values:
-        return labels.to(x_test.dtype) * valid.to(x_test.dtype)
+    if x_click is not None and x_click.dtype != x_test.dtype:
+        raise ValueError(f"x_test and x_click must have one dtype, got {x_test.dtype} and {x_click.dtype}")
+    zero = torch.zeros((), dtype=x_test.dtype, device=labels.device)
+    if not check_values:  # where, not a product: a NaN label at padding stays out (NaN * 0 is NaN)
+        return torch.where(valid, labels.to(x_test.dtype), zero)
     lab = torch.where(valid, labels.to(x_test.dtype), 1.0)  # padded clicks: a neutral label
     # every value check in one device-to-host transfer (one GPU sync instead of five); a sum is
     # finite iff every entry is, except for overflow: then the inputs are checked element-wise
@@ -180,7 +185,7 @@ def check_gp_inputs(
         if not binary:
             raise ValueError("labels must be in {-1, +1} (or {0, 1}) at valid clicks")
         labels = labels.to(x_test.dtype) * 2 - 1  # {0, 1} -> {-1, +1}
-    return labels.to(x_test.dtype) * valid.to(x_test.dtype)
+    return torch.where(valid, labels.to(x_test.dtype), zero)
 
 
 class GPHead(nn.Module):
@@ -278,6 +283,18 @@ class GPHead(nn.Module):
         """
         if compute_vi_loss is None:
             compute_vi_loss = self.training or torch.is_grad_enabled()
+        for name, t in (("x_test", x_test), ("x_click", x_click)):
+            if not isinstance(t, Tensor) or not t.is_floating_point():
+                raise ValueError(f"{name} must be a floating-point tensor, got "
+                                 f"{getattr(t, 'dtype', type(t).__name__)}")
+        if x_test.dim() == 3 and (x_test.shape[0] == 0 or x_test.shape[1] == 0):
+            raise ValueError(f"x_test must hold at least one batch item and one test point, got shape "
+                             f"{tuple(x_test.shape)}")
+        own = self.kernel.raw_outputscale.dtype
+        given = torch.float32 if x_test.dtype in _LOW_PRECISION else x_test.dtype  # half inputs run in float32
+        if given != own:
+            raise ValueError(f"the inputs are {x_test.dtype}, the head's parameters {own}: convert one of them "
+                             f"(head.double() / head.float(), or x.to({own}))")
         device_type = x_test.device.type
         if torch.is_autocast_enabled(device_type) or x_test.dtype in _LOW_PRECISION or x_click.dtype in _LOW_PRECISION:
             with torch.autocast(device_type, enabled=False):

@@ -189,6 +189,8 @@ class ARDRBFKernel(Kernel):
         """
         if (x1.shape[-2] >= self.FUSED_MIN_ROWS and x1 is not x2 and not (
                 torch.is_grad_enabled() and any(t.requires_grad for t in (x1, x2, weights, *self.parameters())))):
+            if self.active_dims is not None:  # what GPyTorch's __call__ does before forward
+                x1, x2 = x1.index_select(-1, self.active_dims), x2.index_select(-1, self.active_dims)
             return self._rect_blocked(x1, x2, weights=weights)
         k = self(x1, x2).to_dense()  # GPyTorch's call, as the update path's product always did
         return torch.matmul(weights, k.mT)

@@ -94,8 +94,8 @@ def click_gram_cholesky(
     Returns:
         ``(B, N, N)`` lower-triangular factor in ``solve_dtype``.
     """
-    if x_click.shape[-2] == 0:
-        return x_click.new_zeros(*valid.shape, 0, dtype=solve_dtype)
+    if x_click.shape[-2] == 0 or x_click.shape[0] == 0:  # no clicks, or an empty batch
+        return x_click.new_zeros(*valid.shape, valid.shape[-1], dtype=solve_dtype)
     a = _click_system(kernel, x_click, valid, noise, solve_dtype)
     scale = a.diagonal(dim1=-2, dim2=-1).amax().clamp_min(1.0).item()
     with warnings.catch_warnings():
@@ -163,7 +163,7 @@ class _CosFeatureMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, theta: Tensor, tau: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
         b, m, d = x.shape
-        proj = torch.addmm(tau, x.reshape(b * m, d), theta).view(b, m, -1)
+        proj = torch.addmm(tau, x.reshape(b * m, d), theta).view(b, m, theta.shape[-1])
         cos = torch.cos(proj)
         ctx.save_for_backward(x, theta, w, proj, cos)
         return torch.bmm(cos, w)
@@ -544,6 +544,7 @@ def predictive_variance(
         z = torch.matmul(l_inv, k_n_star[..., i : i + cols].to(dtype))
         if correct:  # columns: A^{-1} k_{n*} = L^{-T} L^{-1} k_{n*}
             a_inv_k = torch.matmul(l_inv.mT, z)
-            var[..., i : i + cols] += (click_variance - noise) * a_inv_k.square_().sum(-2)
-        var[..., i : i + cols] -= z.square_().sum(-2)
+            var[..., i : i + cols] += (click_variance - noise) * a_inv_k.square().sum(-2)
+        # out of place with autograd: the product above saved z for its backward
+        var[..., i : i + cols] -= (z.square() if z.requires_grad else z.square_()).sum(-2)
     return var.clamp_min(0.0).to(x_test.dtype)

@@ -255,3 +255,60 @@ def test_cpu_inference_takes_the_one_pass_path_with_or_without_the_variance(monk
     assert len(calls) == 2 and one.variance is not None
     torch.testing.assert_close(one.mean, two.mean, rtol=0, atol=1e-12)
     torch.testing.assert_close(one.variance, two.variance, rtol=0, atol=1e-12)
+
+
+def _small_inputs(dtype=torch.float64, b=2, m=12, n=3, d=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x_test = torch.randn(b, m, d, generator=g, dtype=dtype)
+    x_click = torch.randn(b, n, d, generator=g, dtype=dtype)
+    labels = torch.tensor([[1.0, -1.0, 1.0]] * b, dtype=dtype)[:, :n]
+    valid = torch.ones(b, n, dtype=torch.bool)
+    return x_test, x_click, labels, valid
+
+
+@pytest.mark.parametrize("train_noise,mode", [(0.01, "eval"), (0.02, "train")])
+def test_variance_with_click_noise_is_differentiable(train_noise, mode):
+    """The click-noise correction of the variance backpropagates (an in-place square of a
+    tensor its own product had saved broke the backward whenever s^2 != eps^2)."""
+    head = GPHead(2, GPHeadConfig(num_features=8, variance_with_click_noise=True, train_noise=train_noise)).double()
+    head.train(mode == "train")
+    x_test, x_click, labels, valid = _small_inputs()
+    x_test.requires_grad_(True)
+
+    def variance(x):
+        return head(x, x_click, labels, valid, return_variance=True).variance
+
+    assert torch.autograd.gradcheck(variance, (x_test,), eps=1e-6, atol=1e-6)
+
+
+def test_padded_clicks_have_no_effect_whatever_their_label():
+    """A NaN / Inf label (or NaN-filled inputs) at a padded click changes nothing: the same
+    result as a finite one (NaN * 0 had made the whole item NaN)."""
+    head = GPHead(2, GPHeadConfig(num_features=8)).double().eval()
+    x_test, x_click, labels, valid = _small_inputs()
+    valid[0, 2] = False
+    with torch.no_grad():
+        ref = head(x_test, x_click, labels, valid, return_variance=True)
+        for bad in (float("nan"), float("inf")):
+            lab = labels.clone()
+            lab[0, 2] = bad
+            out = head(x_test, x_click, lab, valid, return_variance=True)
+            torch.testing.assert_close(out.mean, ref.mean, rtol=0, atol=0)
+            torch.testing.assert_close(out.click_mean, ref.click_mean, rtol=0, atol=0)
+
+
+def test_dtype_mismatches_and_empty_inputs():
+    head = GPHead(2, GPHeadConfig(num_features=8))  # float32 parameters
+    x_test, x_click, labels, valid = _small_inputs(torch.float64)
+    with pytest.raises(ValueError, match="float64, the head's parameters torch.float32.*head.double"):
+        head(x_test, x_click, labels, valid)
+    with pytest.raises(ValueError, match="x_click must be a floating-point tensor"):
+        head(x_test.float(), None, labels, valid)
+    with pytest.raises(ValueError, match="one dtype"):
+        head.double()(x_test, x_click.float(), labels, valid)
+    # no test points, an empty batch: a clear error (they crashed inside the kernels)
+    head = head.double()
+    for xt, xc, lab, val in ((x_test[:, :0], x_click, labels, valid),
+                             (x_test[:0], x_click[:0], labels[:0], valid[:0])):
+        with pytest.raises(ValueError, match="at least one batch item and one test point"):
+            head(xt, xc, lab, val)

@@ -331,3 +331,17 @@ def test_block_rows_blocks_on_the_cpu_and_takes_everything_at_once_elsewhere():
     assert block_rows(10**6, 8192, cpu) == 8192 and block_rows(100, 8192, cpu) == 100
     assert block_rows(10**6, 8192, gpu) == 10**6
     assert block_rows(0, 8192, cpu) == 1 and block_rows(0, 8192, gpu) == 1  # a valid range() step
+
+
+def test_weighted_sum_applies_active_dims_in_its_blocked_path():
+    """With active_dims the blocked path (>= FUSED_MIN_ROWS rows) uses the same dimensions
+    as GPyTorch's call (it skipped them and failed on the size)."""
+    k = ARDRBFKernel(2, active_dims=torch.tensor([0, 2])).double()
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(1, ARDRBFKernel.FUSED_MIN_ROWS + 5, 3, generator=g, dtype=torch.float64)
+    x2 = torch.randn(1, 4, 3, generator=g, dtype=torch.float64)
+    w = torch.randn(1, 1, 4, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        out = k.weighted_sum(x1, x2, w)
+        ref = w @ k(x1, x2).to_dense().mT
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
