@@ -141,27 +141,40 @@ def evaluate(method, dataset, max_clicks: int) -> dict[str, float]:
 
 
 TRAIN_SETTINGS = ("base", "pretrained", "steps", "steps_per_epoch", "batch_size", "crop", "scale_range", "lr",
-                  "gp_stride", "quick")
-EVAL_SETTINGS = ("limit", "max_clicks", "quick")
+                  "gp_stride", "quick", "train_data", "device")
+EVAL_SETTINGS = ("limit", "max_clicks", "quick", "eval_data")
+#: settings given as paths: compared as resolved absolute paths
+_PATH_SETTINGS = ("train_data", "eval_data", "pretrained")
 
 
 def settings_of(args, names: tuple[str, ...]) -> dict[str, Any]:
-    """The arguments a cached result depends on (JSON-comparable)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(args, k)) for k in names)}
+    """The arguments a cached result depends on (JSON-comparable; data folders as resolved
+    paths, so another evaluation set never reuses a result)."""
+    out: dict[str, Any] = {}
+    for k in names:
+        v = getattr(args, k, None)
+        if k in _PATH_SETTINGS and isinstance(v, (str, Path)) and v and Path(v).exists():
+            v = str(Path(v).resolve())
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
-def cached(done: Path, settings: dict[str, Any], collect_only: bool) -> Optional[dict]:
+def cached(done: Path, settings: dict[str, Any], collect_only: bool,
+           legacy: Optional[dict[str, Any]] = None) -> Optional[dict]:
     """The cached row of ``done`` if it was made with ``settings``; ``ValueError`` if it was
-    made with others (or, with ``collect_only``, if it is missing)."""
+    made with others (or, with ``collect_only``, if it is missing). A setting the cached row
+    does not record (it predates it) counts as its value in ``legacy`` (the defaults)."""
     if not done.exists():
         if collect_only:
             raise ValueError(f"--collect: no result yet at {done} (a shard has not finished it)")
         return None
     row = json.loads(done.read_text())
-    if row.get("settings") != settings:
-        diff = sorted(k for k in settings if (row.get("settings") or {}).get(k) != settings[k])
+    saved = {**{k: v for k, v in (legacy or {}).items() if k in settings}, **(row.get("settings") or {})}
+    if saved != settings:
+        diff = sorted(k for k in settings if saved.get(k) != settings[k])
         raise ValueError(f"{done} was made with other settings ({', '.join(diff)} differ: "
-                         f"{ {k: (row.get('settings') or {}).get(k) for k in diff} }); use another --out or delete it")
+                         f"{ {k: saved.get(k) for k in diff} }); use another --out or delete "
+                         f"its folder {done.parent} (result and checkpoint)")
     return row
 
 
@@ -171,7 +184,7 @@ def run_one(args, ab: Ablation, seed: int, eval_set, base_runs: Path) -> dict:
     out = Path(args.out) / "runs" / slug / f"seed{seed}"
     done = out / "result.json"
     settings = settings_of(args, TRAIN_SETTINGS + EVAL_SETTINGS)
-    row = cached(done, settings, args.collect)
+    row = cached(done, settings, args.collect, getattr(args, "legacy_settings", None))
     if row is not None:
         return row
     torch.manual_seed(seed)
@@ -181,6 +194,18 @@ def run_one(args, ab: Ablation, seed: int, eval_set, base_runs: Path) -> dict:
         model.head.gp.config.eval_noise = ab.eval_noise
         train_row: dict[str, Any] = json.loads((base_runs / f"seed{seed}" / "result.json").read_text())
     else:
+        # a checkpoint left by an unfinished run is resumed only if it was trained with these
+        # settings (they are written beside it before training starts)
+        train_settings = settings_of(args, TRAIN_SETTINGS)
+        stamp = out / "train_settings.json"
+        if (out / "last.pt").exists():
+            saved = json.loads(stamp.read_text()) if stamp.exists() else None
+            if saved != train_settings:
+                raise ValueError(f"{out / 'last.pt'} was trained with other (or unrecorded) settings; use another "
+                                 f"--out or delete its folder {out}")
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(json.dumps(train_settings, indent=1))
         name, model = build_model(args.base, ab, args.pretrained, args.gp_stride)
         quick = args.quick
         tc = TrainConfig(
@@ -226,7 +251,7 @@ def reference_rows(args, eval_set) -> list[dict]:
     rows = []
     for name in ("gp-pixel", "grabcut", "random-walker"):
         done = Path(args.out) / "runs" / f"reference_{name}" / "result.json"
-        row = cached(done, settings, args.collect)
+        row = cached(done, settings, args.collect, getattr(args, "legacy_settings", None))
         if row is None:
             row = {"config": f"reference: {name}", "group": "reference", "seed": 0,
                    **evaluate(create_method(name), eval_set, args.max_clicks), "images_per_s": float("nan"),
@@ -300,6 +325,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/bench/ablations")
     args = p.parse_args(argv)
+    # results cached before train_data / eval_data / device were recorded were made with
+    # the defaults: a missing key in a cached result stands for its default
+    args.legacy_settings = settings_of(p.parse_args([]), TRAIN_SETTINGS + EVAL_SETTINGS)
     if args.quick:
         args.steps, args.seeds, args.max_clicks, args.batch_size, args.crop = 2, 1, 5, 2, 64
         args.steps_per_epoch, args.limit, args.base, args.pretrained = 2, 3, "gpcis_tiny", False

@@ -463,9 +463,15 @@ def targets(rows: Sequence[dict]) -> list[str]:
     return lines
 
 
-def write_json(rows: Sequence[dict], path: Path) -> None:
-    """Write the rows atomically (temporary file + rename)."""
-    atomic_write_text(path, json.dumps(list(rows), indent=1))
+def write_json(rows: Sequence[dict], path: Path, device: str = "cpu") -> None:
+    """Write ``{benchmark, date, machine, device, rows}`` atomically (the machine recorded in
+    the file itself: a ``device.txt`` beside it, the report's fallback for older files, is
+    rewritten by every later call of benchmarks/gpu_checks.sh)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from click_latency import run_metadata
+
+    data = {**run_metadata("gp_sampler", torch.device(device)), "device": device, "rows": list(rows)}
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def write_png(rows: Sequence[dict], path: Path) -> None:
@@ -563,7 +569,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
         print(line)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if args.json:
-        write_json(rows, args.json)
+        write_json(rows, args.json, cfg.device)
     if args.png:
         write_png(rows, args.png)
     return rows

@@ -8,7 +8,7 @@
 # The machine needs torch, gpytorch, linear-operator, timm, opencv, scikit-image and botorch
 # importable (the project's device machines have torch preinstalled; the others travel as
 # wheels, see /work/.library/device/README.md) and gpcis on PYTHONPATH (the repo root).
-set -u
+set -u -o pipefail  # a failing step before a `| tee` fails the line, not only tee
 STEPS=" ${*:-1 2 3 4 5 6} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 OUT=${OUT:-runs/bench/gpu}

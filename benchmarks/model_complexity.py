@@ -118,9 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in tqdm(names, desc="models", file=sys.stderr):
         rows.extend(measure(name, args.size))
     print(format_table(rows, args.size))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    if args.json is not None:  # with the input size and the machine (the report reads both)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from click_latency import run_metadata
+
+        from gpcis.atomic import atomic_write_text
+
+        data = {**run_metadata("model_complexity", torch.device("cpu")), "size": args.size, "rows": rows}
+        atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
     return 0
 
 

@@ -105,11 +105,13 @@ def section_gp_sampler(path: Path, assets: Path, png_name: str = "gp_sampler.png
 def section_complexity(path: Path, assets: Path, png_name: str = "") -> str:
     data = _load(path)
     rows = _rows(data)
-    lines = ["## Model complexity at 384x384 (`benchmarks/model_complexity.py`; paper Table S2)", "",
+    size = data.get("size", 384) if isinstance(data, dict) else 384  # older files: the default 384
+    lines = [f"## Model complexity at {size}x{size} (`benchmarks/model_complexity.py`; paper Table S2)", "",
              _meta(data, path), "", "| model | part | GFLOPs (ours) | M params (ours) | GFLOPs (paper) | M params (paper) |",
              "|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        paper = PAPER_TABLE_S2.get(r["model"], {}).get(r["part"])
+        # the paper's numbers are at 384x384: beside ours only at that size
+        paper = PAPER_TABLE_S2.get(r["model"], {}).get(r["part"]) if size == 384 else None
         pg, pp = (f"{paper[0]:.2f}", f"{paper[1]:.2f}") if paper else ("", "")
         lines.append(f"| {r['model']} | {r['part']} | {r['gflops']:.2f} | {r['mparams']:.2f} | {pg} | {pp} |")
     lines += ["", "Counting convention and every difference over 3% are explained in `docs/models.md`.", ""]

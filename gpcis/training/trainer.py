@@ -755,7 +755,9 @@ class Trainer:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         self._run_start = time.perf_counter()
-        last_row: dict[str, Any] = {}
+        last_row: dict[str, Any] = dict(self.history[-1]) if self.history else {}
+        if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
+            return last_row  # a resumed run that had already reached max_steps: nothing to train
         try:
             while self.epoch < cfg.epochs:
                 sums = collections.defaultdict(float)

@@ -242,3 +242,25 @@ def test_zoom_sweep_keeps_the_sample_split_of_runs_before_val_split(tmp_path):
     _, ref = build_datasets(TrainConfig(**kw, val_split="sample"))
     _, today = build_datasets(TrainConfig(**kw))
     assert val.indices == ref.indices != today.indices
+
+
+def test_ablations_never_reuse_a_result_or_checkpoint_of_other_settings(tmp_path, capsys):
+    """The cache key holds the data folders (another evaluation set was silently served the
+    cached rows), and a checkpoint left without its result is resumed only with the
+    settings it was trained with (deleting result.json resumed the old run with new ones)."""
+    mod = _load("ablations")
+    out = tmp_path / "abl"
+    mod.main(["--quick", "--only", "base", "--gp-stride", "1", "--out", str(out)])
+    other = tmp_path / "other_eval"
+    other.mkdir()
+    with pytest.raises(SystemExit):
+        mod.main(["--quick", "--only", "base", "--gp-stride", "1", "--out", str(out), "--eval-data", str(other)])
+    assert "eval_data" in capsys.readouterr().err
+    (out / "runs" / "base" / "seed0" / "result.json").unlink()
+    with pytest.raises(SystemExit):
+        mod.main(["--quick", "--only", "base", "--gp-stride", "1", "--out", str(out), "--lr", "0.05"])
+    assert "last.pt was trained with other" in capsys.readouterr().err
+    # the same settings: the finished checkpoint is evaluated again, not trained further
+    mod.main(["--quick", "--only", "base", "--gp-stride", "1", "--out", str(out)])
+    steps = (out / "runs" / "base" / "seed0" / "steps.csv").read_text().strip().splitlines()
+    assert len(steps) == 1 + 2  # header + the 2 quick steps

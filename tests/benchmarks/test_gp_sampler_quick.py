@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +36,9 @@ def _hyper(head):
 def test_main_tiny_json_schema(tmp_path):
     path = tmp_path / "rows.json"
     rows = gs.main(["--sizes", "16", "--clicks", "1,5", "--repeats", "1", "--no-roofline", "--json", str(path)])
-    loaded = json.loads(path.read_text())
+    data = json.loads(path.read_text())
+    assert data["benchmark"] == "gp_sampler" and data["device"] == "cpu" and "threads" in data["machine"]
+    loaded = data["rows"]
     assert loaded == rows
     assert len(loaded) == len(gs.IMPLS) * 2  # m = 256 <= max_exact_m: every implementation runs
     assert {(r["impl"], r["n"]) for r in loaded} == {(i, n) for i in gs.IMPLS for n in (1, 5)}
@@ -192,3 +195,18 @@ def test_png(tmp_path):
     path = tmp_path / "plot.png"
     gs.write_png(rows, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA guard")
+def test_gpu_checks_stops_without_cuda(tmp_path):
+    """benchmarks/gpu_checks.sh refuses to run without a CUDA device (its guard's exit status
+    was tee's: the script ran on and wrote an empty device.txt)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OUT": str(tmp_path / "gpu"), "PY": sys.executable}
+    proc = subprocess.run(["bash", str(repo / "benchmarks" / "gpu_checks.sh"), "9"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "no CUDA device" in proc.stdout + proc.stderr

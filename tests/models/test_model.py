@@ -209,7 +209,20 @@ def test_complexity_script_on_tiny_models(tmp_path, capsys):
     out = tmp_path / "rows.json"
     assert script.main(["--models", "gpcis_tiny,ritm_tiny", "--size", "64", "--json", str(out)]) == 0
     assert "gpcis_tiny" in capsys.readouterr().out
-    rows = json.loads(out.read_text())
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "model_complexity" and data["size"] == 64 and "machine" in data
+    rows = data["rows"]
+    # the report heads the table with that size and shows the paper's 384x384 column only at 384
+    report = importlib.util.module_from_spec(spec := importlib.util.spec_from_file_location(
+        "report", REPO / "benchmarks" / "report.py"))
+    spec.loader.exec_module(report)
+    assert "Model complexity at 64x64" in report.section_complexity(out, tmp_path)
+    for size, paper in ((64, "|  |  |"), (384, "| 1.93 | 0.02 |")):
+        f = tmp_path / f"cx{size}.json"
+        f.write_text(json.dumps({"size": size, "rows": [
+            {"model": "gpcis_resnet50", "part": "head", "gflops": 0.1, "mparams": 0.02}]}))
+        (row,) = [line for line in report.section_complexity(f, tmp_path).splitlines() if line.startswith("| gpcis")]
+        assert row.endswith(paper), (size, row)
     assert {(r["model"], r["part"]) for r in rows} == {
         (m, p) for m in ("gpcis_tiny", "ritm_tiny") for p in ("total", "backbone", "head")
     }

@@ -423,3 +423,16 @@ def test_a_resumed_run_keeps_its_validation_split(tmp_path):
     assert resumed.val_set.base.indices == build_datasets(TrainConfig(**kw, val_split="sample"))[1].indices
     with pytest.warns(UserWarning, match="val_split: 'sample' -> 'image'"):
         Trainer(TrainConfig(**kw, resume=True, val_split="image"))
+
+
+def test_a_resumed_run_that_reached_max_steps_trains_no_further(tmp_path):
+    """Resuming a finished run (max_steps reached on an epoch boundary) used to train one
+    more step; now it returns its last row and leaves the checkpoint as it was."""
+    kw = dict(max_steps=3, steps_per_epoch=3, epochs=5)
+    done = Trainer(_config(tmp_path, **kw))
+    done.train()
+    assert done.global_step == 3
+    again = Trainer(_config(tmp_path, resume=True, **kw))
+    row = again.train()
+    assert again.global_step == 3 and row == done.history[-1]
+    assert len((tmp_path / "run" / "steps.csv").read_text().strip().splitlines()) == 1 + 3
