@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/gp_sampler.py [--quick] [--json PATH] [--png PATH] [--device cpu|cuda]
+    python benchmarks/gp_sampler.py [--quick] [--out DIR | --json PATH --png PATH] [--device cpu|cuda]
                                     [--repeats R] [--sizes 64,128,256,512] [--clicks 1,5,10,20,50,100]
 
 The problem: one image of ``m = side^2`` test points with ``d = 51`` features (48
@@ -519,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="m = 256^2 only, 3 repeats (< 1 min on 2 cores)")
     p.add_argument("--json", type=Path, help="write the rows to this JSON file")
     p.add_argument("--png", type=Path, help="plot ms vs n to this PNG (matplotlib)")
+    p.add_argument("--out", type=Path, help="folder for gp_sampler.json and gp_sampler.png (where --json / --png "
+                   "are not given)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--repeats", type=int, help="timed calls per case (default 7, quick 3)")
     p.add_argument("--min-time", type=float, default=None, metavar="S",
@@ -536,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     """Command-line entry point; returns the rows."""
     args = build_parser().parse_args(argv)
+    if args.out is not None:
+        args.json = args.json or args.out / "gp_sampler.json"
+        args.png = args.png or args.out / "gp_sampler.png"
     sizes = args.sizes or ((256,) if args.quick else FULL_SIZES)
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
     cfg = BenchConfig(

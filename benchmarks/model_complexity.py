@@ -2,7 +2,13 @@
 
 Usage::
 
-    python benchmarks/model_complexity.py [--size 384] [--models NAME,NAME] [--json PATH]
+    python benchmarks/model_complexity.py [--quick] [--size 384] [--models NAME,NAME]
+        [--out runs/bench/model_complexity] [--json PATH]
+
+Counts do not depend on the machine, so there is no ``--device``: they are taken on the
+CPU's PyTorch path (on a GPU the GP head runs fused Triton kernels, which the FLOP counter
+does not see). ``--quick``: the tiny twins at 64x64 (a CI smoke run). ``--out`` writes
+``model_complexity.json`` and ``model_complexity.png`` (GMACs per part and model) there.
 
 Counts, for one ``size x size`` image with one positive click, at inference (eval mode,
 mean path, no std):
@@ -17,7 +23,7 @@ mean path, no std):
   ``head`` = the segmentation head (GP inference or the 1x1 conv classifier),
   ``total`` = the whole forward pass.
 
-JSON output: a list of rows ``{"model", "part", "gflops", "mparams"}``.
+JSON output: ``{benchmark, date, machine, size, rows}``, rows ``{"model", "part", "gflops", "mparams"}``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
@@ -110,7 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated registered names (default: every full-size model)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for model_complexity.json and model_complexity.png")
+    parser.add_argument("--quick", action="store_true", help="gpcis_tiny and ritm_tiny at 64x64 (CI smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.size = "gpcis_tiny,ritm_tiny", 64
+    if args.out is not None and args.json is None:
+        args.json = args.out / "model_complexity.json"
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if not names:
         parser.error("--models is empty")
@@ -126,7 +140,40 @@ def main(argv: list[str] | None = None) -> int:
 
         data = {**run_metadata("model_complexity", torch.device("cpu")), "size": args.size, "rows": rows}
         atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
+    if args.out is not None:
+        plot(rows, args.size, args.out / "model_complexity.png")
     return 0
+
+
+def plot(rows: list[dict[str, object]], size: int, path: Path) -> None:
+    """GMACs of each model's backbone and head, stacked (log scale), with the paper's totals
+    (Table S2) as markers where it has the model and the size is 384."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(str(r["model"]) for r in rows))
+    get = {(r["model"], r["part"]): float(r["gflops"]) for r in rows}
+    x = np.arange(len(models))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(models) + 2), 4))
+    bb = [get.get((m, "backbone"), 0.0) for m in models]
+    hd = [get.get((m, "head"), 0.0) for m in models]
+    ax.bar(x, bb, label="backbone + Conv1S")
+    ax.bar(x, hd, bottom=bb, label="head")
+    if size == 384:
+        paper = [(i, PAPER_TABLE_S2[m][0][0]) for i, m in enumerate(models) if m in PAPER_TABLE_S2]
+        if paper:
+            ax.scatter([i for i, _ in paper], [v for _, v in paper], color="k", marker="_", s=400, zorder=3,
+                       label="paper total (Table S2)")
+    ax.set_xticks(x, models, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("GMACs")
+    ax.set_title(f"model complexity at {size}x{size}, one click", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

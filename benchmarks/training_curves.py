@@ -8,6 +8,9 @@ NoC@90 against wall-clock time, plus a JSON summary (steps, images/s, best valid
 Usage::
 
     python benchmarks/training_curves.py RUN [RUN ...] [--labels a,b] [--out curves.png]
+
+It reads logs only (no model runs), so it has no ``--device`` and no ``--quick``: it is as
+fast as its input; the tests run it on the logs of a few-step training run.
 """
 
 from __future__ import annotations

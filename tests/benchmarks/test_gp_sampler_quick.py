@@ -38,6 +38,9 @@ def test_main_tiny_json_schema(tmp_path):
     rows = gs.main(["--sizes", "16", "--clicks", "1,5", "--repeats", "1", "--no-roofline", "--json", str(path)])
     data = json.loads(path.read_text())
     assert data["benchmark"] == "gp_sampler" and data["device"] == "cpu" and "threads" in data["machine"]
+    gs.main(["--sizes", "16", "--clicks", "1", "--repeats", "1", "--no-roofline", "--impls", "gpcis-mean",
+             "--out", str(tmp_path / "out")])  # --out: the JSON and the PNG there
+    assert (tmp_path / "out" / "gp_sampler.json").is_file() and (tmp_path / "out" / "gp_sampler.png").is_file()
     loaded = data["rows"]
     assert loaded == rows
     assert len(loaded) == len(gs.IMPLS) * 2  # m = 256 <= max_exact_m: every implementation runs

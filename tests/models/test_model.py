@@ -203,6 +203,17 @@ def _load_complexity_script():
     return module
 
 
+def test_complexity_script_quick_writes_json_and_png(tmp_path):
+    script = _load_complexity_script()
+    assert script.main(["--quick", "--out", str(tmp_path / "cx")]) == 0
+    data = json.loads((tmp_path / "cx" / "model_complexity.json").read_text())
+    assert data["size"] == 64 and {r["model"] for r in data["rows"]} == {"gpcis_tiny", "ritm_tiny"}
+    assert (tmp_path / "cx" / "model_complexity.png").stat().st_size > 1000
+    script.plot([{"model": "gpcis_resnet50", "part": p, "gflops": 1.0, "mparams": 1.0}
+                 for p in ("total", "backbone", "head")], 384, tmp_path / "paper.png")  # with the paper's marker
+    assert (tmp_path / "paper.png").stat().st_size > 1000
+
+
 def test_complexity_script_on_tiny_models(tmp_path, capsys):
     """Script logic: parts add up, MACs = FLOPs / 2, the conv head's MACs are h/4*w/4*d."""
     script = _load_complexity_script()
