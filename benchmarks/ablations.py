@@ -141,7 +141,10 @@ def evaluate(method, dataset, max_clicks: int) -> dict[str, float]:
 
 
 TRAIN_SETTINGS = ("base", "pretrained", "steps", "steps_per_epoch", "batch_size", "crop", "scale_range", "lr",
-                  "gp_stride", "quick", "train_data", "device")
+                  "gp_stride", "quick", "train_data")
+#: settings that results cached before session 11 did not record: such a result counts as
+#: made with their defaults (the published runs were)
+_LEGACY_SETTINGS = ("train_data", "eval_data")
 EVAL_SETTINGS = ("limit", "max_clicks", "quick", "eval_data")
 #: settings given as paths: compared as resolved absolute paths
 _PATH_SETTINGS = ("train_data", "eval_data", "pretrained")
@@ -169,11 +172,13 @@ def cached(done: Path, settings: dict[str, Any], collect_only: bool,
             raise ValueError(f"--collect: no result yet at {done} (a shard has not finished it)")
         return None
     row = json.loads(done.read_text())
-    saved = {**{k: v for k, v in (legacy or {}).items() if k in settings}, **(row.get("settings") or {})}
+    saved = row.get("settings")
+    if isinstance(saved, dict):  # a row without settings matches nothing
+        saved = {**{k: v for k, v in (legacy or {}).items() if k in settings and k in _LEGACY_SETTINGS}, **saved}
     if saved != settings:
-        diff = sorted(k for k in settings if saved.get(k) != settings[k])
+        diff = sorted(k for k in settings if (saved or {}).get(k) != settings[k])
         raise ValueError(f"{done} was made with other settings ({', '.join(diff)} differ: "
-                         f"{ {k: saved.get(k) for k in diff} }); use another --out or delete "
+                         f"{ {k: (saved or {}).get(k) for k in diff} }); use another --out or delete "
                          f"its folder {done.parent} (result and checkpoint)")
     return row
 
@@ -232,7 +237,8 @@ def run_one(args, ab: Ablation, seed: int, eval_set, base_runs: Path) -> dict:
         )
         trainer = Trainer(tc, model=model)
         last = trainer.train()
-        train_row = {"images_per_s": float(np.mean([r["images_per_s"] for r in trainer.history] or [last["images_per_s"]]))}
+        train_row = {"images_per_s": float(np.mean([r["images_per_s"] for r in trainer.history]
+                                                   or [last.get("images_per_s", float("nan"))]))}
     predictor = Predictor(model.eval(), device=args.device, zoom_in=not args.quick, with_std=False)
     row = {"config": ab.name, "group": ab.group, "seed": seed, **evaluate(predictor, eval_set, args.max_clicks),
            "settings": settings}

@@ -19,8 +19,10 @@ if [ -z "${PY:-}" ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 $PY -c "import gpcis, botorch" || { echo "gpcis or botorch not importable (see above)"; exit 1; }
-$PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" \
-    | tee "$OUT/device.txt" || exit 1
+# device.txt names the machine of these results: written only once a CUDA device is there
+name=$($PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))") \
+    || exit 1
+echo "$name" | tee "$OUT/device.txt"
 # 1. every CUDA test (parity of the GP layer, models, AMP training); test modules that need
 #    packages the machine lacks (flask for the demo) fail to collect and are passed over
 want 1 && timeout 180 $PY -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors 2>&1 | tail -n 20 | tee "$OUT/pytest_gpu.log"

@@ -115,6 +115,9 @@ def section_complexity(path: Path, assets: Path, png_name: str = "") -> str:
         pg, pp = (f"{paper[0]:.2f}", f"{paper[1]:.2f}") if paper else ("", "")
         lines.append(f"| {r['model']} | {r['part']} | {r['gflops']:.2f} | {r['mparams']:.2f} | {pg} | {pp} |")
     lines += ["", "Counting convention and every difference over 3% are explained in `docs/models.md`.", ""]
+    png = _copy_png(path.with_suffix(".png"), assets, png_name or "model_complexity.png")
+    if png:
+        lines += [f"![model complexity]({png})", ""]
     return "\n".join(lines)
 
 

@@ -755,9 +755,12 @@ class Trainer:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         self._run_start = time.perf_counter()
-        last_row: dict[str, Any] = dict(self.history[-1]) if self.history else {}
-        if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
-            return last_row  # a resumed run that had already reached max_steps: nothing to train
+        last_row: dict[str, Any] = {}
+        if (cfg.max_steps is not None and self.global_step >= cfg.max_steps and self.history
+                and self.history[-1].get("step") == self.global_step):
+            # a resumed run that had reached max_steps and logged its last row: nothing to do
+            # (one stopped inside that final bookkeeping still runs it, after one more step)
+            return dict(self.history[-1])
         try:
             while self.epoch < cfg.epochs:
                 sums = collections.defaultdict(float)

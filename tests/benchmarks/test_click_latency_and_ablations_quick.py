@@ -260,6 +260,13 @@ def test_ablations_never_reuse_a_result_or_checkpoint_of_other_settings(tmp_path
     with pytest.raises(SystemExit):
         mod.main(["--quick", "--only", "base", "--gp-stride", "1", "--out", str(out), "--lr", "0.05"])
     assert "last.pt was trained with other" in capsys.readouterr().err
+    # a result that recorded no settings matches nothing (it had been taken for defaults)
+    done = out / "runs" / "base" / "seed0" / "result.json"
+    done.write_text(json.dumps({"config": "base", "noc85": 1.0}))
+    with pytest.raises(ValueError, match="other settings"):
+        mod.cached(done, mod.settings_of(mod.argparse.Namespace(limit=3, max_clicks=5, quick=True, eval_data="x"),
+                                          mod.EVAL_SETTINGS), False, {"eval_data": "x"})
+    done.unlink()
     # the same settings: the finished checkpoint is evaluated again, not trained further
     mod.main(["--quick", "--only", "base", "--gp-stride", "1", "--out", str(out)])
     steps = (out / "runs" / "base" / "seed0" / "steps.csv").read_text().strip().splitlines()

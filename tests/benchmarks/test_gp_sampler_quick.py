@@ -210,6 +210,9 @@ def test_gpu_checks_stops_without_cuda(tmp_path):
 
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "OUT": str(tmp_path / "gpu"), "PY": sys.executable}
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "device.txt").write_text("NVIDIA H200\n")  # an earlier run's machine
     proc = subprocess.run(["bash", str(repo / "benchmarks" / "gpu_checks.sh"), "9"], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "no CUDA device" in proc.stdout + proc.stderr
+    assert (tmp_path / "gpu" / "device.txt").read_text() == "NVIDIA H200\n"  # not emptied by the refusal

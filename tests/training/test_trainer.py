@@ -436,3 +436,17 @@ def test_a_resumed_run_that_reached_max_steps_trains_no_further(tmp_path):
     row = again.train()
     assert again.global_step == 3 and row == done.history[-1]
     assert len((tmp_path / "run" / "steps.csv").read_text().strip().splitlines()) == 1 + 3
+
+
+def test_a_run_stopped_in_its_final_bookkeeping_finishes_it_on_resume(tmp_path, monkeypatch):
+    """A run interrupted after its last step but inside the final validation (last.pt at
+    max_steps, no row logged) runs that validation on resume and writes best.pt."""
+    kw = dict(max_steps=3, steps_per_epoch=3, epochs=5, val_samples=2, val_max_clicks=3)
+    first = Trainer(_config(tmp_path, **kw))
+    monkeypatch.setattr(first, "validate", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    assert first.global_step == 3 and not first.history
+    again = Trainer(_config(tmp_path, resume=True, **kw))
+    row = again.train()
+    assert row["val_noc90"] != "" and (tmp_path / "run" / "best.pt").exists()
