@@ -520,11 +520,11 @@ class GPHead(nn.Module):
         # never formed whole: a fused kernel on a GPU (the variance, if asked for, forms
         # K_{*n} itself); blocked_mean_path on the CPU, with the variance in the same pass
         inference = num_samples == 0 and not compute_vi_loss and not torch.is_grad_enabled()
+        residual = f_click[0] - prior_click[0]  # of the mean path
         if inference and fused.usable(x_test) and self._fused_error is None:
-            out = self._fused_mean_path(x_test, x_click, f_click[0] - prior_click[0], valid, chol)
+            out = self._fused_mean_path(x_test, x_click, residual, valid, chol)
         if out is None and inference and x_test.device.type == "cpu":
-            one_pass = self._blocked_mean_path(x_test, x_click, f_click[0] - prior_click[0], valid, chol,
-                                               return_variance)
+            one_pass = self._blocked_mean_path(x_test, x_click, residual, valid, chol, return_variance)
             if one_pass is not None:
                 out, variance = one_pass
         if out is None:

@@ -147,9 +147,8 @@ class ARDRBFKernel(Kernel):
             sq = self.scale_inputs(x1 - x2).square().sum(-1)
             return scale.unsqueeze(-1) * torch.exp(-0.5 * sq)
         scale = scale.unsqueeze(-1).unsqueeze(-1)
-        if x1.shape[-2] >= self.FUSED_MIN_ROWS and x1 is not x2:
-            if not torch.is_grad_enabled() or not any(t.requires_grad for t in (x1, x2, *self.parameters())):
-                return self._rect_blocked(x1, x2)
+        if self._blocked_applies(x1, x2):
+            return self._rect_blocked(x1, x2)
         sq = self._sq_dist_rect(x1, x2)
         if x1 is x2:  # d(x, x) = 0 exactly, not the expansion's rounding error
             n = x1.shape[-2]
@@ -187,13 +186,21 @@ class ARDRBFKernel(Kernel):
         Returns:
             ``(..., S, n1)``.
         """
-        if (x1.shape[-2] >= self.FUSED_MIN_ROWS and x1 is not x2 and not (
-                torch.is_grad_enabled() and any(t.requires_grad for t in (x1, x2, weights, *self.parameters())))):
+        if self._blocked_applies(x1, x2, weights):
             if self.active_dims is not None:  # what GPyTorch's __call__ does before forward
                 x1, x2 = x1.index_select(-1, self.active_dims), x2.index_select(-1, self.active_dims)
             return self._rect_blocked(x1, x2, weights=weights)
         k = self(x1, x2).to_dense()  # GPyTorch's call, as the update path's product always did
         return torch.matmul(weights, k.mT)
+
+    def _blocked_applies(self, x1: Tensor, x2: Tensor, *others: Tensor) -> bool:
+        """Whether :meth:`_rect_blocked` serves ``k(x1, x2)``: a large ``x1`` (at least
+        :attr:`FUSED_MIN_ROWS` rows, not ``x2`` itself) and no autograd through any input
+        (``others`` included) or parameter."""
+        if x1.shape[-2] < self.FUSED_MIN_ROWS or x1 is x2:
+            return False
+        return not (torch.is_grad_enabled()
+                    and any(t.requires_grad for t in (x1, x2, *others, *self.parameters())))
 
     def _rect_blocked(self, x1: Tensor, x2: Tensor, weights: Optional[Tensor] = None) -> Tensor:
         r"""Kernel matrix ``(..., n1, n2)`` without autograd, ``BLOCK_ROWS`` rows at a time.

@@ -125,7 +125,9 @@ def _changed_settings(saved: dict, now: dict) -> list[str]:
     tuples compare equal, as a checkpoint stores tuples as lists)."""
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     # settings older runs did not save: the values they trained with
-    saved = {"val_split": "sample", "click_prob_gamma": 0.8, "first_click_inner_prob": 0.5, **saved}
+    fields = TrainConfig.__dataclass_fields__
+    saved = {"val_split": "sample", **{k: fields[k].default for k in ("click_prob_gamma", "first_click_inner_prob")},
+             **saved}
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in _RUN_SETTINGS
             if k in saved and norm(saved.get(k)) != norm(now.get(k))]
 
@@ -364,20 +366,27 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     return _Subset(full, train_idx), (_Subset(full, sorted(val_idx)) if val_idx else None)
 
 
-def _saved_val_split(config: TrainConfig) -> Optional[str]:
-    """The validation split of the run ``config`` resumes (``"sample"`` for runs that did not
-    save one), or ``None`` when it does not resume (or its checkpoint cannot be read: the
-    resume reports that)."""
+def _resume_checkpoint(config: TrainConfig) -> tuple[Optional[Path], Optional[dict]]:
+    """The checkpoint ``config`` resumes from and its contents, read once (``(None, None)``
+    without ``resume``; the contents ``None`` where the file cannot be read:
+    :meth:`Trainer.load` reports that)."""
     if not config.resume:
-        return None
+        return None, None
     from gpcis.models import load_checkpoint
 
     path = Path(config.out) / "last.pt" if config.resume is True else Path(config.resume)
     try:
-        saved = (load_checkpoint(path, map_location="cpu").get("extra") or {}).get("train_config") or {}
+        return path, load_checkpoint(path, map_location="cpu")
     except Exception:  # noqa: BLE001 - reported by Trainer.load with its own message
+        return path, None
+
+
+def _saved_val_split(data: Optional[dict]) -> Optional[str]:
+    """The validation split of a resumed run's checkpoint contents (``"sample"`` for runs
+    that did not save one), or ``None`` without them."""
+    if data is None:
         return None
-    return saved.get("val_split") or "sample"
+    return ((data.get("extra") or {}).get("train_config") or {}).get("val_split") or "sample"
 
 
 def _image_groups(dataset: Any) -> list[list[int]]:
@@ -497,12 +506,12 @@ class Trainer:
                  val_set: Any = None) -> None:
         from gpcis.models import create_model
 
+        resume_path, resume_data = _resume_checkpoint(config)
         if config.val_split is None:  # a new run: whole images; a resumed one: its own split
-            config = dataclasses.replace(config, val_split=_saved_val_split(config) or "image")
+            config = dataclasses.replace(config, val_split=_saved_val_split(resume_data) or "image")
         self.config = config
-        resolve_device(config.device)  # a clear ValueError before torchrun's process group starts
+        self.device = self._resolve_device(config.device)  # a clear ValueError before torchrun's process group
         self.dist: DistInfo = init_distributed(config.device)
-        self.device = self._resolve_device(config.device)
         torch.manual_seed(config.seed)
         np.random.seed(config.seed % 2**32)
         random.seed(config.seed)
@@ -552,8 +561,8 @@ class Trainer:
         self._elapsed_before = 0.0  # training seconds of earlier (resumed) runs
         self._run_start: float | None = None
         self.time_drops = 0  # time_milestones applied so far
-        if config.resume:
-            self.load(self.out / "last.pt" if config.resume is True else Path(config.resume))
+        if resume_path is not None:
+            self.load(resume_path, resume_data)
 
     @staticmethod
     def _resolve_device(device: str) -> torch.device:
@@ -594,15 +603,17 @@ class Trainer:
         if self.dist.is_main:
             save_checkpoint(path, self.model, extra=self.state())
 
-    def load(self, path: Path) -> None:
-        """Restore everything from a checkpoint written by :meth:`save`."""
+    def load(self, path: Path, data: Optional[dict] = None) -> None:
+        """Restore everything from a checkpoint written by :meth:`save` (``data``: its
+        contents when already read)."""
         from gpcis.models import load_checkpoint
         from gpcis.models.checkpoint import load_model_weights
 
         path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"resume: checkpoint not found: {path}")
-        data = load_checkpoint(path, map_location="cpu")
+        if data is None:
+            if not path.is_file():
+                raise ValueError(f"resume: checkpoint not found: {path}")
+            data = load_checkpoint(path, map_location="cpu")
         extra = data.get("extra") or {}
         if "optimizer" not in extra:
             raise ValueError(f"resume: {path} holds no training state (not written by the trainer)")
