@@ -57,7 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from click_latency import run_metadata  # noqa: E402
+from bench_meta import run_metadata  # noqa: E402
 
 from gpcis.evaluation import EvalConfig, evaluate_dataset, summarize  # noqa: E402
 from gpcis.inference import Predictor  # noqa: E402

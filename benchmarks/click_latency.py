@@ -31,13 +31,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import statistics
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -45,11 +43,14 @@ import cv2
 import numpy as np
 import torch
 
-from gpcis.atomic import atomic_write_text
-from gpcis.clicks import Click, ClickBatch
-from gpcis.evaluation.clicker import next_click
-from gpcis.models import create_model
-from gpcis.models.heads import GPSegHead, normalize_image
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_meta import run_metadata  # noqa: E402
+from gpcis.atomic import atomic_write_text  # noqa: E402
+from gpcis.clicks import Click, ClickBatch  # noqa: E402
+from gpcis.evaluation.clicker import next_click  # noqa: E402
+from gpcis.models import create_model  # noqa: E402
+from gpcis.models.heads import GPSegHead, normalize_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -341,29 +342,6 @@ def plot(rows: list[ClickTiming], path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
-
-
-def run_metadata(benchmark: str, device: torch.device) -> dict:
-    """The header every benchmark JSON carries: its name, the UTC date and the machine."""
-    return {
-        "benchmark": benchmark,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(device),
-    }
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from click_latency import run_metadata  # noqa: E402
+from bench_meta import run_metadata  # noqa: E402
 
 from gpcis.gp import fused  # noqa: E402
 

@@ -56,8 +56,11 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from gpcis.atomic import atomic_write_text
-from gpcis.gp import GPHead, GPHeadConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_meta import run_metadata  # noqa: E402
+from gpcis.atomic import atomic_write_text  # noqa: E402
+from gpcis.gp import GPHead, GPHeadConfig  # noqa: E402
 
 IMPLS: tuple[str, ...] = ("gpcis-mean", "gpcis-sample", "botorch", "gpytorch-exact", "floor")
 FULL_SIZES: tuple[int, ...] = (64, 128, 256, 512)
@@ -467,9 +470,6 @@ def write_json(rows: Sequence[dict], path: Path, device: str = "cpu") -> None:
     """Write ``{benchmark, date, machine, device, rows}`` atomically (the machine recorded in
     the file itself: a ``device.txt`` beside it, the report's fallback for older files, is
     rewritten by every later call of benchmarks/gpu_checks.sh)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from click_latency import run_metadata
-
     data = {**run_metadata("gp_sampler", torch.device(device)), "device": device, "rows": list(rows)}
     atomic_write_text(path, json.dumps(data, indent=1))
 

@@ -38,9 +38,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from gpcis.clicks import Click, ClickBatch
-from gpcis.models import create_model
-from gpcis.models.registry import FULL_SIZE_MODELS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_meta import run_metadata  # noqa: E402
+from gpcis.atomic import atomic_write_text  # noqa: E402
+from gpcis.clicks import Click, ClickBatch  # noqa: E402
+from gpcis.models import create_model  # noqa: E402
+from gpcis.models.registry import FULL_SIZE_MODELS  # noqa: E402
 
 # Supplement Table S2 (384 x 384): (GFLOPs total, backbone, head), (M params total, backbone, head).
 PAPER_TABLE_S2 = {
@@ -133,11 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(measure(name, args.size))
     print(format_table(rows, args.size))
     if args.json is not None:  # with the input size and the machine (the report reads both)
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from click_latency import run_metadata
-
-        from gpcis.atomic import atomic_write_text
-
         data = {**run_metadata("model_complexity", torch.device("cpu")), "size": args.size, "rows": rows}
         atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
     if args.out is not None:

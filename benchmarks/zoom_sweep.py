@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ablations import evaluate  # noqa: E402
-from click_latency import run_metadata  # noqa: E402
+from bench_meta import run_metadata  # noqa: E402
 
 from gpcis.inference import Predictor  # noqa: E402
 from gpcis.inference.zoom import ZoomConfig  # noqa: E402
