@@ -174,7 +174,7 @@ def cached(done: Path, settings: dict[str, Any], collect_only: bool,
     row = json.loads(done.read_text())
     saved = row.get("settings")
     if isinstance(saved, dict):  # a row without settings matches nothing
-        saved = {**{k: v for k, v in (legacy or {}).items() if k in settings and k in _LEGACY_SETTINGS}, **saved}
+        saved = {**{k: v for k, v in (legacy or {}).items() if k in settings}, **saved}
     if saved != settings:
         diff = sorted(k for k in settings if (saved or {}).get(k) != settings[k])
         raise ValueError(f"{done} was made with other settings ({', '.join(diff)} differ: "
@@ -331,9 +331,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/bench/ablations")
     args = p.parse_args(argv)
-    # results cached before train_data / eval_data / device were recorded were made with
-    # the defaults: a missing key in a cached result stands for its default
-    args.legacy_settings = settings_of(p.parse_args([]), TRAIN_SETTINGS + EVAL_SETTINGS)
+    # results cached before train_data / eval_data were recorded were made with the
+    # defaults: such a missing key in a cached result stands for its default
+    args.legacy_settings = settings_of(p.parse_args([]), _LEGACY_SETTINGS)
     if args.quick:
         args.steps, args.seeds, args.max_clicks, args.batch_size, args.crop = 2, 1, 5, 2, 64
         args.steps_per_epoch, args.limit, args.base, args.pretrained = 2, 3, "gpcis_tiny", False

@@ -221,7 +221,7 @@ class SegmentationModel(nn.Module):
         if not image.is_floating_point():
             raise ValueError(f"image must be a float tensor in [0, 1], got dtype {image.dtype}")
         if image.numel() > 0:
-            lo, hi = float(image.min()), float(image.max())
+            lo, hi = torch.stack([image.min(), image.max()]).tolist()  # one read from the device
             if lo < -1e-3 or hi > 1 + 1e-3:
                 raise ValueError(
                     f"image values must lie in [0, 1] (got [{lo:.3g}, {hi:.3g}]); pass RGB/255, "
@@ -233,19 +233,19 @@ class SegmentationModel(nn.Module):
         if clicks.batch_size != b:
             raise ValueError(f"clicks has batch size {clicks.batch_size}, image has {b}")
         if clicks.max_clicks:
-            coords = clicks.coords[clicks.valid]
-            labels = clicks.labels[clicks.valid]
-            if coords.numel() and (
-                bool((coords < 0).any())
-                or bool((coords[:, 0] > h - 1).any())
-                or bool((coords[:, 1] > w - 1).any())
-            ):
+            # both checks over the valid clicks in one read from the device (no masked
+            # selection, which reads its size back by itself)
+            coords, labels, valid = clicks.coords, clicks.labels, clicks.valid
+            outside = ((coords < 0).any(-1) | (coords[..., 0] > h - 1) | (coords[..., 1] > w - 1)) & valid
+            # one convention for the click maps and the GP head: a 0/1 label's 0 drew no disk
+            # while the GP read it as negative
+            unsigned = valid & (labels != 1) & (labels != -1)
+            any_outside, any_unsigned = torch.stack([outside.any(), unsigned.any()]).tolist()
+            if any_outside:
                 raise ValueError(
                     f"clicks: a valid click lies outside the {h}x{w} image (rows 0..{h - 1}, cols 0..{w - 1})"
                 )
-            # one convention for the click maps and the GP head: a 0/1 label's 0 drew no disk
-            # while the GP read it as negative
-            if labels.numel() and not bool(((labels == 1) | (labels == -1)).all()):
+            if any_unsigned:
                 raise ValueError("clicks: labels of valid clicks must be +1 (positive) or -1 (negative); "
                                  "padding is marked by valid = False")
         if prev_mask is not None:
