@@ -236,9 +236,9 @@ def run_one(args, ab: Ablation, seed: int, eval_set, base_runs: Path) -> dict:
             pretrained=args.pretrained,
         )
         trainer = Trainer(tc, model=model)
-        last = trainer.train()
-        train_row = {"images_per_s": float(np.mean([r["images_per_s"] for r in trainer.history]
-                                                   or [last.get("images_per_s", float("nan"))]))}
+        trainer.train()
+        speeds = [r["images_per_s"] for r in trainer.history if r.get("images_per_s") != ""]  # "": no step
+        train_row = {"images_per_s": float(np.mean(speeds)) if speeds else float("nan")}
     predictor = Predictor(model.eval(), device=args.device, zoom_in=not args.quick, with_std=False)
     row = {"config": ab.name, "group": ab.group, "seed": seed, **evaluate(predictor, eval_set, args.max_clicks),
            "settings": settings}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -28,6 +28,7 @@ __all__ = [
     "all_reduce_mean",
     "barrier",
     "broadcast_from_main",
+    "first_failed_rank",
     "ResumableDistributedSampler",
 ]
 
@@ -117,6 +118,21 @@ def broadcast_from_main(value: float, info: DistInfo, device: torch.device) -> f
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def first_failed_rank(failed: bool, info: DistInfo, device: torch.device) -> Optional[int]:
+    """The lowest rank on which ``failed`` is true, ``None`` if none (one collective).
+
+    A rank that stops alone (e.g. on an unreadable training item) would leave the others
+    waiting in the next gradient all-reduce: every rank asks this before a step, so that
+    all of them stop together (and rank 0 can save a checkpoint).
+    """
+    if not info.distributed:
+        return 0 if failed else None
+    t = torch.tensor([info.rank if failed else info.world_size], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    rank = int(t.item())
+    return rank if rank < info.world_size else None
 
 
 def barrier(info: DistInfo) -> None:

@@ -57,6 +57,7 @@ from gpcis.training.distributed import (
     DistInfo,
     ResumableDistributedSampler,
     all_reduce_mean,
+    first_failed_rank,
     barrier,
     broadcast_from_main,
     init_distributed,
@@ -748,6 +749,28 @@ class Trainer:
                     self._tb.add_scalar(k, v, step)
 
     # ------------------------------------------------------------------ loop
+    def _agreed_batches(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """The loader's batches (:func:`_data_errors_named`); under DDP the ranks agree
+        before each step whether all of them have their batch (one small collective per
+        step), so an unreadable item on one rank stops every rank with a :class:`DataError`
+        instead of leaving the others waiting in the gradient all-reduce."""
+        named = _data_errors_named(batches)
+        while True:
+            err: Optional[DataError] = None
+            try:
+                batch = next(named)
+            except StopIteration:  # every rank takes the same number of batches
+                return
+            except DataError as e:
+                err = e
+            failed = first_failed_rank(err is not None, self.dist, self.device)
+            if err is not None:
+                raise err
+            if failed is not None:
+                raise DataError(f"training data: an item on rank {failed} could not be used (its error is in "
+                                "that rank's output)")
+            yield batch
+
     def _loader(self) -> DataLoader:
         self.samples.epoch = self.epoch
         self.sampler.set_epoch(self.epoch)
@@ -767,10 +790,13 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self._run_start = time.perf_counter()
         last_row: dict[str, Any] = {}
-        if (cfg.max_steps is not None and self.global_step >= cfg.max_steps and self.history
-                and self.history[-1].get("step") == self.global_step):
-            # a resumed run that had reached max_steps and logged its last row: nothing to do
-            # (one stopped inside that final bookkeeping still runs it, after one more step)
+        timed = cfg.time_budget_s is not None
+        # a resumed run that had reached max_steps or its time budget takes no further step:
+        # with its last row logged there is nothing to do; one stopped inside that final
+        # bookkeeping (validation, checkpoint) runs it again, without a step
+        finished = ((cfg.max_steps is not None and self.global_step >= cfg.max_steps)
+                    or (timed and self.synced_elapsed_s() >= cfg.time_budget_s))
+        if finished and self.history and self.history[-1].get("step") == self.global_step:
             return dict(self.history[-1])
         try:
             while self.epoch < cfg.epochs:
@@ -778,12 +804,11 @@ class Trainer:
                 n_steps, images, t_epoch = 0, 0, time.perf_counter()
                 bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch,
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and self.dist.is_main))
-                stop = False
-                timed = cfg.time_budget_s is not None
+                stop = finished
                 elapsed = self.synced_elapsed_s() if timed else 0.0  # then one broadcast per step, after it
                 # only the batches this epoch still takes: an item after its step cap is never read
-                remaining = max(self.steps_per_epoch - self.step_in_epoch, 0)
-                for batch in _data_errors_named(iter(itertools.islice(self._loader(), remaining))):
+                remaining = 0 if finished else max(self.steps_per_epoch - self.step_in_epoch, 0)
+                for batch in self._agreed_batches(iter(itertools.islice(self._loader(), remaining))):
                     if self.step_in_epoch >= self.steps_per_epoch:
                         break
                     if timed:
@@ -810,15 +835,18 @@ class Trainer:
                         break
                 bar.close()
                 epoch_done = self.step_in_epoch >= self.steps_per_epoch
-                means = {k: v / max(n_steps, 1) for k, v in sums.items()}
-                t = torch.tensor([means.get("loss", 0.0), means.get("nfl", 0.0), means.get("aux", 0.0)])
-                t = all_reduce_mean(t, self.dist)
                 row: dict[str, Any] = {
-                    "epoch": self.epoch + 1, "step": self.global_step, "loss": float(t[0]), "nfl": float(t[1]),
-                    "aux": float(t[2]), "lr": self.optimizer.param_groups[1]["lr"],
-                    "images_per_s": images / max(time.perf_counter() - t_epoch, 1e-9),
-                    "epoch_complete": int(epoch_done),
+                    "epoch": self.epoch + 1, "step": self.global_step, "loss": "", "nfl": "", "aux": "",
+                    "lr": self.optimizer.param_groups[1]["lr"], "images_per_s": "", "epoch_complete": int(epoch_done),
                 }
+                if n_steps:  # the same on every rank (they step together)
+                    t = torch.tensor([sums["loss"], sums["nfl"], sums["aux"]]) / n_steps
+                    t = all_reduce_mean(t, self.dist)
+                    row.update(loss=float(t[0]), nfl=float(t[1]), aux=float(t[2]),
+                               images_per_s=images / max(time.perf_counter() - t_epoch, 1e-9))
+                elif self.step_in_epoch == 0 and self.epoch > 0:
+                    # the final bookkeeping of a resumed run, at the end of the epoch it closed
+                    row.update(epoch=self.epoch, epoch_complete=1)
                 if epoch_done:
                     self.scheduler.step()
                     self.epoch += 1
@@ -854,8 +882,9 @@ class Trainer:
             if self.dist.is_main:
                 tqdm.write(f"interrupted: saved {self.out / 'last.pt'} (resume with --resume)")
             raise
-        except DataError as err:  # between two steps: the state is consistent
+        except DataError as err:  # between two steps, on every rank (_agreed_batches): the state is consistent
             self.save(self.out / "last.pt")
+            barrier(self.dist)  # the other ranks wait for rank 0's checkpoint (torchrun ends them all at the first exit)
             raise DataError(f"{err}; saved {self.out / 'last.pt'} at step {self.global_step}: fix or remove the "
                             "item (or train with --skip-bad, which drops unreadable items and empty targets "
                             "up front) and continue with --resume") from err.__cause__

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gpcis.models import load_checkpoint
-from gpcis.training.distributed import DistInfo, ResumableDistributedSampler, init_distributed
+from gpcis.training.distributed import DistInfo, ResumableDistributedSampler, first_failed_rank, init_distributed
 
 _SCRIPT = textwrap.dedent(
     """
@@ -60,6 +60,65 @@ def test_two_process_gloo_ddp(tmp_path):
     extra = load_checkpoint(tmp_path / "run" / "last.pt")["extra"]
     assert extra["global_step"] == 4 and extra["epoch"] == 2
     assert (tmp_path / "run" / "best.pt").exists()
+
+
+_BAD_ITEM_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, numpy as np
+    from gpcis.data.datasets import Sample
+    from gpcis.training.trainer import DataError, Trainer, TrainConfig
+    from gpcis.training.distributed import cleanup_distributed
+
+    class Data:  # rank 1 cannot read its items after the first two batches (2 items each)
+        reads = 0
+        def __len__(self):
+            return 16
+        def __getitem__(self, i):
+            Data.reads += 1
+            if os.environ["RANK"] == "1" and Data.reads > 4:
+                raise ValueError(f"item {i}: unreadable file")
+            img = np.full((32, 32, 3), 100, np.uint8)
+            mask = np.zeros((32, 32), bool)
+            mask[8:24, 8:24] = True
+            return Sample(img, [mask], np.zeros((32, 32), bool), str(i))
+
+    cfg = TrainConfig(model="ritm_tiny", batch_size=2, epochs=1, steps_per_epoch=4, val_samples=0,
+                      crop_size=(32, 32), out=sys.argv[1], progress=False)
+    t = Trainer(cfg, train_set=Data())
+    try:
+        t.train()
+    except DataError as err:
+        print(f"rank {t.dist.rank}: {err}", flush=True)
+        cleanup_distributed()
+        sys.exit(3)
+    """
+)
+
+
+def test_an_unreadable_item_on_one_rank_stops_every_rank_with_a_checkpoint(tmp_path):
+    """Rank 1 alone meets a bad item: both ranks stop at the same step with a DataError
+    (rank 0 names rank 1) and rank 0 saves last.pt there; before, rank 0 waited in the
+    next gradient all-reduce and no checkpoint was written."""
+    script = tmp_path / "bad.py"
+    script.write_text(_BAD_ITEM_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(tmp_path / "run")]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "rank 0: training data: an item on rank 1 could not be used" in out, out[-3000:]
+    assert "rank 1: training data: item" in out and "unreadable file" in out, out[-3000:]
+    extra = load_checkpoint(tmp_path / "run" / "last.pt")["extra"]
+    assert extra["global_step"] == 2 and extra["step_in_epoch"] == 2
+
+
+def test_first_failed_rank_without_a_process_group():
+    info = DistInfo()
+    assert first_failed_rank(False, info, torch.device("cpu")) is None
+    assert first_failed_rank(True, info, torch.device("cpu")) == 0
 
 
 def test_single_process_defaults(monkeypatch):

@@ -291,12 +291,20 @@ def test_time_budget_counts_the_time_of_earlier_runs(tmp_path, monkeypatch):
     first.train()
     spent = load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["elapsed_s"]
     assert spent > 0
-    # a budget already used up by the first run stops the resumed run after one step
-    again = Trainer(_config(tmp_path, max_steps=50, resume=True, time_budget_s=spent))
-    assert again.elapsed_s() == pytest.approx(spent)
-    again.train()
-    assert again.global_step == 3
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["elapsed_s"] > spent
+    # a budget not used up yet: the resumed run trains on and its clock continues
+    more = Trainer(_config(tmp_path, max_steps=3, resume=True, time_budget_s=spent * 1e6))
+    assert more.elapsed_s() == pytest.approx(spent)
+    more.train()
+    assert more.global_step == 3
+    spent3 = load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["elapsed_s"]
+    assert spent3 > spent
+    # a budget already used up by earlier runs: the resumed run takes no step (it took one
+    # before session 12) and leaves the finished run's checkpoint and logs as they were
+    again = Trainer(_config(tmp_path, max_steps=50, resume=True, time_budget_s=spent3))
+    row = again.train()
+    assert again.global_step == 3 and row == more.history[-1]
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["elapsed_s"] == spent3
+    assert len((tmp_path / "run" / "steps.csv").read_text().strip().splitlines()) == 1 + 3
 
 
 def test_time_milestones_drop_the_lr_once_across_resumes(tmp_path):
@@ -450,3 +458,22 @@ def test_a_run_stopped_in_its_final_bookkeeping_finishes_it_on_resume(tmp_path, 
     again = Trainer(_config(tmp_path, resume=True, **kw))
     row = again.train()
     assert row["val_noc90"] != "" and (tmp_path / "run" / "best.pt").exists()
+    # without a further step (before session 12 it trained step 4): the row closes epoch 1
+    assert again.global_step == 3 and len((tmp_path / "run" / "steps.csv").read_text().strip().splitlines()) == 1 + 3
+    assert row["step"] == 3 and row["epoch"] == 1 and row["epoch_complete"] == 1 and row["loss"] == ""
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["history"][-1] == row
+
+
+def test_a_run_stopped_in_its_final_bookkeeping_mid_epoch_by_its_time_budget(tmp_path, monkeypatch):
+    """The same for a run whose time budget ran out inside an epoch: the resumed run
+    validates and saves at the step it had reached, keeping the epoch open."""
+    kw = dict(steps_per_epoch=4, epochs=5, val_samples=2, val_max_clicks=3)
+    first = Trainer(_config(tmp_path, max_steps=2, **kw))
+    monkeypatch.setattr(first, "validate", lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    spent = load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["elapsed_s"]
+    again = Trainer(_config(tmp_path, resume=True, time_budget_s=spent, **kw))
+    row = again.train()
+    assert again.global_step == 2 and again.step_in_epoch == 2 and again.epoch == 0
+    assert row["epoch"] == 1 and row["epoch_complete"] == 0 and row["val_noc90"] != ""
