@@ -6,7 +6,8 @@ Coordinate convention (one, everywhere in gpcis): a click is at integer pixel
 
 Batched clicks (:class:`ClickBatch`) carry explicit ``labels`` (+1 positive, -1
 negative) and a boolean ``valid`` mask for padded entries; padded coordinates are zero
-and never read (no sentinel values).
+(no sentinel values) and have no effect: the disk maps skip them, and the GP head leaves
+the features gathered there out (:func:`gpcis.gp.neutral_padding`).
 """
 
 from __future__ import annotations

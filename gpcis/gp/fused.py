@@ -290,9 +290,10 @@ if triton is not None:
         vn = tl.sum(tl.where(ns == n, v, 0.0), axis=0)
         eta = tl.load(eta_ptr + dims, mask=dmask, other=0.0).to(tl.float64)
         log_eta0 = tl.load(log_eta0_ptr).to(tl.float64)
-        # centred at the clicks' mean (padding included, as gpcis.gp.kernels.centred_clicks),
-        # rounded to float32 first: the mean-path kernel centres x at the stored value
-        centre = (tl.sum(z, axis=0) / N).to(tl.float32).to(tl.float64)
+        # centred at the valid clicks' mean (padding, e.g. pixels gathered at padded coordinates,
+        # left out: gpcis.gp.head.neutral_padding), rounded to float32 first: the mean-path
+        # kernel centres x at the stored value
+        centre = (tl.sum(z * v[:, None], axis=0) / tl.maximum(tl.sum(v, axis=0), 1.0)).to(tl.float32).to(tl.float64)
         bz = tl.where(dmask, zn - centre, 0.0)
         tl.store(centre_ptr + b * D + dims, centre.to(tl.float32), mask=dmask & (n == 0))
         tl.store(zt_ptr + (b * D + dims) * N + n, (eta * bz).to(tl.float32), mask=dmask)
@@ -503,7 +504,8 @@ def fused_mean_path(
         tau: ``(l,)`` phases.
         w: ``(B, l)`` (or ``(l,)``) weights, Phi's scale ``a sqrt(2/l)`` included; ``l = 0``
             leaves out the prior path.
-        z: ``(B, N, D)`` click inputs (padding included; give it ``alpha = 0``); ``N = 0``
+        z: ``(B, N, D)`` click inputs (padding included; give it ``alpha = 0`` and finite rows,
+            e.g. :func:`~gpcis.gp.head.neutral_padding`'s); ``N = 0``
             leaves out the update.
         precision: ``(D,)`` ARD precisions ``eta_t``.
         outputscale: scalar ``eta0``.
@@ -542,7 +544,8 @@ class ClickSystem:
     Attributes:
         alpha: ``(B, N)`` update weights ``(K_nn + eps^2 I)^{-1} (m_xi - Phi(Z) w)``, 0 at padding.
         click_mean: ``(B, N)`` ``m_xi`` (Eq. S11), 0 at padding.
-        centre: ``(B, D)`` the clicks' mean ``c`` (padding included, as
+        centre: ``(B, D)`` the valid clicks' mean ``c`` (padding left out, as
+            :func:`~gpcis.gp.head.neutral_padding` arranges for
             :func:`~gpcis.gp.kernels.centred_clicks`).
         zt: ``(B, D, N)`` ``eta (z - c)``.
         e: ``(B, N)`` ``ln eta0 - |z - c|^2_eta / 2``.

@@ -35,7 +35,7 @@ from gpcis.gp.pathwise import (
 from gpcis.gp.variational import AmortizedClickPosterior
 from gpcis.gp.weights import WeightPrior
 
-__all__ = ["GPHeadConfig", "GPHeadOutput", "GPHead", "check_gp_inputs"]
+__all__ = ["GPHeadConfig", "GPHeadOutput", "GPHead", "check_gp_inputs", "neutral_padding"]
 
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -136,8 +136,8 @@ def check_gp_inputs(
             only and takes the labels to be +-1 already (a ``sync_free`` call).
 
     Raises:
-        ValueError: naming the offending argument (shape, dtype, non-finite values,
-            labels outside {-1, +1} / {0, 1}).
+        ValueError: naming the offending argument (shape, dtype, non-finite values, values
+            so large that their squared norm overflows, labels outside {-1, +1} / {0, 1}).
     """
     for name, t in (("x_test", x_test), ("x_click", x_click)):
         if t is None and name == "x_click":
@@ -169,16 +169,32 @@ def check_gp_inputs(
     if not check_values:  # where, not a product: a NaN label at padding stays out (NaN * 0 is NaN)
         return torch.where(valid, labels.to(x_test.dtype), zero)
     lab = torch.where(valid, labels.to(x_test.dtype), 1.0)  # padded clicks: a neutral label
-    # every value check in one device-to-host transfer (one GPU sync instead of five); a sum is
-    # finite iff every entry is, except for overflow: then the inputs are checked element-wise
+    # every value check in one device-to-host transfer (one GPU sync instead of five); a norm
+    # is finite iff every entry is finite and the squares' sum does not overflow: the entries
+    # are then checked one by one to tell the two apart
+    acc = torch.promote_types(x_test.dtype, torch.float32)  # half inputs: no false overflow
+
+    def norm_finite(t: Optional[Tensor]) -> Tensor:
+        if t is None:
+            return lab.new_ones((), dtype=torch.bool)
+        return torch.isfinite(torch.linalg.vector_norm(t, dtype=acc))
+
+    if x_click is not None:  # padded rows are never used (neutral_padding): any values pass
+        x_click = torch.where(valid.unsqueeze(-1), x_click, 0.0)
     finite_test, finite_click, finite_lab, signed, binary = torch.stack([
-        torch.isfinite(x_test.sum()), torch.isfinite(x_click.sum()) if x_click is not None else lab.new_ones((), dtype=torch.bool),
-        torch.isfinite(lab).all(),
+        norm_finite(x_test), norm_finite(x_click), torch.isfinite(lab).all(),
         ((lab == -1) | (lab == 1)).all(), ((lab == 0) | (lab == 1)).all(),
     ]).tolist()
     for name, t, finite in (("x_test", x_test, finite_test), ("x_click", x_click, finite_click)):
-        if not finite and t is not None and not torch.isfinite(t).all():
-            raise ValueError(f"{name} contains NaN or Inf values")
+        if not finite and t is not None:
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{name} contains NaN or Inf values")
+            # squared distances of such inputs overflow, and the random features' phases
+            # theta^T x lost every digit long before (one float32 ulp is 1 rad at |x| ~ 1e7)
+            raise ValueError(
+                f"{name} is too large for the GP in {acc}: its squared norm overflows (largest |value| "
+                f"{t.abs().max().item():.3g}); rescale the features (e.g. normalise them)"
+            )
     if not finite_lab:
         raise ValueError("labels contain NaN or Inf values")
     if not signed:
@@ -186,6 +202,30 @@ def check_gp_inputs(
             raise ValueError("labels must be in {-1, +1} (or {0, 1}) at valid clicks")
         labels = labels.to(x_test.dtype) * 2 - 1  # {0, 1} -> {-1, +1}
     return torch.where(valid, labels.to(x_test.dtype), zero)
+
+
+def neutral_padding(x_click: Tensor, valid: Tensor) -> Tensor:
+    """``x_click`` with its padded rows replaced by the mean of the item's valid rows.
+
+    Padded clicks drop out of the GP exactly in exact arithmetic (zero weight, identity rows
+    of the Cholesky factor), but in floating point they still enter two things: the centre
+    of the kernel's distance expansion (:func:`~gpcis.gp.kernels.centred_clicks`, the mean
+    of all rows) and the products with their zero weights (``inf * 0`` is NaN). With their
+    rows at the valid clicks' mean the centre is the valid clicks' mean and every product
+    is finite, so padding has no effect whatever its values (a padded value of 1e3 changed
+    a float32 mean by 1e-2 before).
+
+    Args:
+        x_click: ``(B, N, D)`` click inputs.
+        valid: ``(B, N)`` bool.
+
+    Returns:
+        ``(B, N, D)``; items without a valid click get zero rows.
+    """
+    keep = valid.unsqueeze(-1)
+    rows = torch.where(keep, x_click, 0.0)
+    centre = rows.sum(-2, keepdim=True) / keep.sum(-2, keepdim=True).clamp_min(1).to(x_click.dtype)
+    return torch.where(keep, x_click, centre)
 
 
 class GPHead(nn.Module):
@@ -257,7 +297,8 @@ class GPHead(nn.Module):
             x_test: ``(B, M, D)`` test inputs.
             x_click: ``(B, N, D)`` click inputs (``N`` may be 0).
             labels: ``(B, N)`` click labels in {-1, +1} (or {0, 1}).
-            valid: ``(B, N)`` bool; padded clicks have no effect.
+            valid: ``(B, N)`` bool; padded clicks have no effect, whatever their values
+                (:func:`neutral_padding`).
             num_samples: ``S``; 0 returns the mean path only.
             return_variance: also return the marginal variance (Eq. S5).
             generator: random generator for the draws of ``w`` and ``f_n``.
@@ -354,6 +395,8 @@ class GPHead(nn.Module):
             return None
         theta, tau, w, scale = prior
         labels = check_gp_inputs(x_test, x_click, labels, valid, self.in_dim, check_values=not sync_free)
+        if x_click is not None:
+            x_click = neutral_padding(x_click, valid)
         if coords is not None and (coords.shape != (*valid.shape, 2) or size is None
                                    or int(size[0]) * int(size[1]) != x_test.shape[1]):
             raise ValueError(f"coords must have shape {(*valid.shape, 2)} and size (H, W) with H * W = "
@@ -483,6 +526,7 @@ class GPHead(nn.Module):
             if out is not None:
                 return out
         labels = check_gp_inputs(x_test, x_click, labels, valid, self.in_dim, check_values=not sync_free)
+        x_click = neutral_padding(x_click, valid)
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         if sync_free and compute_vi_loss:

@@ -331,7 +331,8 @@ def blocked_mean_path(
         theta: ``(D, l)`` frequencies; ``l = 0`` leaves out the prior path.
         tau: ``(l,)`` phases.
         w: ``(B, l)`` or ``(l,)`` weights, Phi's scale ``a sqrt(2/l)`` included.
-        z: ``(B, N, D)`` (or ``(1, N, D)``) clicks (padding included, with ``alpha = 0``);
+        z: ``(B, N, D)`` (or ``(1, N, D)``) clicks (padding included, with ``alpha = 0`` and finite
+            rows, e.g. :func:`~gpcis.gp.head.neutral_padding`'s);
             ``N = 0`` leaves out the update.
         precision: ``eta``, ``D`` entries.
         outputscale: ``eta0``, one entry.

@@ -101,14 +101,18 @@ def test_std_lowest_at_clicks() -> None:
         assert res.std[c.row, c.col] < np.median(res.std)
 
 
-def test_posterior_matches_numpy_closed_form() -> None:
-    """The GP posterior (Eq. S4/S5) against an independent float64 numpy computation."""
+@pytest.mark.parametrize("prior_scale", [1.0, 0.0])
+def test_posterior_matches_numpy_closed_form(prior_scale: float) -> None:
+    """The GP posterior (Eq. S4/S5) against an independent float64 numpy computation (with
+    the colour prior mean the method computed, and with none: then nothing of the reference
+    comes from the method but its training points, which the next test checks by brute force)."""
     img, _ = disk_image(40, 56, 10)
     cfg = GPPixelConfig(
         features=PixelFeatureConfig(max_side=56, superpixels=20),
         refine=GrabCutRefineConfig(enabled=False),
         refit_iterations=1,
         border_points=12,
+        prior_scale=prior_scale,
     )
     m = GPPixelMethod(cfg)
     m.set_image(img)
@@ -124,13 +128,48 @@ def test_posterior_matches_numpy_closed_form() -> None:
         return cfg.outputscale * np.exp(-0.5 * d2)
 
     prior = post.prior_mean.reshape(-1).astype(np.float64)
+    if prior_scale == 0:
+        assert not prior.any()
     a = k(xn, xn) + cfg.noise * np.eye(len(xn))
     ks = k(x, xn)
     mean = prior + ks @ np.linalg.solve(a, y - prior[rc[:, 0] * 56 + rc[:, 1]])
     var = cfg.outputscale - np.einsum("mn,nm->m", ks, np.linalg.solve(a, ks.T))
-    # float32 features/kernel: |error| ~ 1e-6 * |alpha| * N; tolerances from that scale.
-    np.testing.assert_allclose(post.mean.reshape(-1), mean, atol=1e-3, rtol=1e-4)
-    np.testing.assert_allclose(post.std.reshape(-1), np.sqrt(np.clip(var, 0, None)), atol=2e-3)
+    # The method works in float32 (features, kernel, the prior) with a float64 solve: its
+    # kernel values carry relative errors of ~D u (u = 2^-24, D = feature dimensions, from the
+    # squared distances), which the solve amplifies by at most cond(A); each of the N terms
+    # of K_*n A^-1 r is bounded by eta0 |A^-1 r|_inf, so the mean's error is at most
+    # N D u cond(A) eta0 (|y| + |prior|)_max, and the variance's N D u cond(A) eta0.
+    u, d, n = 2.0**-24, x.shape[1], len(xn)
+    cond = np.linalg.cond(a)
+    scale = np.abs(y).max() + np.abs(prior).max()
+    np.testing.assert_allclose(post.mean.reshape(-1), mean, rtol=0, atol=n * d * u * cond * cfg.outputscale * scale)
+    np.testing.assert_allclose(post.std.reshape(-1).astype(np.float64) ** 2, var, rtol=0,
+                               atol=n * d * u * cond * cfg.outputscale)
+
+
+def test_training_points_are_the_clicks_then_the_border_away_from_positive_clicks() -> None:
+    """Brute force: the clicks in order, then ``border_points`` pixels evenly spaced along the
+    border walked clockwise from (0, 0) (the pixel nearest each arc position (i + 1/2) P / n),
+    without those within ``border_exclusion`` x the longer side of a positive click (negative
+    clicks exclude nothing)."""
+    img, _ = disk_image(40, 56, 10)
+    n = 10  # arc positions 18.8 (i + 1/2): none at a half pixel, so the nearest pixel is unique
+    cfg = GPPixelConfig(features=PixelFeatureConfig(max_side=56, superpixels=20), border_points=n)
+    m = GPPixelMethod(cfg)
+    m.set_image(img)
+    h, w = 40, 56
+    ring = ([(0, c) for c in range(w)] + [(r, w - 1) for r in range(1, h)]
+            + [(h - 1, c) for c in range(w - 2, -1, -1)] + [(r, 0) for r in range(h - 2, 0, -1)])
+    perimeter = len(ring)
+    assert perimeter == 2 * (h - 1) + 2 * (w - 1)
+    border = [ring[int(np.floor((i + 0.5) * perimeter / n + 0.5)) % perimeter] for i in range(n)]
+    clicks = [Click(2, 10, True), Click(38, 30, False), Click(20, 28, True)]
+    rc, y = m.training_points(clicks)
+    radius = cfg.border_exclusion * max(h, w)
+    kept = [p for p in border if all(np.hypot(p[0] - c.row, p[1] - c.col) > radius for c in clicks if c.positive)]
+    assert len(kept) < n  # the click at (2, 10) removes the border pixel (0, 9)
+    assert rc.tolist() == [[c.row, c.col] for c in clicks] + [list(p) for p in kept]
+    assert y.tolist() == [cfg.click_value, -cfg.click_value, cfg.click_value] + [-cfg.click_value] * len(kept)
 
 
 def test_no_positive_click_gives_empty_mask() -> None:

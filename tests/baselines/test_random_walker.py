@@ -31,7 +31,7 @@ def test_one_click_segments_a_distinct_object():
     assert iou(res.prob > 0.5, gt) > 0.9
 
 
-def test_downscaled_matches_layout_and_clicks_fix_errors():
+def test_downscaled_matches_layout_and_segments_from_one_click():
     img, gt = _scene(120, 160)
     method = RandomWalkerMethod(RandomWalkerConfig(max_side=40))
     method.set_image(img)

@@ -193,7 +193,6 @@ def test_bad_cli_list():
 
 
 def test_png(tmp_path):
-    pytest.importorskip("matplotlib")
     rows = [{"impl": i, "m": 16, "n": n, "ms": float(n + k)} for k, i in enumerate(gs.IMPLS) for n in (1, 5)]
     path = tmp_path / "plot.png"
     gs.write_png(rows, path)

@@ -168,8 +168,8 @@ def test_method_that_does_not_load_or_crashes():
 
 
 def test_checkpoint_method_uses_its_own_suggestion(tmp_path):
-    models = pytest.importorskip("gpcis.models", reason="gpcis.models is not written yet")
-    checkpoint = pytest.importorskip("gpcis.models.checkpoint", reason="gpcis.models.checkpoint is not written yet")
+    from gpcis import models
+    from gpcis.models import checkpoint
     from gpcis.inference.cli import make_method_factory
 
     path = tmp_path / "tiny.pt"

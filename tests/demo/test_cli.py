@@ -54,7 +54,6 @@ def test_default_method_is_the_released_model_when_installed(released_tiny, monk
 
 
 def test_default_method_without_released_weights_is_gp_pixel(released_tiny, monkeypatch, capsys):
-    pytest.importorskip("gpcis.baselines.gp_pixel", reason="gp-pixel is not written yet")
     served = {}
     monkeypatch.setattr(flask.Flask, "run", lambda self, **kw: served.update(app=self))
     released_tiny.unlink()

@@ -63,7 +63,6 @@ def test_bad_input(call):
 
 @pytest.mark.parametrize("dataset", ["moons", "circles"])
 def test_tiny_run_writes_png(tmp_path, dataset):
-    pytest.importorskip("matplotlib")
     cfg = toy.ToyConfig(
         dataset=dataset, n_train=60, n_test=40, steps=3, clicks=10, splits=2, vgp_inducing=8, grid=12
     )

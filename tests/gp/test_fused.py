@@ -185,7 +185,8 @@ def _click_reference(p):
     a = eta0 * torch.exp(-0.5 * sq) * v[..., None] * v[:, None] + torch.diag_embed(_f32(p["noise"]) * v + 1 - v)
     resid = (m - prior) * v
     alpha = torch.linalg.solve(a, resid.unsqueeze(-1)).squeeze(-1) * v
-    centre = z.mean(1).float().double()  # the kernel centres at the float32-rounded mean
+    # the kernel centres at the float32-rounded mean of the valid clicks (padding left out)
+    centre = ((z * v[..., None]).sum(1) / v.sum(1, keepdim=True).clamp_min(1)).float().double()
     bz = z - centre[:, None]
     # magnitudes of the residual's terms: per basis function |w_l| (|z.theta_l| + |tau_l| + 1)
     # (the projection's sum, then the cosine), per hidden unit |W2_h| (|h| + |W1_h||z| + |b1_h|)

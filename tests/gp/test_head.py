@@ -88,18 +88,29 @@ def test_vi_loss_matches_direct_formula():
     got = vi_loss(m * valid, f, y, valid, chol).item()
     eta0 = head.kernel.outputscale.item()
     eta = head.kernel.precision.detach().numpy().ravel()
-    per_item = []
-    for i in range(2):
-        idx = valid[i].numpy()
-        xi, mi, fi, yi = x[i].numpy()[idx], m[i].numpy()[idx], f[i].numpy()[idx], y[i].numpy()[idx]
-        p = 1 / (1 + np.exp(-fi))
-        t = (yi + 1) / 2
-        bce = -(t * np.log(p) + (1 - t) * np.log(1 - p)).sum()
-        a = rbf(xi, xi, eta0, eta) + 0.01 * np.eye(len(xi))
-        per_item.append(bce + 0.5 * mi @ np.linalg.solve(a, mi))
-    assert got == pytest.approx(np.mean(per_item), rel=1e-10)
+    samples = torch.randn(3, 2, 4, generator=g, dtype=torch.float64)  # S = 3 draws of f at the clicks
+
+    def reference(f_draws: np.ndarray, quad_scale: float, per_click: bool) -> float:
+        per_item = []
+        for i in range(2):
+            idx = valid[i].numpy()
+            xi, mi, yi = x[i].numpy()[idx], m[i].numpy()[idx], y[i].numpy()[idx]
+            t = (yi + 1) / 2
+            bce = 0.0
+            for fs in f_draws:  # the BCE term averaged over the draws
+                p = 1 / (1 + np.exp(-fs[i][idx]))
+                bce += -(t * np.log(p) + (1 - t) * np.log(1 - p)).sum() / len(f_draws)
+            a = rbf(xi, xi, eta0, eta) + 0.01 * np.eye(len(xi))
+            item = bce + quad_scale * mi @ np.linalg.solve(a, mi)
+            per_item.append(item / idx.sum() if per_click else item)
+        return float(np.mean(per_item))
+
+    # float64 throughout: a few dozen operations of relative error 2^-53 each, cond(A) < 10
+    assert got == pytest.approx(reference(f.numpy()[None], 0.5, False), rel=1e-10)
     mean_clicks = vi_loss(m * valid, f, y, valid, chol, reduction="mean_clicks", quad_scale=1.0).item()
-    assert np.isfinite(mean_clicks)
+    assert mean_clicks == pytest.approx(reference(f.numpy()[None], 1.0, True), rel=1e-10)
+    drawn = vi_loss(m * valid, samples, y, valid, chol).item()
+    assert drawn == pytest.approx(reference(samples.numpy(), 0.5, False), rel=1e-10)
     with pytest.raises(ValueError, match="reduction"):
         vi_loss(m, f, y, valid, chol, reduction="bogus")
 
@@ -145,15 +156,42 @@ def test_ablation_switches_drop_their_path():
     a, b, c = (h(x_test, x_click, labels, valid).mean for h in (full, prior_only, update_only))
     torch.testing.assert_close(b, full.rff.features(x_test) @ full.weight_prior.mean)
     assert not torch.allclose(a, b) and not torch.allclose(a, c)
+    # in float64 the update-only mean is the kernel interpolant of m_xi, K_*n (K_nn + eps^2 I)^-1 m_xi
+    update_only = update_only.double()
+    xt, xc, lab = x_test.double(), x_click.double(), labels.double()
+    out = update_only(xt, xc, lab, valid)
+    eta0 = update_only.kernel.outputscale.item()
+    eta = update_only.kernel.precision.detach().numpy().ravel()
+    eps2 = update_only.noise  # eval_noise, 1e-4
+    for i in range(2):
+        idx = valid[i].numpy()
+        xn, m = xc[i].numpy()[idx], out.click_mean[i].detach().numpy()[idx]
+        expected = rbf(xt[i].numpy(), xn, eta0, eta) @ np.linalg.solve(rbf(xn, xn, eta0, eta) + eps2 * np.eye(len(xn)), m)
+        # float64, N = 4 clicks, cond(K + eps^2 I) <= 1 + N eta0 / eps^2 = 4e4: error ~ cond x 2^-53 ~ 1e-11
+        np.testing.assert_allclose(out.mean[i].detach().numpy(), expected, rtol=1e-10, atol=1e-12)
 
 
-def test_large_finite_features_are_accepted_even_when_their_sum_overflows():
-    head = GPHead(5, GPHeadConfig(num_features=8))
+def test_large_finite_features_are_used_or_refused_by_their_squared_norm():
+    """Large finite features whose squared norm stays finite are used as they are (the
+    other rows unchanged bit for bit, the large ones finite: their kernel values underflow
+    to 0); ones whose squared norm overflows are refused by name, not returned as NaN (3e38
+    gave NaN rows before session 12)."""
+    head = GPHead(5, GPHeadConfig(num_features=8)).eval()
     x_test, x_click, labels, valid = _inputs()
-    x_test = x_test.clone()
-    x_test[0, :3] = 3e38  # finite, but the sum overflows to inf
-    out = head(x_test, x_click, labels, valid)
-    assert out.mean.shape == (2, 30)
+    ref = head(x_test, x_click, labels, valid).mean
+    big = x_test.clone()
+    big[0, :3] = 1e17  # squares 1e34: their sum (150 of them) stays below float32's 3.4e38
+    out = head(big, x_click, labels, valid).mean
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[0, 3:], ref[0, 3:]) and torch.equal(out[1], ref[1])
+    for value in (3e38, 1e20):  # the sum overflows / only the squares' sum does
+        big[0, :3] = value
+        with pytest.raises(ValueError, match="x_test is too large for the GP"):
+            head(big, x_click, labels, valid)
+    with pytest.raises(ValueError, match="x_click is too large"):
+        head(x_test, x_click * 1e20, labels, valid)
+    half = x_test.half() * 100  # squares' sum 1e6 > float16's max: computed in float32, accepted
+    assert torch.isfinite(head(half, x_click.half(), labels, valid).mean).all()
 
 
 def test_head_variance_is_eq_s5_or_the_sample_variance_on_request():
@@ -312,3 +350,33 @@ def test_dtype_mismatches_and_empty_inputs():
                              (x_test[:0], x_click[:0], labels[:0], valid[:0])):
         with pytest.raises(ValueError, match="at least one batch item and one test point"):
             head(xt, xc, lab, val)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_padded_clicks_have_no_effect_whatever_their_values(training):
+    """Padded click rows (valid False) holding large values, NaN or Inf change nothing, bit
+    for bit (before session 12 a padded 1e3 moved the kernel's centre and changed a float32
+    mean by 1e-2, 1e5 gave garbage and NaN was refused)."""
+    from gpcis.gp import neutral_padding
+
+    head = GPHead(5, GPHeadConfig(num_features=16)).train(training)
+    x_test, x_click, labels, valid = _inputs()
+    valid = valid.clone()
+    valid[0, 2:] = False  # item 0: two clicks and two padded rows; item 1: all four valid
+
+    def run(xc):
+        out = head(x_test, xc, labels, valid, num_samples=2, return_variance=True,
+                   generator=torch.Generator().manual_seed(0))
+        return out.mean, out.samples, out.variance, out.vi_loss
+
+    ref = run(x_click)
+    for value in (1e3, 1e5, float("nan"), float("inf")):
+        xc = x_click.clone()
+        xc[0, 2:] = value
+        for a, b in zip(run(xc), ref):
+            assert torch.equal(a, b), value
+    filled = neutral_padding(x_click, valid)
+    assert torch.equal(filled[1], x_click[1]) and torch.equal(filled[0, :2], x_click[0, :2])
+    torch.testing.assert_close(filled[0, 2:], x_click[0, :2].mean(0).expand(2, -1), rtol=0, atol=0)
+    none_valid = neutral_padding(x_click, torch.zeros_like(valid))
+    assert torch.equal(none_valid, torch.zeros_like(x_click))

@@ -328,12 +328,15 @@ def test_with_tiny_registry_model():
     img, _ = _scene(48, 64)
     p = Predictor(model, zoom_in=True, zoom=ZoomConfig(target_size=64, min_crop_size=16))
     p.set_image(img)
-    r1 = p.add_click(Click(20, 35, True))
-    r2 = p.add_click(Click(5, 5, False))
-    for r in (r1, r2):
+    clicks = [Click(20, 35, True), Click(5, 5, False)]
+    results = [p.add_click(c) for c in clicks]
+    for k, r in enumerate(results):
         assert r.prob.shape == (48, 64) and r.prob.dtype == np.float32
         assert 0 <= r.prob.min() and r.prob.max() <= 1
         assert r.std is not None and np.isfinite(r.std).all() and (r.std >= 0).all()
+        # even untrained, the GP interpolates its clicks (eval noise 1e-4): each clicked
+        # pixel carries its label (NoIC 0)
+        assert all(r.mask[c.row, c.col] == c.positive for c in clicks[:k + 1])
 
 
 def test_with_std_false_skips_the_uncertainty_map():

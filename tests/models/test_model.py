@@ -56,9 +56,15 @@ def test_mixed_precision_training_step_on_the_cpu(name, stride):
     if name.startswith("gpcis"):
         model.set_gp_stride(stride)
     image, clicks = _batch()
+    seen = []
+    if name.startswith("gpcis"):  # what the GP itself receives and returns
+        model.head.gp.register_forward_hook(
+            lambda mod, args, out: seen.append((args[0].dtype, args[1].dtype, out.mean.dtype, out.vi_loss.dtype)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(image, clicks, torch.rand(2, 1, SIZE, SIZE))
         loss = out.logits.float().mean() + out.aux_loss.float()
+    if name.startswith("gpcis"):  # bfloat16 features in, the GP's mean and L_VI computed in float32
+        assert seen == [(torch.bfloat16, torch.bfloat16, torch.float32, torch.float32)]
     assert out.logits.shape == (2, 1, SIZE, SIZE) and torch.isfinite(loss)
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
