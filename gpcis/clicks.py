@@ -50,7 +50,8 @@ class Click:
 
 def check_clicks_in_image(clicks: Iterable[Click], height: int, width: int) -> None:
     """Raise ``ValueError`` naming the first click that is not a :class:`Click` with integer
-    pixel coordinates (Python or NumPy integers) inside an ``height x width`` image."""
+    pixel coordinates (Python or NumPy integers) inside an ``height x width`` image and a
+    boolean ``positive``."""
     for i, c in enumerate(clicks):
         if not isinstance(c, Click):
             raise ValueError(f"clicks[{i}] is {type(c).__name__}, expected gpcis.Click")
@@ -59,6 +60,9 @@ def check_clicks_in_image(clicks: Iterable[Click], height: int, width: int) -> N
                 f"clicks[{i}] = (row={c.row!r}, col={c.col!r}): coordinates must be integer pixel indices "
                 f"(e.g. Click(int(round(row)), int(round(col))))"
             )
+        if not isinstance(c.positive, (bool, np.bool_)):  # -1 or 'no' would count as positive
+            raise ValueError(f"clicks[{i}].positive = {c.positive!r}: must be True (foreground) or False "
+                             "(background)")
         if not (0 <= c.row < height and 0 <= c.col < width):
             raise ValueError(
                 f"clicks[{i}] = (row={c.row}, col={c.col}) is outside the image of "
@@ -96,10 +100,12 @@ class ClickBatch:
 
     @property
     def batch_size(self) -> int:
+        """``B``, the number of images."""
         return self.coords.shape[0]
 
     @property
     def max_clicks(self) -> int:
+        """``N``, the padded length (valid clicks of the longest list and padding)."""
         return self.coords.shape[1]
 
     def num_clicks(self) -> Tensor:
@@ -107,6 +113,7 @@ class ClickBatch:
         return self.valid.sum(dim=1)
 
     def to(self, device: torch.device | str) -> "ClickBatch":
+        """The same clicks on ``device``."""
         return ClickBatch(self.coords.to(device), self.labels.to(device), self.valid.to(device))
 
     @classmethod

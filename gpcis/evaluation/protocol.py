@@ -112,8 +112,24 @@ def evaluate_object(
         ignore: ``(H, W)`` bool ignore mask or ``None``.
         config: protocol settings.
         name: record name.
+
+    Raises:
+        ValueError: ``gt`` not 2-D, ``ignore`` of another shape, or no object pixel outside
+            ``ignore`` (its IoU would be 1 for any prediction: the object would count as
+            solved at the first click).
     """
     gt = np.asarray(gt, dtype=bool)
+    label = f"object {name!r}" if name else "the object"
+    if gt.ndim != 2:
+        raise ValueError(f"{label}: gt must be an (H, W) mask, got shape {gt.shape}")
+    if ignore is not None:
+        ignore = np.asarray(ignore, dtype=bool)
+        if ignore.shape != gt.shape:
+            raise ValueError(f"{label}: ignore has shape {ignore.shape}, gt {gt.shape}")
+    scored = gt if ignore is None else gt & ~ignore
+    if not scored.any():
+        where = "" if ignore is None else " outside the ignore mask"
+        raise ValueError(f"{label}: the ground-truth mask is empty{where}")
     rec = ObjectRecord(name=name)
     pred = np.zeros_like(gt)
     prev_mask: Optional[np.ndarray] = None
@@ -130,7 +146,8 @@ def evaluate_object(
         rec.seconds += time.perf_counter() - t0
         prob = np.asarray(result.prob)
         if prob.shape != gt.shape:
-            raise ValueError(f"method returned prob of shape {prob.shape}, expected {gt.shape}")
+            raise ValueError(f"{label}: the method returned prob of shape {prob.shape} for a gt of shape {gt.shape} "
+                             "(is the gt the image's size?)")
         pred = prob > config.thresh
         prev_mask = pred
         rec.ious.append(iou(pred, gt, ignore))

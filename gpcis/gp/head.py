@@ -93,6 +93,37 @@ class GPHeadConfig:
     init_log_precision: float = -1.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"GPHeadConfig.{name} must be a finite number, got {value!r}")
+            return float(value)
+
+        def count(name: str, least: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"GPHeadConfig.{name} must be an integer >= {least}, got {value!r}")
+
+        count("num_features", 0)
+        count("mlp_hidden", 1)
+        count("seed", 0)
+        for name in ("click_variance", "train_noise", "eval_noise"):
+            if not number(name) > 0:
+                raise ValueError(f"GPHeadConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if number("vi_quad_scale") < 0:
+            raise ValueError(f"GPHeadConfig.vi_quad_scale must be >= 0, got {self.vi_quad_scale!r}")
+        number("init_log_outputscale")
+        number("init_log_precision")
+        if self.prior not in ("learned", "spectral"):
+            raise ValueError(f"GPHeadConfig.prior must be 'learned' or 'spectral', got {self.prior!r}")
+        if self.vi_reduction not in ("sum_clicks", "mean_clicks"):
+            raise ValueError(f"GPHeadConfig.vi_reduction must be 'sum_clicks' or 'mean_clicks', got "
+                             f"{self.vi_reduction!r}")
+        if self.learn_weight_prior not in (None, True, False):
+            raise ValueError(f"GPHeadConfig.learn_weight_prior must be None, True or False, got "
+                             f"{self.learn_weight_prior!r}")
+
 
 @dataclass
 class GPHeadOutput:
@@ -146,6 +177,9 @@ def check_gp_inputs(
             raise ValueError(f"{name} must be a (B, M, D) tensor, got {getattr(t, 'shape', type(t))}")
         if not t.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    for name, t in (("labels", labels), ("valid", valid)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     b, _, d = x_test.shape
     if in_dim is not None and d != in_dim:
         raise ValueError(f"x_test has feature dimension {d}, the head expects in_dim={in_dim}")
@@ -527,8 +561,8 @@ class GPHead(nn.Module):
                 return out
         labels = check_gp_inputs(x_test, x_click, labels, valid, self.in_dim, check_values=not sync_free)
         x_click = neutral_padding(x_click, valid)
-        if num_samples < 0:
-            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
+            raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
         if sync_free and compute_vi_loss:
             raise ValueError("sync_free=True is for inference: it cannot compute L_VI (compute_vi_loss=False)")
         cfg = self.config

@@ -346,8 +346,8 @@ class GPSegHead(SegHead):
     ) -> HeadOutput:
         if num_samples is None:
             num_samples = 1 if self.training else 0
-        if num_samples < 0:
-            raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
+            raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
         b, _, big_h, big_w = image.shape
         h, w = self.grid_size((big_h, big_w))  # the input's size at stride 1
         out = None

@@ -13,6 +13,7 @@ Data flow (one forward pass)::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -69,15 +70,23 @@ class ModelConfig:
         if isinstance(self.pretrained, os.PathLike):
             self.pretrained = os.fspath(self.pretrained)  # plain str: checkpoint-safe
         if isinstance(self.gp, dict):
+            known = {f.name for f in dataclasses.fields(GPHeadConfig)}
+            unknown = sorted(set(self.gp) - known)
+            if unknown:
+                raise ValueError(f"unknown GPHeadConfig field(s) {unknown}; known: {sorted(known)}")
             self.gp = GPHeadConfig(**self.gp)
+        if not isinstance(self.gp, GPHeadConfig):
+            raise ValueError(f"gp must be a GPHeadConfig or a dict of its fields, got {type(self.gp).__name__}")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if not isinstance(self.backbone, str) or not self.backbone:
             raise ValueError(f"backbone must be a non-empty string, got {self.backbone!r}")
-        if self.click_radius <= 0:
-            raise ValueError(f"click_radius must be > 0, got {self.click_radius}")
-        if self.vi_weight < 0:
-            raise ValueError(f"vi_weight must be >= 0, got {self.vi_weight}")
+        for name, least in (("click_radius", None), ("vi_weight", 0.0)):
+            value = getattr(self, name)
+            ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+                  and (value > 0 if least is None else value >= least))
+            if not ok:
+                raise ValueError(f"{name} must be a finite number {'> 0' if least is None else '>= 0'}, got {value!r}")
         check_stride(self.gp_stride, "gp_stride")
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,39 +229,57 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
         if not image.is_floating_point():
             raise ValueError(f"image must be a float tensor in [0, 1], got dtype {image.dtype}")
-        if image.numel() > 0:
-            lo, hi = torch.stack([image.min(), image.max()]).tolist()  # one read from the device
-            if lo < -1e-3 or hi > 1 + 1e-3:
-                raise ValueError(
-                    f"image values must lie in [0, 1] (got [{lo:.3g}, {hi:.3g}]); pass RGB/255, "
-                    "the model applies the ImageNet normalization itself"
-                )
         if not isinstance(clicks, ClickBatch):
             raise ValueError(f"clicks must be a gpcis.clicks.ClickBatch, got {type(clicks).__name__}")
         b, _, h, w = image.shape
         if clicks.batch_size != b:
             raise ValueError(f"clicks has batch size {clicks.batch_size}, image has {b}")
-        if clicks.max_clicks:
-            # both checks over the valid clicks in one read from the device (no masked
-            # selection, which reads its size back by itself)
-            coords, labels, valid = clicks.coords, clicks.labels, clicks.valid
-            outside = ((coords < 0).any(-1) | (coords[..., 0] > h - 1) | (coords[..., 1] > w - 1)) & valid
-            # one convention for the click maps and the GP head: a 0/1 label's 0 drew no disk
-            # while the GP read it as negative
-            unsigned = valid & (labels != 1) & (labels != -1)
-            any_outside, any_unsigned = torch.stack([outside.any(), unsigned.any()]).tolist()
-            if any_outside:
-                raise ValueError(
-                    f"clicks: a valid click lies outside the {h}x{w} image (rows 0..{h - 1}, cols 0..{w - 1})"
-                )
-            if any_unsigned:
-                raise ValueError("clicks: labels of valid clicks must be +1 (positive) or -1 (negative); "
-                                 "padding is marked by valid = False")
         if prev_mask is not None:
             if not isinstance(prev_mask, Tensor) or tuple(prev_mask.shape) != (b, 1, h, w):
                 shape = tuple(prev_mask.shape) if isinstance(prev_mask, Tensor) else type(prev_mask).__name__
                 raise ValueError(f"prev_mask must have shape {(b, 1, h, w)}, got {shape}")
-        if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 0):
+        # every value check in one read from the device (no masked selection, which reads its
+        # size back by itself); min / max are NaN where a NaN is
+        checks: dict[str, Tensor] = {}
+        if image.numel() > 0:
+            checks.update(image_lo=image.min(), image_hi=image.max())
+        if prev_mask is not None and prev_mask.numel() > 0:
+            checks.update(prev_lo=prev_mask.min(), prev_hi=prev_mask.max())
+        if clicks.max_clicks:
+            coords, labels, valid = clicks.coords, clicks.labels, clicks.valid
+            outside = (~torch.isfinite(coords).all(-1) | (coords < 0).any(-1) | (coords[..., 0] > h - 1)
+                       | (coords[..., 1] > w - 1)) & valid
+            # one convention for the click maps and the GP head: a 0/1 label's 0 drew no disk
+            # while the GP read it as negative
+            unsigned = valid & (labels != 1) & (labels != -1)
+            checks.update(outside=outside.any(), unsigned=unsigned.any())
+        if not checks:
+            return self._check_num_samples(num_samples)
+        got = dict(zip(checks, torch.stack([t.to(device=image.device, dtype=torch.float64)
+                                            for t in checks.values()]).tolist()))
+        if "image_lo" in got and not (got["image_lo"] >= -1e-3 and got["image_hi"] <= 1 + 1e-3):
+            if math.isnan(got["image_lo"]) or math.isnan(got["image_hi"]):
+                raise ValueError("image contains NaN values")
+            raise ValueError(
+                f"image values must lie in [0, 1] (got [{got['image_lo']:.3g}, {got['image_hi']:.3g}]); pass "
+                "RGB/255, the model applies the ImageNet normalization itself"
+            )
+        if "prev_lo" in got and not (got["prev_lo"] >= 0 and got["prev_hi"] <= 1):
+            raise ValueError(f"prev_mask values must lie in [0, 1] (got [{got['prev_lo']:.3g}, {got['prev_hi']:.3g}]; "
+                             "a 0/255 mask? pass mask / 255 or a bool mask)")
+        if got.get("outside"):
+            raise ValueError(
+                f"clicks: a valid click lies outside the {h}x{w} image (rows 0..{h - 1}, cols 0..{w - 1}) or has "
+                "a non-finite coordinate"
+            )
+        if got.get("unsigned"):
+            raise ValueError("clicks: labels of valid clicks must be +1 (positive) or -1 (negative); "
+                             "padding is marked by valid = False")
+        self._check_num_samples(num_samples)
+
+    @staticmethod
+    def _check_num_samples(num_samples: int | None) -> None:
+        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0):
             raise ValueError(f"num_samples must be None or an int >= 0, got {num_samples!r}")
 
     def encode_clicks(self, clicks: ClickBatch, prev_mask: Tensor | None, size: tuple[int, int]) -> Tensor:

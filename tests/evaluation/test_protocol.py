@@ -124,6 +124,26 @@ def test_threshold_is_applied_to_prob():
     assert len(rec.ious) == 20 and max(rec.ious) == 0.0
 
 
+def test_an_object_without_scored_pixels_is_an_error_not_a_solved_object():
+    """An empty ground truth (or one inside the ignore mask) has IoU 1 with any prediction,
+    so it counted as solved at click 1 (NoC 1); and a gt of another size than the image."""
+    gt = np.zeros((30, 30), bool)
+    with pytest.raises(ValueError, match="object 'e': the ground-truth mask is empty"):
+        evaluate_object(Oracle([]), gt, None, EvalConfig(progress=False), "e")
+    gt[5:10, 5:10] = True
+    with pytest.raises(ValueError, match="empty outside the ignore mask"):
+        evaluate_object(Oracle([]), gt, gt.copy(), EvalConfig(progress=False))
+    with pytest.raises(ValueError, match="ignore has shape"):
+        evaluate_object(Oracle([]), gt, np.zeros((30, 31), bool), EvalConfig(progress=False))
+
+    class Fixed:
+        def predict(self, clicks, prev_mask=None):
+            return PredictionResult(np.zeros((20, 20), bool), np.zeros((20, 20), np.float32))
+
+    with pytest.raises(ValueError, match=r"prob of shape \(20, 20\) for a gt of shape \(30, 30\)"):
+        evaluate_object(Fixed(), gt, None, EvalConfig(progress=False))
+
+
 def test_limit_and_errors():
     ds = _samples(5)
     recs = evaluate_dataset(Oracle(ds), ds, EvalConfig(progress=False, limit=2))

@@ -380,3 +380,28 @@ def test_padded_clicks_have_no_effect_whatever_their_values(training):
     torch.testing.assert_close(filled[0, 2:], x_click[0, :2].mean(0).expand(2, -1), rtol=0, atol=0)
     none_valid = neutral_padding(x_click, torch.zeros_like(valid))
     assert torch.equal(none_valid, torch.zeros_like(x_click))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("eval_noise", -1.0), ("train_noise", 0.0), ("click_variance", float("nan")), ("eval_noise", float("inf")),
+     ("mlp_hidden", 0), ("num_features", 2.5), ("num_features", -1), ("vi_quad_scale", -1.0),
+     ("vi_reduction", "bogus"), ("prior", "bogus"), ("init_log_precision", float("nan")), ("seed", True),
+     ("learn_weight_prior", "yes")],
+)
+def test_config_values_that_would_give_wrong_results_are_refused(field, value):
+    """A negative eval_noise gave logits of -5e7 with no error; every field is checked."""
+    with pytest.raises(ValueError, match=f"GPHeadConfig.{field}"):
+        GPHeadConfig(**{field: value})
+
+
+def test_num_samples_must_be_an_int_and_labels_tensors():
+    head = GPHead(5, GPHeadConfig(num_features=8))
+    x_test, x_click, labels, valid = _inputs()
+    for bad in (2.5, True):
+        with pytest.raises(ValueError, match="num_samples must be an int"):
+            head(x_test, x_click, labels, valid, num_samples=bad)
+    with pytest.raises(ValueError, match="labels must be a torch.Tensor, got ndarray"):
+        head(x_test, x_click, labels.numpy(), valid)
+    with pytest.raises(ValueError, match="valid must be a torch.Tensor, got ndarray"):
+        head(x_test, x_click, labels, valid.numpy())

@@ -156,6 +156,13 @@ def test_parameter_groups_partition_the_model():
                                 torch.ones(2, 2, dtype=torch.bool))), r"\+1 \(positive\) or -1"),
         (dict(prev_mask=torch.zeros(2, 1, SIZE, SIZE - 1)), "prev_mask"),
         (dict(num_samples=-2), "num_samples"),
+        (dict(num_samples=1.5), "num_samples"),
+        # NaN passed the range checks: a NaN coordinate drew no disk while the GP read pixel (0, 0)
+        (dict(clicks=ClickBatch(torch.tensor([[[float("nan"), 5.0]]] * 2), torch.ones(2, 1),
+                                torch.ones(2, 1, dtype=torch.bool))), "non-finite coordinate"),
+        (dict(image=torch.full((2, 3, SIZE, SIZE), float("nan"))), "image contains NaN"),
+        (dict(prev_mask=torch.full((2, 1, SIZE, SIZE), 255.0)), r"prev_mask values must lie in \[0, 1\]"),
+        (dict(prev_mask=torch.full((2, 1, SIZE, SIZE), float("nan"))), r"prev_mask values must lie in \[0, 1\]"),
     ],
 )
 def test_bad_inputs_raise_value_error(args, match):
@@ -184,6 +191,16 @@ def test_config_validation_and_dict_round_trip():
     legacy = cfg.to_dict()
     del legacy["gp_stride"]  # checkpoints written before the field existed
     assert ModelConfig.from_dict(legacy).gp_stride == 1
+    # NaN passed the old `<= 0` checks; a gp that is no config crashed deep in the head
+    for field in ("click_radius", "vi_weight"):
+        with pytest.raises(ValueError, match=f"{field} must be a finite number"):
+            ModelConfig(**{field: float("nan")})
+    with pytest.raises(ValueError, match="gp must be a GPHeadConfig or a dict"):
+        ModelConfig(gp="oops")
+    with pytest.raises(ValueError, match=r"unknown GPHeadConfig field\(s\) \['bogus'\]"):
+        ModelConfig(gp={"bogus": 1})
+    with pytest.raises(ValueError, match="GPHeadConfig.eval_noise"):
+        ModelConfig.from_dict({**cfg.to_dict(), "gp": {**cfg.to_dict()["gp"], "eval_noise": -1.0}})
 
 
 def test_gp_stride_is_parameter_free_and_settable():
