@@ -38,11 +38,17 @@ class GrabCutConfig:
         fg_radius_frac: "probably foreground" within this fraction of ``min(H, W)`` of a
             positive click.
         iterations: ``cv2.grabCut`` iterations.
+        seed: seed of OpenCV's RNG (GrabCut's k-means initialisation of its colour models),
+            set before every ``cv2.grabCut`` call so that a prediction does not depend on
+            what used OpenCV's RNG before (two identical calls differed by ~900 pixels).
+            OpenCV has no local generator: this reseeds its global one (as
+            :func:`gpcis.baselines.refine.grabcut_refine` does).
     """
 
     click_radius: int = 5
     fg_radius_frac: float = 0.15
     iterations: int = 5
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.click_radius < 0:
@@ -117,6 +123,7 @@ class GrabCutMethod:
         else:
             bgd = np.zeros((1, 65), np.float64)
             fgd = np.zeros((1, 65), np.float64)
+            cv2.setRNGSeed(int(self.config.seed))
             cv2.grabCut(self._image_bgr, mask, None, bgd, fgd, self.config.iterations, cv2.GC_INIT_WITH_MASK)
             fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
         return PredictionResult(mask=fg, prob=fg.astype(np.float32), std=None)

@@ -12,6 +12,8 @@ connected components that contain a positive click. :func:`refine_decision` chai
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -65,6 +67,13 @@ class GrabCutRefineConfig:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.click_radius < 0:
             raise ValueError(f"click_radius must be >= 0, got {self.click_radius}")
+        if not (math.isfinite(self.sure_bg_logit) and math.isfinite(self.sure_bg_distance) and self.sure_bg_distance >= 0):
+            raise ValueError(f"sure_bg_logit must be finite and sure_bg_distance finite and >= 0, got "
+                             f"{self.sure_bg_logit}, {self.sure_bg_distance}")
+        if math.isnan(self.sure_fg_logit):
+            raise ValueError("sure_fg_logit must be a number (inf: no sure foreground from the logits), got nan")
+        if self.roi_margin is not None and not (math.isfinite(self.roi_margin) and self.roi_margin >= 0):
+            raise ValueError(f"roi_margin must be None or finite and >= 0, got {self.roi_margin}")
 
 
 def click_disks(shape: tuple[int, int], clicks: Sequence[Click], radius: int, positive: bool) -> np.ndarray:

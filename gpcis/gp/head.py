@@ -74,7 +74,8 @@ class GPHeadConfig:
         init_log_precision: initial ``log eta_t`` (-1, the paper's, for L2-normalised
             features; for unnormalised features of dimension ``D`` about ``-log D``, else
             the kernel vanishes: docs/gp_layer.md).
-        seed: seed of the initial random draws (Theta, tau, mu_w).
+        seed: seed of every initial random draw of the head (Theta, tau, mu_w, the
+            amortisation MLP): two heads of one config start equal.
     """
 
     num_features: int = 256
@@ -304,7 +305,7 @@ class GPHead(nn.Module):
         if learn_w is None:
             learn_w = config.prior == "learned"
         self.weight_prior = WeightPrior(config.num_features, learnable=learn_w, generator=gen)
-        self.posterior = AmortizedClickPosterior(in_dim, config.mlp_hidden, config.click_variance)
+        self.posterior = AmortizedClickPosterior(in_dim, config.mlp_hidden, config.click_variance, generator=gen)
         #: why the fused GPU kernel (gpcis.gp.fused) failed on this head, if it did (then not retried)
         self._fused_error: Optional[str] = None
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from gpytorch.distributions import MultivariateNormal
@@ -21,13 +24,24 @@ class AmortizedClickPosterior(nn.Module):
         in_dim: feature dimension D of a click point.
         hidden: width of the MLP's hidden layer.
         variance: ``sigma^2`` (fixed, 0.01 in the paper).
+        generator: draws the MLP's initial weights (PyTorch's ``nn.Linear`` initialisation,
+            ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights and biases); ``None``: the
+            global RNG, as ``nn.Linear`` itself.
     """
 
-    def __init__(self, in_dim: int, hidden: int = 32, variance: float = 0.01) -> None:
+    def __init__(self, in_dim: int, hidden: int = 32, variance: float = 0.01,
+                 generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
         if variance <= 0:
             raise ValueError(f"variance must be > 0, got {variance}")
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        if generator is not None:
+            with torch.no_grad():
+                for layer in (self.mlp[0], self.mlp[2]):
+                    # nn.Linear.reset_parameters: kaiming_uniform_(a=sqrt(5)) is U(+-1/sqrt(fan_in))
+                    bound = 1.0 / math.sqrt(layer.in_features) if layer.in_features else 0.0
+                    layer.weight.uniform_(-bound, bound, generator=generator)
+                    layer.bias.uniform_(-bound, bound, generator=generator)
         self.variance = float(variance)
 
     def mean(self, x_click: Tensor, labels: Tensor, valid: Tensor) -> Tensor:

@@ -56,3 +56,15 @@ def test_nothing_to_refine() -> None:
     assert not grabcut_refine(img, -np.ones((10, 10)), [], GrabCutRefineConfig()).any()
     with pytest.raises(ValueError, match="iterations"):
         GrabCutRefineConfig(iterations=0)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [(dict(roi_margin=-5.0), "roi_margin"), (dict(roi_margin=float("nan")), "roi_margin"),
+     (dict(sure_bg_logit=float("nan")), "sure_bg_logit"), (dict(sure_bg_distance=-0.1), "sure_bg_distance"),
+     (dict(sure_fg_logit=float("nan")), "sure_fg_logit")],
+)
+def test_config_values_that_would_give_wrong_masks_are_refused(kw, match):
+    """A negative roi_margin made an empty crop (the refined mask was the click disks alone)."""
+    with pytest.raises(ValueError, match=match):
+        GrabCutRefineConfig(**kw)

@@ -220,6 +220,26 @@ def test_shared_datasets(shared_datasets):
     assert s.mask.any() and not s.ignore.any()
 
 
+def test_read_mask_reads_float_and_wide_integer_masks_as_nonzero_objects(tmp_path):
+    """A float TIFF of 0 / 0.8 read back as all zeros (cast to uint8) before session 12; a
+    32-bit integer mask with values above 255 wrapped around."""
+    obj = np.zeros((10, 12), bool)
+    obj[2:6, 3:9] = True
+    cv2.imwrite(str(tmp_path / "soft.tiff"), obj.astype(np.float32) * 0.8)
+    np.testing.assert_array_equal(read_mask(tmp_path / "soft.tiff"), obj.astype(np.uint8) * 255)
+    wide = obj.astype(np.uint16) * 1000
+    cv2.imwrite(str(tmp_path / "wide.png"), wide)
+    np.testing.assert_array_equal(read_mask(tmp_path / "wide.png"), obj.astype(np.uint8) * 255)
+    small = obj.astype(np.uint16) * 7  # instance ids within 0..255 stay ids
+    cv2.imwrite(str(tmp_path / "ids.png"), small)
+    np.testing.assert_array_equal(read_mask(tmp_path / "ids.png"), obj.astype(np.uint8) * 7)
+    bad = obj.astype(np.float32)
+    bad[0, 0] = np.nan
+    cv2.imwrite(str(tmp_path / "nan.tiff"), bad)
+    with pytest.raises(ValueError, match="nan.tiff has NaN or Inf"):
+        read_mask(tmp_path / "nan.tiff")
+
+
 def test_read_mask_keeps_objects_of_any_colour_and_palette_indices(tmp_path):
     """Grey masks as they are; colour masks: an object of any colour is nonzero (the max
     over colour channels; channel 0 alone -- OpenCV's blue -- lost a red object); palette

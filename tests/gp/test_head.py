@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -405,3 +407,19 @@ def test_num_samples_must_be_an_int_and_labels_tensors():
         head(x_test, x_click, labels.numpy(), valid)
     with pytest.raises(ValueError, match="valid must be a torch.Tensor, got ndarray"):
         head(x_test, x_click, labels, valid.numpy())
+
+
+def test_the_config_seed_fixes_every_initial_draw():
+    """Theta, tau, mu_w and (since session 12) the amortisation MLP come from the config's
+    seed: two heads of one config start equal whatever the global RNG did in between; the
+    MLP keeps nn.Linear's initial distribution U(+-1/sqrt(fan_in))."""
+    torch.manual_seed(1)
+    a = GPHead(6, GPHeadConfig(num_features=16, mlp_hidden=8, seed=3))
+    torch.rand(100)
+    b = GPHead(6, GPHeadConfig(num_features=16, mlp_hidden=8, seed=3))
+    c = GPHead(6, GPHeadConfig(num_features=16, mlp_hidden=8, seed=4))
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["posterior.mlp.0.weight"], sc["posterior.mlp.0.weight"])
+    for name, fan_in in (("posterior.mlp.0.weight", 6), ("posterior.mlp.0.bias", 6), ("posterior.mlp.2.weight", 8)):
+        assert sa[name].abs().max() <= 1 / math.sqrt(fan_in)
