@@ -72,7 +72,7 @@ class Predictor:
             and the probabilities (and std maps) of the two are averaged. Twice the work.
         cuda_graphs: run the model's head through CUDA graphs
             (``model.enable_cuda_graphs()``, :mod:`gpcis.models.cuda_graph`; on an H200 the
-            GP head takes 0.5 ms per click at 384^2 this way, 1.3-1.7 ms without). CUDA devices only;
+            GP head takes 0.4-0.5 ms per click at 384^2 this way, 1.2-1.5 ms without; session 10). CUDA devices only;
             the result equals the eager head's up to rounding. It enables them on ``model``.
     """
 
