@@ -16,6 +16,15 @@ from gpcis.inference.cli import DEFAULT_METHOD, add_method_arguments, method_fac
 __all__ = ["add_parser", "run_demo"]
 
 
+def _port(text: str) -> int:
+    """An ``argparse`` type: a TCP port, 0..65535 (werkzeug took 70000 as 4464, mod 2^16,
+    and failed on -1 with a raw OverflowError)."""
+    v = int(text)
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port in 0..65535, got {v}")
+    return v
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Build the app from parsed options and serve it with werkzeug until Ctrl-C."""
     from gpcis.demo.app import DemoConfig, create_app
@@ -58,7 +67,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_method_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--port", type=_port, default=7860, help="port (default: 7860)")
     p.add_argument(
         "--max-side",
         type=int,

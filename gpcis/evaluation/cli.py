@@ -33,9 +33,18 @@ def default_data_root() -> Optional[Path]:
 
 
 def _positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1."""
     v = int(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _count(text: str) -> int:
+    """An ``argparse`` type: an integer >= 0."""
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
     return v
 
 
@@ -64,7 +73,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=root, required=root is None, metavar="DIR",
                    help="folder holding one sub-folder per data set")
     p.add_argument("--max-clicks", type=_positive_int, default=20, help="click budget of NoC / mIoU")
-    p.add_argument("--noc100-clicks", type=int, default=100,
+    p.add_argument("--noc100-clicks", type=_count, default=100,
                    help="click budget of NoC100@90 / NoF100@90 (objects below the target after "
                    "--max-clicks continue up to this); 0 disables")
     p.add_argument("--target-iou", type=float, default=0.9, help="stop an object once this IoU is reached (>= 0.9, the highest threshold reported)")

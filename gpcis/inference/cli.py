@@ -252,8 +252,8 @@ def make_method_factory(
         ``"checkpoint run/best.pt"``, ``"released model gpcis_efflite0 (.../gpcis_efflite0_coco.pt)"``).
 
     Raises:
-        ValueError: both ``method`` and ``checkpoint`` given, ``checkpoint`` missing,
-            ``model`` given without ``checkpoint``, ``device`` / ``refine`` / ``flip`` given
+        ValueError: both ``method`` and ``checkpoint`` given, an unknown ``method``,
+            ``checkpoint`` missing, ``model`` given without ``checkpoint``, ``device`` / ``refine`` / ``flip`` given
             when the method is a training-free baseline, or a device that is not there.
     """
     if method is not None and checkpoint is not None:
@@ -283,6 +283,10 @@ def make_method_factory(
                 "weights are installed); the training-free baselines run on the CPU (gp-pixel refines itself)"
             )
         name = method or DEFAULT_METHOD
+        from gpcis.baselines import list_methods
+
+        if name not in list_methods():  # now, not when the first image is opened (the demo served on)
+            raise ValueError(f"--method {name!r} is not a method; available: {', '.join(list_methods())}")
 
         def baseline_factory() -> InteractiveSegmenter:
             try:

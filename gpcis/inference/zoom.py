@@ -84,6 +84,8 @@ class ZoomIn:
     """
 
     def __init__(self, config: Optional[ZoomConfig] = None) -> None:
+        if config is not None and not isinstance(config, ZoomConfig):
+            raise ValueError(f"zoom must be a ZoomConfig (or None for the defaults), got {type(config).__name__}")
         self.config = config or ZoomConfig()
 
     def box(

@@ -40,6 +40,15 @@ def test_bad_options_are_errors(tmp_path, monkeypatch, capsys):
     bad.write_bytes(b"garbage")
     assert main(["demo", "--checkpoint", str(bad)]) == 0
     assert "could not load the model" in capsys.readouterr().err
+    # an unknown method is refused before serving (it was logged with a traceback, then served)
+    served = []
+    monkeypatch.setattr(flask.Flask, "run", lambda self, **kw: served.append(kw))
+    assert main(["demo", "--method", "bogus"]) == 2 and not served
+    assert "--method 'bogus' is not a method; available:" in capsys.readouterr().err
+    for port in ("70000", "-1"):  # werkzeug served 70000 on 4464 and crashed on -1
+        with pytest.raises(SystemExit):
+            main(["demo", "--port", port])
+        assert "must be a port in 0..65535" in capsys.readouterr().err
 
 
 def test_default_method_is_the_released_model_when_installed(released_tiny, monkeypatch, capsys):

@@ -104,6 +104,9 @@ def test_evaluate_errors(tmp_path, capsys):
         _parse(["--datasets", "GrabCut"])
     with pytest.raises(SystemExit):
         _parse(["--method", "grabcut", "--checkpoint", "x.pt"])
+    with pytest.raises(SystemExit):  # was accepted (and meant "no continuation")
+        _parse(["--method", "grabcut", "--noc100-clicks", "-3"])
+    assert "must be >= 0, got -3" in capsys.readouterr().err
 
 
 def test_help_documents_every_option(capsys):

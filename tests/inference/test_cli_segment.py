@@ -127,9 +127,8 @@ def test_method_factory_errors(tmp_path, monkeypatch):
         make_method_factory(method="grabcut", refine=True)
     with pytest.raises(ValueError, match="--device, --refine and --flip only apply"):
         make_method_factory(method="grabcut", flip=True)
-    factory, name = make_method_factory(method="no-such-method")
-    with pytest.raises(ValueError, match="--method no-such-method"):
-        factory()
+    with pytest.raises(ValueError, match="--method 'no-such-method' is not a method; available: .*grabcut"):
+        make_method_factory(method="no-such-method")  # at once, not when the first image opens
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     factory, name = make_method_factory(checkpoint=bad)

@@ -77,6 +77,10 @@ def test_api_errors():
     p.predict([Click(1, 1)], prev_mask=mask255 > 0)
     with pytest.raises(ValueError, match="thresh"):
         Predictor(ColourModel(), thresh=1.5)
+    with pytest.raises(ValueError, match="zoom must be a ZoomConfig"):  # was an AttributeError at click 2
+        Predictor(ColourModel(), zoom="x")
+    with pytest.raises(ValueError, match=r"clicks\[0\].positive = -1"):  # -1 counted as positive
+        p.predict([Click(1, 1, -1)])
 
 
 def test_full_image_prediction_and_padding():
