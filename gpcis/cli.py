@@ -23,6 +23,7 @@ _SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gpcis`` parser with its subcommands (segment, evaluate, train, demo)."""
     parser = argparse.ArgumentParser(
         prog="gpcis", description="Interactive segmentation as Gaussian-process classification."
     )
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``gpcis`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

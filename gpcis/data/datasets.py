@@ -32,7 +32,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -552,9 +552,16 @@ class PascalVOCDataset(_InstanceDataset):
             raise ValueError(f"file not found: {entry.mask}")
         try:
             with Image.open(entry.mask) as im:
-                inst = np.array(im if im.mode in ("P", "L") else im.convert("L")).astype(np.int32)
+                mode = im.mode
+                if mode in ("P", "L"):  # palette indices / grey levels are the instance ids
+                    inst = np.array(im).astype(np.int32)
         except (OSError, UnidentifiedImageError) as err:
             raise ValueError(f"cannot read mask file {entry.mask}: {err}") from err
+        if mode not in ("P", "L"):
+            # a colour rendering of the ids (e.g. re-saved as RGB): its luminance made VOC's void
+            # colour (224, 224, 192) instance 220 instead of the ignore label 255
+            raise ValueError(f"instance mask {entry.mask} is a {mode} image: VOC's SegmentationObject masks are "
+                             "palette (mode P) or grey-level PNGs whose values are the instance ids (255: void)")
         return inst, inst == 255
 
 
@@ -570,7 +577,7 @@ _READERS: dict[str, Callable[..., SegmentationDataset]] = {
 DATASET_NAMES: tuple[str, ...] = tuple(_READERS)
 
 
-def get_dataset(name: str, root: str | Path, **kwargs) -> SegmentationDataset:
+def get_dataset(name: str, root: str | Path, **kwargs: Any) -> SegmentationDataset:
     """Build the reader for a named layout.
 
     Args:

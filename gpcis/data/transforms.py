@@ -166,10 +166,12 @@ class Box(NamedTuple):
 
     @property
     def height(self) -> int:
+        """Rows of the box."""
         return self.bottom - self.top
 
     @property
     def width(self) -> int:
+        """Columns of the box."""
         return self.right - self.left
 
 

@@ -75,6 +75,7 @@ class EvalConfig:
 
     @property
     def reports_long(self) -> bool:
+        """Whether NoC100@90 / NoF100@90 are reported (a continuation beyond ``max_clicks``)."""
         return self.long_max_clicks is not None and self.long_max_clicks > self.max_clicks
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "click_gram_cholesky",
     "click_gram_cholesky_ex",
     "solve_clicks",
+    "update_weights",
     "prior_path",
     "update_path",
     "blocked_mean_path",

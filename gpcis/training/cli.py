@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # imported lazily at run time (torch)
+    from gpcis.training.trainer import TrainConfig
 
 __all__ = ["add_parser", "add_arguments", "config_from_args", "run", "main"]
 
@@ -99,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`~gpcis.training.TrainConfig` of parsed arguments."""
     from gpcis.training.trainer import TrainConfig
 

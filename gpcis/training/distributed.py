@@ -43,10 +43,12 @@ class DistInfo:
 
     @property
     def distributed(self) -> bool:
+        """More than one process."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Rank 0 (writes checkpoints and logs)."""
         return self.rank == 0
 
 

@@ -273,10 +273,12 @@ class TrainConfig:
 
     @property
     def effective_lr(self) -> float:
+        """``lr``, or the model's default (:func:`default_lr`) when it is ``None``."""
         return self.lr if self.lr is not None else default_lr(self.model)
 
     @property
     def effective_crop(self) -> tuple[int, int]:
+        """``crop_size``, or the default training crop when it is ``None``."""
         if self.crop_size is not None:
             return self.crop_size
         if self.data == "synthetic":
@@ -284,6 +286,7 @@ class TrainConfig:
         return (320, 480)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (``dataclasses.asdict``), as stored in checkpoints."""
         return dataclasses.asdict(self)
 
 

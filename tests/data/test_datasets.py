@@ -165,6 +165,10 @@ def test_pascal_voc_palette_and_ignore(tmp_path):
     assert len(s.masks) == 1 and len(s.others) == 1
     np.testing.assert_array_equal(s.others[0], inst == 1)
     np.testing.assert_array_equal(s.ignore, inst == 255)
+    # the same mask re-saved as RGB: its luminance made the void colour an instance (220)
+    im.convert("RGB").save(tmp_path / "SegmentationObject" / "2007_000032.png")
+    with pytest.raises(ValueError, match="2007_000032.png is a RGB image: VOC's SegmentationObject masks are palette"):
+        PascalVOCDataset(tmp_path, split="val", progress=False)
 
 
 def test_errors_name_the_file(tmp_path):
