@@ -686,9 +686,13 @@ class Trainer:
         clicks = _batch_clicks(batch, dev)
         rng = np.random.default_rng([cfg.seed, self.global_step, self.dist.rank, 1])
         num_iters = int(rng.integers(0, cfg.max_num_next_clicks + 1))
+        # the GP's posterior sample of this step (w and f_n): its own generator from (seed, step,
+        # rank), like the click draws above -- the same after a resume, different on every rank
+        # (from the global RNG, which every rank seeds alike, all ranks drew the same noise)
+        gp_gen = torch.Generator(device=dev).manual_seed(int(rng.integers(0, 2**63 - 1)))
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
             clicks, prev = iterative_prev_mask(self.model, image, clicks, target, num_iters, rng, ignore)
-            out = self.ddp_model(image, clicks, prev)
+            out = self.ddp_model(image, clicks, prev, generator=gp_gen)
             nfl = normalized_focal_loss(out.logits.float(), target, ignore).mean()
             aux = out.aux_loss.float()
             loss = nfl + aux

@@ -477,3 +477,31 @@ def test_a_run_stopped_in_its_final_bookkeeping_mid_epoch_by_its_time_budget(tmp
     row = again.train()
     assert again.global_step == 2 and again.step_in_epoch == 2 and again.epoch == 0
     assert row["epoch"] == 1 and row["epoch_complete"] == 0 and row["val_noc90"] != ""
+
+
+def test_the_gp_sample_of_a_step_comes_from_seed_step_and_rank(tmp_path):
+    """Each step's GP posterior sample is drawn with a generator of its own, seeded from
+    (seed, step, rank): the same on a replay of the step (a resume), different on another
+    rank (the global RNG, seeded alike on every rank, gave every rank the same noise)."""
+    from gpcis.training.distributed import DistInfo
+
+    trainer = Trainer(_config(tmp_path, model="gpcis_tiny"))
+    batch = next(iter(trainer._loader()))
+    seeds = []
+    model = trainer.ddp_model
+
+    def recording(*args, generator=None, **kwargs):
+        seeds.append(generator.initial_seed())
+        return model(*args, generator=generator, **kwargs)
+
+    trainer.ddp_model = recording
+    state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for rank in (0, 0, 1):
+        trainer.model.load_state_dict(state)
+        trainer.dist = DistInfo(rank=rank, world_size=2)
+        trainer.train_step(batch)
+    assert seeds[0] == seeds[1] != seeds[2]
+    trainer.global_step += 1
+    trainer.dist = DistInfo(rank=0, world_size=2)
+    trainer.train_step(batch)
+    assert seeds[3] not in seeds[:3]
