@@ -135,8 +135,9 @@ def read_mask(path: str | Path) -> np.ndarray:
     indices (a grey palette is read by its grey values), other colour
     files as the maximum over their colour channels (RITM's DAVIS reader; the alpha channel
     is dropped), so an object of any colour is nonzero. (Channel 0 alone, OpenCV's blue,
-    lost red objects and read a VOC boundary band as the object.) Floating-point masks and
-    integer masks with values outside 0..255 are read as nonzero = object (255).
+    lost red objects and read a VOC boundary band as the object.) Floating-point masks: integer
+    levels in 0..255 as they are, soft masks in [0, 1] as ``>= 0.5`` = object (255), others
+    as nonzero = object; integer masks with values outside 0..255 as nonzero = object.
 
     Raises:
         ValueError: naming ``path`` if it is missing or cannot be decoded.
@@ -149,10 +150,15 @@ def read_mask(path: str | Path) -> np.ndarray:
             return indices
         m = m[:, :, :3].max(axis=2) if m.shape[2] >= 3 else m[:, :, 0]
     if m.dtype != np.uint8:
-        if np.issubdtype(m.dtype, np.floating):  # e.g. a TIFF of 0 / 0.8: nonzero is the object
+        if np.issubdtype(m.dtype, np.floating):
             if not np.isfinite(m).all():
                 raise ValueError(f"mask {path} has NaN or Inf values")
-            m = (m != 0).astype(np.uint8) * 255
+            if m.size and m.min() >= 0 and m.max() <= 255 and (m == np.round(m)).all():
+                m = m.astype(np.uint8)  # integer levels (e.g. GrabCut's 0 / 128 / 255) as they are
+            elif m.size and m.min() >= 0 and m.max() <= 1:
+                m = (m >= 0.5).astype(np.uint8) * 255  # a soft mask (e.g. a TIFF of 0 / 0.8): p >= 0.5
+            else:
+                m = (m != 0).astype(np.uint8) * 255
         elif m.size and (m.max() > 255 or m.min() < 0):  # wider integers: nonzero is the object
             m = (m != 0).astype(np.uint8) * 255
         else:

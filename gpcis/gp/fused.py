@@ -293,7 +293,9 @@ if triton is not None:
         # centred at the valid clicks' mean (padding, e.g. pixels gathered at padded coordinates,
         # left out: gpcis.gp.head.neutral_padding), rounded to float32 first: the mean-path
         # kernel centres x at the stored value
-        centre = (tl.sum(z * v[:, None], axis=0) / tl.maximum(tl.sum(v, axis=0), 1.0)).to(tl.float32).to(tl.float64)
+        # (a select, not a product: NaN * 0 is NaN, and unchecked pixels may sit at padded coordinates)
+        centre = (tl.sum(tl.where(v[:, None] != 0.0, z, 0.0), axis=0)
+                  / tl.maximum(tl.sum(v, axis=0), 1.0)).to(tl.float32).to(tl.float64)
         bz = tl.where(dmask, zn - centre, 0.0)
         tl.store(centre_ptr + b * D + dims, centre.to(tl.float32), mask=dmask & (n == 0))
         tl.store(zt_ptr + (b * D + dims) * N + n, (eta * bz).to(tl.float32), mask=dmask)

@@ -141,7 +141,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         cleanup_distributed()
     if trainer.dist.is_main:
-        msg = f"trained {config.model}: {trainer.global_step} steps, last loss {row.get('loss', float('nan')):.4f}"
+        loss = row.get("loss", "")  # "" for a resumed run's final bookkeeping without a step
+        msg = f"trained {config.model}: {trainer.global_step} steps"
+        if loss != "":
+            msg += f", last loss {loss:.4f}"
         if row.get("val_noc90", "") != "":
             msg += (f"; validation ({len(trainer.val_set)} samples) NoC@85 = {row['val_noc85']:.2f}, "
                     f"NoC@90 = {row['val_noc90']:.2f}")

@@ -19,9 +19,11 @@ states, epoch, step), a checkpoint on Ctrl-C, mixed precision on CUDA only, and 
 under ``torchrun``.
 
 All randomness of the data (augmentation, click sampling) is drawn from generators
-seeded by ``(seed, epoch, index)``, and that of the iterative passes by
-``(seed, step, rank)``; the model's own randomness (GP posterior samples) uses the
-torch RNG, whose state is saved in checkpoints.
+seeded by ``(seed, epoch, index)``, that of the iterative passes and of each step's GP
+posterior sample by ``(seed, step, rank)``; the GP head's initial draws by ``seed``
+(``GPHeadConfig.seed``), the rest of the model's initialisation by the torch RNG, which the
+trainer seeds with ``seed`` and whose state (with NumPy's and Python's) is saved in
+checkpoints.
 """
 
 from __future__ import annotations
@@ -177,7 +179,8 @@ class TrainConfig:
         val_every: validate every this many epochs (and after the last).
         val_max_clicks: click budget of the validation NoC.
         val_max_size: validation images are resized so their longer side is at most this.
-        seed: seed of everything random.
+        seed: seed of everything random (the data, the clicks, the GP samples, the model's
+            initialisation incl. the GP head's, via ``GPHeadConfig.seed``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         amp: mixed precision (CUDA only; ignored on the CPU).
         out: output folder (checkpoints, CSV logs).
@@ -248,6 +251,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1 or None, got {v}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+            raise ValueError(f"time_budget_s must be > 0 (seconds) or None, got {self.time_budget_s}")
         if self.max_num_next_clicks < 0 or self.val_samples < 0 or self.num_workers < 0:
             raise ValueError("max_num_next_clicks, val_samples and num_workers must be >= 0")
         if self.synthetic_size < 16:
@@ -332,9 +337,22 @@ class _Resized:
             return s
         k = self.max_size / max(h, w)
         size = (max(1, round(w * k)), max(1, round(h * k)))
-        near = lambda m: cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)  # noqa: E731
-        return Sample(cv2.resize(s.image, size, interpolation=cv2.INTER_AREA), [near(m) for m in s.masks],
-                      near(s.ignore), s.name, others=[near(m) for m in s.others])
+        def near(m: np.ndarray) -> np.ndarray:
+            return cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+
+        def shrink(m: np.ndarray) -> np.ndarray:
+            # nearest neighbour, but an object it would erase (a few pixels wide) keeps every
+            # output pixel that covers part of it: an empty target is refused by the evaluation
+            out = near(m)
+            if not out.any() and m.any():
+                out = cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+            return out
+
+        masks, ignore = [shrink(m) for m in s.masks], near(s.ignore)
+        if masks and not (masks[0] & ~ignore).any():
+            ignore &= ~masks[0]  # the target is scored where it is, even if the ignore band covered it
+        return Sample(cv2.resize(s.image, size, interpolation=cv2.INTER_AREA), masks, ignore, s.name,
+                      others=[shrink(m) for m in s.others])
 
 
 def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
@@ -508,7 +526,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, model: nn.Module | None = None, train_set: Any = None,
                  val_set: Any = None) -> None:
-        from gpcis.models import create_model
+        from gpcis.models import create_model, model_config
 
         resume_path, resume_data = _resume_checkpoint(config)
         if config.val_split is None:  # a new run: whole images; a resumed one: its own split
@@ -524,7 +542,11 @@ class Trainer:
             val_set = default_val if val_set is None else val_set
         self.train_set = train_set
         self.val_set = _Resized(val_set, config.val_max_size) if val_set is not None else None
-        overrides = {} if config.gp_stride is None else {"gp_stride": config.gp_stride}
+        overrides: dict[str, Any] = {} if config.gp_stride is None else {"gp_stride": config.gp_stride}
+        if model is None:
+            base = model_config(config.model)
+            if base.head == "gp":  # the GP head's initial draws (Theta, tau, mu_w, MLP) follow the run's seed
+                overrides["gp"] = dataclasses.replace(base.gp, seed=config.seed)
         self.model = (model if model is not None
                       else create_model(config.model, pretrained=config.pretrained, **overrides))
         self.model.to(self.device).train()
@@ -686,10 +708,12 @@ class Trainer:
         clicks = _batch_clicks(batch, dev)
         rng = np.random.default_rng([cfg.seed, self.global_step, self.dist.rank, 1])
         num_iters = int(rng.integers(0, cfg.max_num_next_clicks + 1))
-        # the GP's posterior sample of this step (w and f_n): its own generator from (seed, step,
-        # rank), like the click draws above -- the same after a resume, different on every rank
-        # (from the global RNG, which every rank seeds alike, all ranks drew the same noise)
-        gp_gen = torch.Generator(device=dev).manual_seed(int(rng.integers(0, 2**63 - 1)))
+        # the GP's posterior sample of this step (w and f_n): a generator of its own from (seed,
+        # step, rank), a stream apart from the click draws above -- the same after a resume,
+        # different on every rank (from the global RNG, seeded alike on every rank, all ranks
+        # drew the same noise)
+        gp_seed = np.random.default_rng([cfg.seed, self.global_step, self.dist.rank, 2]).integers(0, 2**63 - 1)
+        gp_gen = torch.Generator(device=dev).manual_seed(int(gp_seed))
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp):
             clicks, prev = iterative_prev_mask(self.model, image, clicks, target, num_iters, rng, ignore)
             out = self.ddp_model(image, clicks, prev, generator=gp_gen)
@@ -801,12 +825,12 @@ class Trainer:
         # a resumed run that had reached max_steps or its time budget takes no further step:
         # with its last row logged there is nothing to do; one stopped inside that final
         # bookkeeping (validation, checkpoint) runs it again, without a step
-        finished = ((cfg.max_steps is not None and self.global_step >= cfg.max_steps)
+        finished = (self.epoch >= cfg.epochs or (cfg.max_steps is not None and self.global_step >= cfg.max_steps)
                     or (timed and self.synced_elapsed_s() >= cfg.time_budget_s))
         if finished and self.history and self.history[-1].get("step") == self.global_step:
             return dict(self.history[-1])
         try:
-            while self.epoch < cfg.epochs:
+            while self.epoch < cfg.epochs or finished:  # finished: the bookkeeping once, no step
                 sums = collections.defaultdict(float)
                 n_steps, images, t_epoch = 0, 0, time.perf_counter()
                 bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch,

@@ -231,9 +231,23 @@ def test_read_mask_reads_float_and_wide_integer_masks_as_nonzero_objects(tmp_pat
     obj[2:6, 3:9] = True
     cv2.imwrite(str(tmp_path / "soft.tiff"), obj.astype(np.float32) * 0.8)
     np.testing.assert_array_equal(read_mask(tmp_path / "soft.tiff"), obj.astype(np.uint8) * 255)
+    soft = obj.astype(np.float32) * 0.8
+    soft[2, 3] = 0.3  # an anti-aliased fringe pixel below 0.5 is background
+    cv2.imwrite(str(tmp_path / "fringe.tiff"), soft)
+    expected = obj.copy()
+    expected[2, 3] = False
+    np.testing.assert_array_equal(read_mask(tmp_path / "fringe.tiff"), expected.astype(np.uint8) * 255)
+    levels = np.where(obj, 255.0, 0.0).astype(np.float32)
+    levels[8] = 128.0  # GrabCut's ignore band stored as float levels stays 128
+    cv2.imwrite(str(tmp_path / "levels.tiff"), levels)
+    np.testing.assert_array_equal(read_mask(tmp_path / "levels.tiff"), levels.astype(np.uint8))
     wide = obj.astype(np.uint16) * 1000
     cv2.imwrite(str(tmp_path / "wide.png"), wide)
     np.testing.assert_array_equal(read_mask(tmp_path / "wide.png"), obj.astype(np.uint8) * 255)
+    wide32 = obj.astype(np.int32) * 70000  # wrapped around in the uint8 cast before session 12
+    cv2.imwrite(str(tmp_path / "wide32.tiff"), wide32)
+    assert cv2.imread(str(tmp_path / "wide32.tiff"), cv2.IMREAD_UNCHANGED).dtype == np.int32
+    np.testing.assert_array_equal(read_mask(tmp_path / "wide32.tiff"), obj.astype(np.uint8) * 255)
     small = obj.astype(np.uint16) * 7  # instance ids within 0..255 stay ids
     cv2.imwrite(str(tmp_path / "ids.png"), small)
     np.testing.assert_array_equal(read_mask(tmp_path / "ids.png"), obj.astype(np.uint8) * 7)

@@ -192,7 +192,13 @@ def test_large_finite_features_are_used_or_refused_by_their_squared_norm():
             head(big, x_click, labels, valid)
     with pytest.raises(ValueError, match="x_click is too large"):
         head(x_test, x_click * 1e20, labels, valid)
-    half = x_test.half() * 100  # squares' sum 1e6 > float16's max: computed in float32, accepted
+    # finite float16 values whose norm (~1e4 sqrt(150) ~ 1.2e5) exceeds float16's 65504: the
+    # check computes the norm in float32 and accepts them
+    half = (x_test.clamp(-2, 2) * 1e4).half()
+    assert torch.isfinite(half).all() and not torch.isfinite(torch.linalg.vector_norm(half)).item()
+    from gpcis.gp import check_gp_inputs
+
+    check_gp_inputs(half, x_click.half(), labels, valid)  # the check itself, on the half inputs
     assert torch.isfinite(head(half, x_click.half(), labels, valid).mean).all()
 
 

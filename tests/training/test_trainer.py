@@ -487,21 +487,113 @@ def test_the_gp_sample_of_a_step_comes_from_seed_step_and_rank(tmp_path):
 
     trainer = Trainer(_config(tmp_path, model="gpcis_tiny"))
     batch = next(iter(trainer._loader()))
-    seeds = []
+    seeds, samples = [], []
     model = trainer.ddp_model
 
     def recording(*args, generator=None, **kwargs):
         seeds.append(generator.initial_seed())
-        return model(*args, generator=generator, **kwargs)
+        out = model(*args, generator=generator, **kwargs)
+        samples.append(out.samples.detach().clone())  # the head's drawn sample, not just its seed
+        return out
 
     trainer.ddp_model = recording
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    optim = {k: v for k, v in trainer.optimizer.state_dict().items()}
+    losses = []
     for rank in (0, 0, 1):
         trainer.model.load_state_dict(state)
+        trainer.optimizer.load_state_dict(optim)
         trainer.dist = DistInfo(rank=rank, world_size=2)
-        trainer.train_step(batch)
+        losses.append(trainer.train_step(batch)["loss"])
     assert seeds[0] == seeds[1] != seeds[2]
+    assert torch.equal(samples[0], samples[1]) and not torch.equal(samples[0], samples[2])
+    assert losses[0] == losses[1]
     trainer.global_step += 1
     trainer.dist = DistInfo(rank=0, world_size=2)
     trainer.train_step(batch)
     assert seeds[3] not in seeds[:3]
+
+
+def test_validation_downscaling_keeps_objects_that_nearest_neighbour_would_erase():
+    """A 1 x 3-pixel object of a 375 x 500 validation image vanished at 320 px (nearest) and
+    the evaluation, which refuses an empty target, stopped training at its first validation."""
+    import cv2
+
+    from gpcis.data.datasets import Sample
+    from gpcis.training.trainer import _Resized
+
+    img = np.zeros((375, 500, 3), np.uint8)
+    tiny = np.zeros((375, 500), bool)
+    tiny[101, 201:204] = True
+    big = np.zeros((375, 500), bool)
+    big[50:150, 300:450] = True
+    ignore = np.zeros((375, 500), bool)
+    s = _Resized([Sample(img, [tiny], ignore, "tiny", others=[big])], 320)[0]
+    assert s.image.shape == (240, 320, 3)
+    k = 320 / 500
+    rows, cols = np.nonzero(s.masks[0])
+    assert len(rows) >= 1 and all(abs(r - 101 * k) <= 1 and 201 * k - 1 <= c <= 204 * k for r, c in zip(rows, cols))
+    # a large object keeps nearest neighbour's mask exactly
+    near = cv2.resize(big.astype(np.uint8), (320, 240), interpolation=cv2.INTER_NEAREST).astype(bool)
+    np.testing.assert_array_equal(s.others[0], near)
+    # a target the ignore band covers after resizing is scored where it is
+    band = np.zeros((375, 500), bool)
+    band[95:110, :] = True
+    s2 = _Resized([Sample(img, [tiny], band, "tiny")], 320)[0]
+    assert (s2.masks[0] & ~s2.ignore).any()
+
+
+def test_cli_reports_a_resumed_run_that_only_finished_its_bookkeeping(tmp_path, monkeypatch, capsys):
+    """The final row of a resume without a step has no loss: the CLI printed it with :.4f and
+    crashed after a successful run."""
+    from gpcis.training import cli
+
+    out = tmp_path / "run"
+    argv = ["--model", "ritm_tiny", "--synthetic-size", "48", "--synthetic-samples", "64", "--batch-size", "2",
+            "--epochs", "5", "--steps-per-epoch", "3", "--max-steps", "3", "--val-samples", "2",
+            "--out", str(out), "--no-progress"]
+    monkeypatch.setattr(Trainer, "validate", lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert cli.main(argv) == 130
+    monkeypatch.undo()
+    assert cli.main(argv + ["--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "trained ritm_tiny: 3 steps; validation (2 samples)" in printed and "last loss" not in printed
+
+
+def test_a_run_stopped_in_the_bookkeeping_of_its_last_epoch_finishes_it_on_resume(tmp_path, monkeypatch):
+    """Its last step ended the last epoch (epoch == epochs in last.pt): the resume returned {}
+    without validating; now it validates, logs the row and writes best.pt."""
+    kw = dict(steps_per_epoch=2, epochs=2, val_samples=2, val_max_clicks=3)
+    first = Trainer(_config(tmp_path, **kw))
+    calls = []
+
+    def validate_once_then_interrupt():
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {"val_noc85": 5.0, "val_noc90": 6.0, "val_miou1": 0.5}
+
+    monkeypatch.setattr(first, "validate", validate_once_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    assert first.epoch == 2 and first.global_step == 4 and len(first.history) == 1
+    again = Trainer(_config(tmp_path, resume=True, **kw))
+    row = again.train()
+    assert row["step"] == 4 and row["epoch"] == 2 and row["val_noc90"] != "" and again.global_step == 4
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["history"][-1] == row
+
+
+def test_time_budget_must_be_positive():
+    for bad in (0, -5.0, float("nan")):
+        with pytest.raises(ValueError, match="time_budget_s must be > 0"):
+            TrainConfig(time_budget_s=bad)
+
+
+def test_a_gp_models_initial_draws_follow_the_run_seed(tmp_path):
+    """TrainConfig.seed reaches the GP head's initial draws (GPHeadConfig.seed): two seeds
+    give different MLPs and frequencies, one seed the same."""
+    a, b, c = (Trainer(_config(tmp_path / str(i), model="gpcis_tiny", seed=s)) for i, s in enumerate((1, 1, 2)))
+    assert a.model.config.gp.seed == 1 and c.model.config.gp.seed == 2
+    sa, sb, sc = (t.model.head.gp.state_dict() for t in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["posterior.mlp.0.weight"], sc["posterior.mlp.0.weight"])
