@@ -26,3 +26,14 @@ def coco_mval_like(root: Path, images: int = 6, objects: int = 2, size: int = 24
             write_png(root / "img" / f"thing{k:02d}_{i:06d}.png", img)
             write_png(root / "gt" / f"thing{k:02d}_{i:06d}.png", mask)
     return root
+
+
+def shared_folder(root: Path, name: str) -> Path:
+    """``root / name`` of the shared data sets; the test skips when that folder is absent
+    (a partial ``../shared/datasets`` skips the tests of what it lacks instead of failing)."""
+    import pytest
+
+    folder = root / name
+    if not folder.is_dir():
+        pytest.skip(f"shared data set {name} not found at {folder}")
+    return folder

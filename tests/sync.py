@@ -37,18 +37,17 @@ class _Recorder(TorchDispatchMode):
 
 @contextlib.contextmanager
 def host_syncs(monkeypatch) -> Iterator[list[str]]:
-    """Record host synchronisations inside the block into the yielded list."""
+    """Record host synchronisations inside the block into the yielded list (its patches are
+    undone at the block's end; the test's other patches stay)."""
     found: list[str] = []
-    for name in SYNC_METHODS:
-        original: Callable = getattr(torch.Tensor, name)
+    with monkeypatch.context() as patch:
+        for name in SYNC_METHODS:
+            original: Callable = getattr(torch.Tensor, name)
 
-        def recorded(self, *args, _name=name, _original=original, **kwargs):
-            found.append(f"Tensor.{_name}")
-            return _original(self, *args, **kwargs)
+            def recorded(self, *args, _name=name, _original=original, **kwargs):
+                found.append(f"Tensor.{_name}")
+                return _original(self, *args, **kwargs)
 
-        monkeypatch.setattr(torch.Tensor, name, recorded)
-    try:
+            patch.setattr(torch.Tensor, name, recorded)
         with _Recorder(found):
             yield found
-    finally:
-        monkeypatch.undo()

@@ -131,8 +131,10 @@ def sample_at_clicks(x: Tensor, coords: Tensor, size: tuple[int, int]) -> Tensor
     rows = coords[..., 0].round().clamp(0, big_h - 1)
     cols = coords[..., 1].round().clamp(0, big_w - 1)
     grid = torch.stack([(cols + 0.5) / big_w * 2 - 1, (rows + 0.5) / big_h * 2 - 1], dim=-1)  # (B, N, 2) as (x, y)
-    # float32 sampling: a float16 grid would be off by ~0.1 px at W ~ 400
-    out = F.grid_sample(x.float(), grid.unsqueeze(1).float(), mode="bilinear", padding_mode="border",
+    # at least float32 sampling: a float16 grid would be off by ~0.1 px at W ~ 400 (float64
+    # stays float64: it was rounded to float32 before session 12)
+    dt = torch.promote_types(x.dtype, torch.float32)
+    out = F.grid_sample(x.to(dt), grid.unsqueeze(1).to(dt), mode="bilinear", padding_mode="border",
                         align_corners=False)
     return out[:, :, 0].transpose(1, 2).to(x.dtype)  # (B, N, D)
 

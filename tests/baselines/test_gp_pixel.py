@@ -12,6 +12,7 @@ from gpcis.baselines.pixel_features import PixelFeatureConfig
 from gpcis.baselines.refine import GrabCutRefineConfig
 from gpcis.clicks import Click
 from gpcis.inference.base import InteractiveSegmenter
+from tests.folders import shared_folder
 
 
 def disk_image(h: int = 72, w: int = 96, radius: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -244,7 +245,7 @@ def test_real_grabcut_images(shared_datasets) -> None:
     from gpcis.data.datasets import get_dataset
     from gpcis.evaluation.protocol import EvalConfig, evaluate_object
 
-    ds = get_dataset("GrabCut", shared_datasets / "GrabCut")
+    ds = get_dataset("GrabCut", shared_folder(shared_datasets, "GrabCut"))
     cfg = EvalConfig(max_clicks=10, long_max_clicks=None, progress=False)
     m = GPPixelMethod()
     for i in range(0, len(ds), len(ds) // 5)[:5]:

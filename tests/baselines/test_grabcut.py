@@ -10,6 +10,7 @@ from gpcis.baselines import create_method, list_methods
 from gpcis.baselines.grabcut import GrabCutConfig, GrabCutMethod, seed_mask
 from gpcis.clicks import Click
 from gpcis.evaluation.metrics import iou
+from tests.folders import shared_folder
 
 
 def _scene(h: int = 60, w: int = 80, seed: int = 0):
@@ -98,5 +99,5 @@ def test_reference_level_on_real_grabcut(shared_datasets):
     from gpcis.evaluation.protocol import EvalConfig, evaluate_dataset, summarize
 
     cfg = EvalConfig(long_max_clicks=None, progress=False)
-    m = summarize(evaluate_dataset(GrabCutMethod(), get_dataset("GrabCut", shared_datasets / "GrabCut"), cfg), cfg)
+    m = summarize(evaluate_dataset(GrabCutMethod(), get_dataset("GrabCut", shared_folder(shared_datasets, "GrabCut")), cfg), cfg)
     assert m["noc85"] <= 4.3 + 0.3 and m["noc90"] <= 5.4 + 0.3

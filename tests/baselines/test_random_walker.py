@@ -10,6 +10,7 @@ from gpcis.baselines import create_method
 from gpcis.baselines.random_walker import RandomWalkerConfig, RandomWalkerMethod
 from gpcis.clicks import Click
 from gpcis.evaluation.metrics import iou
+from tests.folders import shared_folder
 
 
 def _scene(h: int = 60, w: int = 80):
@@ -61,6 +62,6 @@ def test_reference_level_on_real_grabcut(shared_datasets):
     from gpcis.evaluation.protocol import EvalConfig, evaluate_dataset, summarize
 
     cfg = EvalConfig(long_max_clicks=None, progress=False)
-    ds = get_dataset("GrabCut", shared_datasets / "GrabCut")
+    ds = get_dataset("GrabCut", shared_folder(shared_datasets, "GrabCut"))
     m = summarize(evaluate_dataset(RandomWalkerMethod(), ds, cfg), cfg)
     assert m["noc85"] <= 10.5 + 0.3 and m["noc90"] <= 13.5 + 0.3

@@ -173,15 +173,22 @@ def test_interleaved_timing_positive(clock):
     assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up, then round-robin
 
 
-def test_interleaved_timing_times_fast_functions_longer():
+def test_interleaved_timing_times_fast_functions_longer(monkeypatch):
     """With min_time_s, a function is called until about that long has been spent on it
     (estimated from its first timed call), capped at max_repeats; a slow one keeps `repeats`;
-    the round-robin order holds while both run."""
-    import time as _time
-
+    the round-robin order holds while both run. A fake clock (a call of "slow" takes 20 ms,
+    of "fast" 1 us), so that the machine's load cannot change the counts."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr(gs, "_clock", lambda kind: lambda: clock["t"])
     calls = []
-    fns = {"slow": lambda: calls.append("slow") or _time.sleep(0.02), "fast": lambda: calls.append("fast")}
-    gs.time_interleaved(fns, repeats=3, warmup=0, device="cpu", min_time_s=0.03, max_repeats=50)
+
+    def call(name, seconds):
+        calls.append(name)
+        clock["t"] += seconds
+
+    fns = {"slow": lambda: call("slow", 0.02), "fast": lambda: call("fast", 1e-6)}
+    medians = gs.time_interleaved(fns, repeats=3, warmup=0, device="cpu", min_time_s=0.03, max_repeats=50)
+    assert medians == pytest.approx({"slow": 20.0, "fast": 1e-3})
     assert calls.count("slow") == 3  # 0.03 s / 0.02 s -> 2 < repeats
     assert calls.count("fast") == 50  # microseconds each: the cap
     assert calls[:6] == ["slow", "fast"] * 3 and set(calls[6:]) == {"fast"}

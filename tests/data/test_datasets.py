@@ -21,6 +21,7 @@ from gpcis.data.datasets import (
     read_image,
     read_mask,
 )
+from tests.folders import shared_folder
 
 
 def _rgb(h: int, w: int, seed: int) -> np.ndarray:
@@ -209,8 +210,8 @@ def test_get_dataset_names(tmp_path):
 
 
 def test_shared_datasets(shared_datasets):
-    grabcut = get_dataset("GrabCut", shared_datasets / "GrabCut")
-    coco = get_dataset("COCO_MVal", shared_datasets / "COCO_MVal")
+    grabcut = get_dataset("GrabCut", shared_folder(shared_datasets, "GrabCut"))
+    coco = get_dataset("COCO_MVal", shared_folder(shared_datasets, "COCO_MVal"))
     assert len(grabcut) == 50
     assert len(coco) == 800
     with_ignore = 0

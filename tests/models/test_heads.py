@@ -202,7 +202,16 @@ def test_sample_at_clicks_reads_the_upsampled_map(size):
     coords[1, 0] = torch.tensor([h - 1.0, w - 1.0])  # the clamped corners
     got = sample_at_clicks(x, coords, size)
     ref = gather_at_clicks(up.flatten(2).transpose(1, 2), coords, w)
-    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    # float32: each is a 4-term convex combination of |x| <= max|x| with weights from two
+    # formulas rounded differently: |difference| <= ~8 u max|x| (u = 2^-24); in float64 the
+    # same to 2^-53 (sample_at_clicks kept float32 for float64 maps before session 12)
+    torch.testing.assert_close(got, ref, rtol=0, atol=8 * 2.0**-24 * x.abs().max().item())
+    x64 = x.double()
+    up64 = torch.nn.functional.interpolate(x64, size=size, mode="bilinear", align_corners=False)
+    got64 = sample_at_clicks(x64, coords.double(), size)
+    assert got64.dtype == torch.float64
+    torch.testing.assert_close(got64, gather_at_clicks(up64.flatten(2).transpose(1, 2), coords, w), rtol=0,
+                               atol=8 * 2.0**-53 * x.abs().max().item())
 
 
 @pytest.mark.parametrize("stride", [2, 3])
@@ -210,10 +219,14 @@ def test_strided_head_is_the_gp_on_the_coarse_grid_upsampled(stride):
     """At stride s the head conditions on the full-resolution click inputs (the same X_n as
     at stride 1) and returns the GP on the ceil(H/s) x ceil(W/s) grid, bilinearly upsampled."""
     torch.manual_seed(0)
-    full = GPSegHead(D_FEAT, SMALL_GP).eval()
-    head = GPSegHead(D_FEAT, SMALL_GP, stride=stride).eval()
+    # in float64: the identity is exact, so the tolerances only cover float64 rounding of the
+    # two evaluation orders (each value from ~(D + l + N) operations: ~1e-13 relative)
+    full = GPSegHead(D_FEAT, SMALL_GP).double().eval()
+    head = GPSegHead(D_FEAT, SMALL_GP, stride=stride).double().eval()
     head.load_state_dict(full.state_dict())
     features, image, clicks = _inputs(h=17, w=20)
+    features, image = features.double(), image.double()
+    clicks = ClickBatch(clicks.coords.double(), clicks.labels.double(), clicks.valid)  # float64 click weights too
     out = head(features, image, clicks, return_std=True, num_samples=2, generator=torch.Generator().manual_seed(2))
     gh, gw = -(-17 // stride), -(-20 // stride)
     assert head.grid_size((17, 20)) == (gh, gw)
@@ -221,19 +234,20 @@ def test_strided_head_is_the_gp_on_the_coarse_grid_upsampled(stride):
     x_click = gather_at_clicks(full.pixel_features(features, image).flatten(2).transpose(1, 2), clicks.coords, 20)
     small = torch.nn.functional.adaptive_avg_pool2d(image, (gh, gw))
     x_test = full.pixel_features(features, small).flatten(2).transpose(1, 2)
-    ref = full.gp(x_test, x_click, clicks.labels, clicks.valid, return_variance=True)
+    ref = full.gp(x_test, x_click, clicks.labels.double(), clicks.valid, return_variance=True)
 
     def up(t):
         return torch.nn.functional.interpolate(t.reshape(2, 1, gh, gw), size=(17, 20), mode="bilinear",
                                                align_corners=False)
 
-    torch.testing.assert_close(out.logits, up(ref.mean), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(out.std ** 2, up(ref.variance.clamp_min(0).sqrt()) ** 2, rtol=1e-4, atol=2e-6)
+    tol = dict(rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out.logits, up(ref.mean), **tol)
+    torch.testing.assert_close(out.std ** 2, up(ref.variance.clamp_min(0).sqrt()) ** 2, **tol)
     assert out.samples.shape == (2, 2, 1, 17, 20)
-    ref_s = full.gp(x_test, x_click, clicks.labels, clicks.valid, num_samples=2,
+    ref_s = full.gp(x_test, x_click, clicks.labels.double(), clicks.valid, num_samples=2,
                     generator=torch.Generator().manual_seed(2)).samples  # (S, B, M') from the same draws
     for s in range(2):
-        torch.testing.assert_close(out.samples[s], up(ref_s[s]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.samples[s], up(ref_s[s]), **tol)
     assert not torch.allclose(out.samples[0], out.samples[1])
     same = full(features, image, clicks, num_samples=2, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(out.aux_loss, same.aux_loss)  # L_VI depends on the clicks only

@@ -18,7 +18,7 @@ import torch
 from gpcis.models import create_model, load_checkpoint
 from gpcis.training.losses import normalized_focal_loss
 from gpcis.training.trainer import DataError, Trainer, TrainConfig, _batch_clicks, build_datasets, collate
-from tests.folders import coco_mval_like, write_png
+from tests.folders import coco_mval_like, shared_folder, write_png
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -200,7 +200,7 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
 def test_build_datasets_holds_out_validation(tmp_path, shared_datasets):
     """COCO_MVal has several objects of one image as separate files: whole images are held
     out (with single samples 19 of 100 validation samples shared their image with training)."""
-    cfg = _config(tmp_path, data=str(shared_datasets / "COCO_MVal"), val_samples=100)
+    cfg = _config(tmp_path, data=str(shared_folder(shared_datasets, "COCO_MVal")), val_samples=100)
     train, val = build_datasets(cfg)
     assert len(val) >= 100 and len(train) + len(val) == 800
     assert not set(train.indices) & set(val.indices)
