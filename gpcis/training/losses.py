@@ -52,7 +52,7 @@ def normalized_focal_loss(
         raise ValueError(f"ignore {tuple(ignore.shape)} must have the shape of logits {tuple(logits.shape)}")
     if logits.dim() < 2:
         raise ValueError(f"logits must have a batch dimension, got shape {tuple(logits.shape)}")
-    logits = logits.float()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32; float64 stays
     fg = target > 0.5
     valid = torch.ones_like(fg) if ignore is None else ~ignore.bool()
     w = valid.to(logits.dtype)

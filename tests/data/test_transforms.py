@@ -12,6 +12,7 @@ from gpcis.data.transforms import (
     AugmentConfig,
     Box,
     augment,
+    color_jitter,
     crop_box_around,
     crop_resize,
     expand_box,
@@ -20,6 +21,8 @@ from gpcis.data.transforms import (
     point_from_crop,
     point_to_crop,
     random_crop,
+    random_scale,
+    resize_sample,
 )
 
 
@@ -46,6 +49,57 @@ def test_augment_shapes_and_determinism():
     cfg = AugmentConfig(crop_size=(24, 24), object_prob=1.0)
     for seed in range(10):
         assert augment(s, np.random.default_rng(seed), cfg).mask.any()
+
+
+def test_resize_sample_maps_every_mask_by_nearest_neighbour():
+    """Image bilinear, target / other objects / ignore nearest: binary, and equal to OpenCV's
+    nearest resize of each (the same mapping for all, so they stay aligned)."""
+    import cv2
+
+    s = _sample()
+    s.ignore[30:, :] = True
+    out = resize_sample(s, 23, 71)
+    assert out.image.shape == (23, 71, 3) and out.image.dtype == np.uint8
+    np.testing.assert_array_equal(out.image, cv2.resize(s.image, (71, 23), interpolation=cv2.INTER_LINEAR))
+    for got, src in ((out.mask, s.mask), (out.others[0], s.others[0]), (out.ignore, s.ignore)):
+        assert got.dtype == bool and got.shape == (23, 71)
+        np.testing.assert_array_equal(got, cv2.resize(src.astype(np.uint8), (71, 23),
+                                                      interpolation=cv2.INTER_NEAREST).astype(bool))
+
+
+def test_random_scale_draws_its_factor_from_the_range():
+    """The scale is U(scale_range): over many draws every size lies within the range's sizes
+    (rounded) and both ends are approached; one fixed factor gives exactly that size."""
+    s = _sample(40, 50)
+    rng = np.random.default_rng(0)
+    heights = [random_scale(s, rng, (0.5, 1.5)).image.shape[0] for _ in range(200)]
+    assert min(heights) >= 20 and max(heights) <= 60
+    assert min(heights) <= 22 and max(heights) >= 58  # 200 uniform draws reach within 5% of both ends
+    fixed = random_scale(s, np.random.default_rng(1), (0.75, 0.75))
+    assert fixed.image.shape[:2] == (30, 38) and fixed.mask.shape == (30, 38)
+
+
+def test_color_jitter_stays_in_its_bounds():
+    """Brightness b, contrast c and shift r: the output is clip(round(((x (1 + db) - mu)(1 + dc) + mu)
+    + dr)) with |db| <= b, |dc| <= c, |dr| <= r; with all three 0 it is the identity, and it
+    stays uint8 in [0, 255]."""
+    img = np.random.default_rng(2).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(color_jitter(img, np.random.default_rng(0), 0.0, 0.0, 0.0), img)
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        out = color_jitter(img, rng, 0.25, 0.25, 10.0)
+        assert out.dtype == np.uint8
+        # a pixel moves by at most |x| b + |x (1+b) - mu| c + r (before rounding / clipping)
+        x = img.astype(np.float64)
+        mu_max = 255 * 1.25
+        bound = x * 0.25 + (np.abs(x * 1.25) + mu_max) * 0.25 + 10 + 1
+        assert (np.abs(out.astype(np.float64) - x) <= bound).all()
+    shifted = color_jitter(img, np.random.default_rng(9), 0.0, 0.0, 10.0)
+    diff = shifted.astype(int) - img.astype(int)
+    inside = (img > 10) & (img < 245)  # no clipping: the shift is one constant per channel
+    for c in range(3):
+        vals = np.unique(diff[..., c][inside[..., c]])
+        assert len(vals) <= 2 and np.ptp(vals) <= 1 and np.abs(vals).max() <= 10  # rounding: +-1
 
 
 def test_crop_pads_small_images_and_marks_padding_ignored():

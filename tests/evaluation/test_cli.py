@@ -182,3 +182,18 @@ def test_evaluate_checkpoint_tiny_model(tmp_path):
     args = _parse(["--checkpoint", str(ckpt), "--cuda-graphs", "--device", "cpu", "--data-root", str(root),
                    "--out", str(out)])
     assert args.func(args) == 2
+
+
+def test_default_data_root_is_the_shared_folder_beside_the_checkout(monkeypatch, tmp_path):
+    """``../shared/datasets`` next to the repository when it exists (then --data-root is
+    optional), else None (then --data-root is required)."""
+    from gpcis.evaluation import cli as ecli
+
+    repo = Path(ecli.__file__).resolve().parents[2]
+    expected = repo.parent / "shared" / "datasets"
+    assert ecli.default_data_root() == (expected if expected.is_dir() else None)
+    fake = tmp_path / "checkout" / "gpcis" / "evaluation" / "cli.py"
+    monkeypatch.setattr(ecli, "__file__", str(fake))
+    assert ecli.default_data_root() is None
+    (tmp_path / "shared" / "datasets").mkdir(parents=True)
+    assert ecli.default_data_root() == tmp_path / "shared" / "datasets"
