@@ -7,8 +7,10 @@ Routes (all API answers are JSON; errors are ``{"error": message}`` with a 4xx/5
 - ``GET /api/info``: method name, sample names, limits, and the method's load error if any.
 - ``POST /api/image``: open an image, multipart ``file`` (upload) or form field ``sample``;
   optional ``session`` to reuse that session's method. Starts a new annotation.
-- ``POST /api/click`` ``{session, row, col, positive}``; ``POST /api/undo | /api/reset |
-  /api/reset_all | /api/finish`` ``{session}``: each answers the new :func:`state`.
+- ``POST /api/click`` ``{session, row, col, positive[, image_id]}``; ``POST /api/undo |
+  /api/reset | /api/reset_all | /api/finish`` ``{session[, image_id]}``: each answers the new
+  :func:`state`; 409 when ``image_id`` (from the state) is not the session's current image,
+  or when another image replaced this one while the request waited.
 - ``GET /api/save?session=...&kind=labels|current``: PNG download at the original size
   (``labels``: indexed PNG, value ``k`` = object ``k``; ``current``: 0/255 mask).
 """
@@ -50,6 +52,8 @@ class DemoConfig:
         max_side: images are downscaled so their longer side is at most this for
             segmentation (masks are saved at the original size); ``None``: never.
         max_sessions: sessions kept in memory (least recently used dropped).
+        idle_s: a session unused this long is dropped (``None``: never).
+        max_clicks: clicks per object (then finish or reset it).
         alpha: opacity of the mask fill.
     """
 
@@ -58,7 +62,15 @@ class DemoConfig:
     max_pixels: int = 40_000_000
     max_side: Optional[int] = 1024
     max_sessions: int = 8
+    idle_s: Optional[float] = 3600.0
+    max_clicks: int = 100
     alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_side is not None and self.max_side < 16:
+            raise ValueError(f"max_side must be None or >= 16, got {self.max_side}")
+        if self.max_clicks < 1:
+            raise ValueError(f"max_clicks must be >= 1, got {self.max_clicks}")
 
 
 class DemoError(Exception):
@@ -88,12 +100,14 @@ def state(session_id: str, sess: AnnotationSession, alpha: float = 0.5) -> dict[
         layers["prob"] = data_url(encode_png(heatmap_layer(np.asarray(step.result.prob), vmax=1.0)))
         if step.result.std is not None:
             std = np.asarray(step.result.std, dtype=np.float32)
-            std_max = float(std.max())
+            finite = std[np.isfinite(std)]
+            std_max = float(finite.max()) if finite.size else None  # NaN is not JSON
             layers["std"] = data_url(encode_png(heatmap_layer(std, colormap=cv2.COLORMAP_INFERNO)))
     area = int(sess.current_mask.sum()) if step is not None else 0
     sug = step.suggestion if step is not None else None
     return {
         "session": session_id,
+        "image_id": sess.token,
         "width": sess.size[1],
         "height": sess.size[0],
         "clicks": [{"row": c.row, "col": c.col, "positive": c.positive} for c in sess.clicks],
@@ -140,7 +154,7 @@ def create_app(
     )
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes
     app.config["GPCIS_LOAD_ERROR"] = None
-    store = SessionStore(cfg.max_sessions)
+    store = SessionStore(cfg.max_sessions, cfg.idle_s)
     spare: list[InteractiveSegmenter] = []
     spare_lock = threading.Lock()
     app.extensions["gpcis_demo"] = {"store": store, "config": cfg}
@@ -183,6 +197,14 @@ def create_app(
             return sid, store.get(str(sid))
         except KeyError:
             raise DemoError("session expired or unknown: open the image again", 404) from None
+
+    def check_open(sess: AnnotationSession, image_id: Any = None) -> None:
+        """Under ``sess.lock``: refuse an action on an image another one replaced, or a click
+        meant for another image than this session's (``image_id`` given and different)."""
+        if sess.closed:
+            raise DemoError("this image was replaced by another one in this tab: reload the page", 409)
+        if image_id is not None and image_id != sess.token:
+            raise DemoError("the click was meant for the previous image: click again", 409)
 
     # ------------------------------------------------------------------ errors
     @app.errorhandler(DemoError)
@@ -248,10 +270,22 @@ def create_app(
                 old = None
         if old is not None:
             with old.lock:
-                sess = AnnotationSession.open(old.method, image, cfg.max_side)
+                # the method is about to hold the new image: nothing may run on the old session
+                # (a request that fetched it before is refused once it gets the lock)
+                old.closed = True
+                try:
+                    sess = AnnotationSession.open(old.method, image, cfg.max_side)
+                except ValueError as err:  # e.g. an image under 2 x 2 pixels
+                    raise DemoError(str(err), 400) from err
             sid = store.put(sess, old_sid)
         else:
-            sess = AnnotationSession.open(new_method(), image, cfg.max_side)
+            method = new_method()
+            try:
+                sess = AnnotationSession.open(method, image, cfg.max_side)
+            except ValueError as err:
+                with spare_lock:
+                    spare.append(method)  # unused: the next image takes it
+                raise DemoError(str(err), 400) from err
             sid = store.put(sess)
         out = state(sid, sess, cfg.alpha)
         out.update(
@@ -275,6 +309,9 @@ def create_app(
         if not isinstance(positive, bool):
             raise DemoError("click: positive must be true or false", 400)
         with sess.lock:
+            check_open(sess, data.get("image_id"))
+            if len(sess.clicks) >= cfg.max_clicks:
+                raise DemoError(f"click: at most {cfg.max_clicks} clicks per object; finish or reset it", 400)
             try:
                 sess.add_click(Click(row, col, positive))
             except ValueError as err:
@@ -284,6 +321,7 @@ def create_app(
     def action(fn: Callable[[AnnotationSession], Any]) -> Response:
         sid, sess = get_session()
         with sess.lock:
+            check_open(sess, json_body().get("image_id"))
             try:
                 fn(sess)
             except ValueError as err:
@@ -311,6 +349,7 @@ def create_app(
         sid, sess = get_session()
         kind = request.args.get("kind", "labels")
         with sess.lock:
+            check_open(sess)
             if kind == "labels":
                 labels = sess.label_map(original_size=True)
                 if not labels.any():

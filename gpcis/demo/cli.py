@@ -25,6 +25,22 @@ def _port(text: str) -> int:
     return v
 
 
+def _at_least_one(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1."""
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _non_negative(text: str) -> float:
+    """An ``argparse`` type: a finite number >= 0."""
+    v = float(text)
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return v
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Build the app from parsed options and serve it with werkzeug until Ctrl-C."""
     from gpcis.demo.app import DemoConfig, create_app
@@ -34,10 +50,12 @@ def run_demo(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"gpcis demo: error: {err}", file=sys.stderr)
         return 2
-    if args.max_side is not None and args.max_side < 16:
-        print("gpcis demo: error: --max-side must be at least 16", file=sys.stderr)
+    if args.max_side is not None and args.max_side != 0 and args.max_side < 16:  # 0: never downscale
+        print("gpcis demo: error: --max-side must be 0 (never) or at least 16", file=sys.stderr)
         return 2
-    config = DemoConfig(method_name=description, max_side=args.max_side or None)
+    config = DemoConfig(method_name=description, max_side=args.max_side or None,
+                        max_sessions=args.max_sessions, idle_s=args.idle_minutes * 60 or None,
+                        max_clicks=args.max_clicks)
     print(f"gpcis demo: method: {description}; loading ...", flush=True)
     app = create_app(factory, config)
     err = app.config["GPCIS_LOAD_ERROR"]
@@ -74,5 +92,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=1024,
         help="downscale larger images to this longer side for segmentation; 0 = never (default: 1024)",
     )
+    p.add_argument("--max-sessions", type=_at_least_one, default=8,
+                   help="annotation sessions (browser tabs) kept in memory; the least recently used "
+                   "is dropped beyond (default: 8)")
+    p.add_argument("--idle-minutes", type=_non_negative, default=60.0,
+                   help="drop a session unused this long; 0 = never (default: 60)")
+    p.add_argument("--max-clicks", type=_at_least_one, default=100, help="clicks per object (default: 100)")
     p.set_defaults(func=run_demo)
     return p

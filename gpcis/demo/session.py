@@ -17,7 +17,10 @@ from gpcis.clicks import Click, check_clicks_in_image
 from gpcis.demo.suggest import Suggestion, suggest_next_click
 from gpcis.inference.base import InteractiveSegmenter, PredictionResult
 
-__all__ = ["Step", "AnnotationSession", "SessionStore", "fit_image", "resize_mask"]
+__all__ = ["Step", "AnnotationSession", "SessionStore", "fit_image", "resize_mask", "MAX_OBJECTS"]
+
+#: finished objects per image: the label PNG of "Save masks" holds 255
+MAX_OBJECTS = 255
 
 
 def fit_image(image: np.ndarray, max_side: Optional[int]) -> np.ndarray:
@@ -29,7 +32,9 @@ def fit_image(image: np.ndarray, max_side: Optional[int]) -> np.ndarray:
     if max_side is None or max(h, w) <= max_side:
         return image
     s = max_side / max(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))  # cv2 wants (width, height)
+    # at least 2 pixels a side where the image has them (a 3000 x 2 strip is still 2 high):
+    # the methods refuse images under 2 x 2
+    size = (max(min(2, w), round(w * s)), max(min(2, h), round(h * s)))  # cv2 wants (width, height)
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
@@ -48,15 +53,24 @@ class Step:
 
     Attributes:
         clicks: every click of the current object so far.
-        result: the method's prediction from those clicks.
+        result: the method's prediction from those clicks; ``None`` for a step that is no
+            longer the latest (only its mask is kept: a full prediction with its
+            probability and std maps is ~9.5 MB at 1024^2, and a session held every click's;
+            :meth:`AnnotationSession.undo` predicts it again when it becomes the latest).
         suggestion: the suggested next click, or ``None``.
         time_s: wall time of ``predict`` (seconds).
+        mask: ``(H, W)`` bool, the prediction's mask (kept when ``result`` is dropped).
     """
 
     clicks: tuple[Click, ...]
-    result: PredictionResult
+    result: Optional[PredictionResult]
     suggestion: Optional[Suggestion]
     time_s: float
+    mask: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        if self.mask is None and self.result is not None:
+            self.mask = np.asarray(self.result.mask, dtype=bool)
 
 
 @dataclass
@@ -74,6 +88,10 @@ class AnnotationSession:
         objects: finished object masks, ``(H, W)`` bool each.
         history: one :class:`Step` per click of the current object.
         set_image_s: wall time of ``set_image`` (seconds).
+        token: identifies this image's annotation (a client echoes it with its clicks, so a
+            click meant for the previous image is refused after a new one was opened).
+        closed: set when another image replaced this one in its session (its method now
+            holds the other image): every later action is refused.
     """
 
     method: InteractiveSegmenter
@@ -83,6 +101,8 @@ class AnnotationSession:
     history: list[Step] = field(default_factory=list)
     set_image_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(8))
+    closed: bool = False
 
     @classmethod
     def open(
@@ -116,7 +136,7 @@ class AnnotationSession:
     @property
     def current_mask(self) -> Optional[np.ndarray]:
         """``(H, W)`` bool mask of the current object, ``None`` before its first click."""
-        return None if self.current is None else np.asarray(self.current.result.mask, dtype=bool)
+        return None if self.current is None else self.current.mask
 
     @property
     def mean_time_s(self) -> Optional[float]:
@@ -149,18 +169,33 @@ class AnnotationSession:
                 )
         suggestion = suggest_next_click(self.method, result, clicks)
         step = Step(clicks, result, suggestion, dt)
+        if self.history:
+            self.history[-1].result = None  # only the latest step keeps its full prediction
         self.history.append(step)
         return step
 
     def undo(self) -> bool:
         """Remove the last click of the current object (restoring the prediction before it).
 
+        The restored step's full prediction is computed again from its clicks and the mask
+        before it -- the inputs it was made from, so a deterministic method gives it back
+        (a model's std outside its zoom-in crop may differ: it came from the prediction
+        before). If that fails, nothing is undone.
+
         Returns:
             ``False`` when there was nothing to undo.
         """
         if not self.history:
             return False
-        self.history.pop()
+        last = self.history.pop()
+        step = self.current
+        if step is not None and step.result is None:
+            prev = self.history[-2].mask if len(self.history) > 1 else None
+            try:
+                step.result = self.method.predict(list(step.clicks), prev_mask=prev)
+            except BaseException:
+                self.history.append(last)
+                raise
         return True
 
     def reset(self) -> None:
@@ -179,13 +214,16 @@ class AnnotationSession:
             The number of finished objects.
 
         Raises:
-            ValueError: the current object has no clicks or an empty mask.
+            ValueError: the current object has no clicks or an empty mask, or 255 objects
+                are finished already (the most one label PNG holds).
         """
         mask = self.current_mask
         if mask is None:
             raise ValueError("nothing to finish: click on the object first")
         if not mask.any():
             raise ValueError("nothing to finish: the current mask is empty")
+        if len(self.objects) >= MAX_OBJECTS:
+            raise ValueError(f"at most {MAX_OBJECTS} objects per image (one label PNG): save them and open the image again")
         self.objects.append(mask.copy())
         self.history.clear()
         return len(self.objects)
@@ -217,17 +255,39 @@ class AnnotationSession:
 
 
 class SessionStore:
-    """Sessions keyed by random ids, at most ``max_sessions`` (least recently used dropped).
+    """Sessions keyed by random ids, at most ``max_sessions`` (least recently used dropped),
+    each dropped after ``idle_s`` seconds without use.
 
     Thread safe; each session also carries its own lock for its actions.
+
+    Args:
+        max_sessions: sessions kept.
+        idle_s: a session unused this long is dropped (``None``: never).
+        clock: the time source (seconds; for tests).
     """
 
-    def __init__(self, max_sessions: int = 8) -> None:
+    def __init__(self, max_sessions: int = 8, idle_s: Optional[float] = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        if idle_s is not None and not idle_s > 0:
+            raise ValueError(f"idle_s must be > 0 or None, got {idle_s}")
         self.max_sessions = max_sessions
+        self.idle_s = idle_s
+        self._clock = clock
         self._items: OrderedDict[str, AnnotationSession] = OrderedDict()
+        self._used: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        """Drop the sessions idle longer than ``idle_s`` (the oldest come first); under the lock."""
+        if self.idle_s is None:
+            return
+        while self._items:
+            sid = next(iter(self._items))
+            if now - self._used[sid] <= self.idle_s:
+                break
+            del self._items[sid], self._used[sid]
 
     def __len__(self) -> int:
         with self._lock:
@@ -240,18 +300,25 @@ class SessionStore:
             KeyError: unknown or expired id.
         """
         with self._lock:
+            now = self._clock()
+            self._expire(now)
             sess = self._items[session_id]
             self._items.move_to_end(session_id)
+            self._used[session_id] = now
             return sess
 
     def put(self, session: AnnotationSession, session_id: Optional[str] = None) -> str:
         """Store ``session`` under ``session_id`` (a new random id when ``None``)."""
         sid = session_id or secrets.token_urlsafe(16)
         with self._lock:
+            now = self._clock()
+            self._expire(now)
             self._items[sid] = session
             self._items.move_to_end(sid)
+            self._used[sid] = now
             while len(self._items) > self.max_sessions:
-                self._items.popitem(last=False)
+                old, _ = self._items.popitem(last=False)
+                del self._used[old]
         return sid
 
     def method_of(self, session_id: Optional[str], factory: Callable[[], InteractiveSegmenter]) -> InteractiveSegmenter:

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import gpcis.demo
+from gpcis.clicks import Click
 from gpcis.demo import DemoConfig, create_app
 from gpcis.demo.render import encode_png
 from tests.demo._segmenters import ColourSegmenter, two_squares
@@ -180,3 +181,63 @@ def test_checkpoint_method_uses_its_own_suggestion(tmp_path):
     st = c.post("/api/click", json={"session": sid, "row": 30, "col": 30}).get_json()
     assert st["num_clicks"] == 1 and st["has_std"]  # a GP model gives the posterior std
     assert st["suggestion"]["source"] == "method" and isinstance(st["suggestion"]["positive"], bool)
+
+
+def test_a_click_for_a_replaced_image_is_refused_not_applied_to_the_new_one():
+    """The page opened a new image in its session while a click for the old one was queued:
+    the click came with the old coordinates and landed on the new image (200). Now a click
+    echoes the image's id and is refused with 409 when it does not match; and any request
+    that had fetched the replaced session is refused once it runs."""
+    img, _, _ = two_squares()
+    _, c = _client()
+    first = _upload(c, encode_png(img)).get_json()
+    sid, old_id = first["session"], first["image_id"]
+    second = _upload(c, encode_png(img[:, ::-1].copy()), session=sid).get_json()
+    assert second["session"] == sid and second["image_id"] != old_id
+    r = c.post("/api/click", json={"session": sid, "image_id": old_id, "row": 15, "col": 15, "positive": True})
+    assert r.status_code == 409 and "previous image" in r.get_json()["error"]
+    assert c.post("/api/click", json={"session": sid, "image_id": second["image_id"], "row": 15, "col": 15,
+                                      "positive": True}).status_code == 200
+    # a request holding the replaced session object (it fetched it before the reopen)
+    store = c.application.extensions["gpcis_demo"]["store"]
+    sess = store.get(sid)
+    _upload(c, encode_png(img), session=sid)
+    assert sess.closed and not store.get(sid).closed
+
+
+def test_limits_of_a_session_are_clear_errors():
+    img, _, _ = two_squares()
+    _, c = _client(max_clicks=2)
+    sid = _upload(c, encode_png(img)).get_json()["session"]
+    for _ in range(2):
+        assert c.post("/api/click", json={"session": sid, "row": 15, "col": 15}).status_code == 200
+    r = c.post("/api/click", json={"session": sid, "row": 16, "col": 16})
+    assert r.status_code == 400 and "at most 2 clicks per object" in r.get_json()["error"]
+    # an image under 2 x 2 pixels: 400 with the method's message (was a 500)
+    from gpcis.baselines import create_method
+
+    _, c = _client(factory=lambda: create_method("grabcut"))
+    r = _upload(c, encode_png(np.zeros((1, 7, 3), np.uint8)))
+    assert r.status_code == 400 and "too small" in r.get_json()["error"]
+    with pytest.raises(ValueError, match="max_side"):
+        DemoConfig(max_side=8)
+
+
+def test_a_non_finite_std_does_not_break_the_json():
+    """std.max() of NaN went out as the bare token NaN, which JSON parsers refuse."""
+    from gpcis.demo.app import state
+    from gpcis.demo.session import AnnotationSession
+    from gpcis.inference.base import PredictionResult
+
+    img, _, _ = two_squares()
+
+    class NaNStd(ColourSegmenter):
+        def predict(self, clicks, prev_mask=None):
+            r = super().predict(clicks, prev_mask)
+            return PredictionResult(r.mask, r.prob, np.full(r.prob.shape, np.nan, np.float32))
+
+    sess = AnnotationSession.open(NaNStd(), img)
+    sess.add_click(Click(15, 15, True))
+    out = state("s", sess)
+    assert out["std_max"] is None
+    json.loads(json.dumps(out, allow_nan=False))

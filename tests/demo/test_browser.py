@@ -205,3 +205,57 @@ def test_screenshot(driver, tmp_path):
         target = os.environ.get("GPCIS_DEMO_SCREENSHOT")
         if target:
             shutil.copyfile(out, target)
+
+
+def test_clicks_land_on_their_pixel_for_images_smaller_than_the_empty_stage(driver, tmp_path):
+    """The stage's minimum size (for the empty page) stretched the canvas over small or thin
+    images: a click on pixel (59, 99) of a 60 x 100 image reached the server as (17, 31)
+    (session 12's audit, in this browser)."""
+    made = []
+
+    def factory():
+        made.append(ColourSegmenter())
+        return made[-1]
+
+    app = create_app(factory, DemoConfig(method_name="colour"))
+    with serve(app) as url:
+        for h, w in ((60, 100), (300, 90)):
+            img = tmp_path / f"small_{h}x{w}.png"
+            Image.fromarray(shapes_image(h, w)).save(img)
+            driver.get(url)
+            driver.find_element("id", "upload").send_keys(str(img))
+            wait_for(lambda: stage_data(driver, "session") and stage_data(driver, "clicks") == "0", "the upload")
+            rect = driver.execute_script(
+                "const b = document.getElementById('base').getBoundingClientRect();"
+                "const d = document.getElementById('dots').getBoundingClientRect();"
+                "return [b.width, b.height, d.width, d.height];")
+            assert abs(rect[0] - rect[2]) < 1 and abs(rect[1] - rect[3]) < 1, rect  # canvas == image
+            # (not the last row / column: the driver's rounded offset can land on the border)
+            for k, (row, col) in enumerate(((h - 3, w - 3), (2, 2), (h // 2, w // 3)), start=1):
+                click_pixel(driver, row, col)
+                wait_for(lambda: stage_data(driver, "clicks") == str(k), f"click {k}")
+                got = made[-1].calls[-1][0][-1]
+                # within the driver's whole-pixel pointer position (the bug was off by tens of pixels)
+                assert got.positive and abs(got.row - row) <= 1 and abs(got.col - col) <= 1, (got, row, col)
+
+
+def test_a_click_while_the_next_image_opens_is_not_applied_to_it(driver, tmp_path):
+    """Opening the next image in the same tab while clicking the shown one: the click was
+    sent with the old image's coordinates and recorded on the new image."""
+
+    class SlowOpen(ColourSegmenter):
+        def set_image(self, image):
+            time.sleep(1.5)
+            super().set_image(image)
+
+    app = create_app(SlowOpen, DemoConfig(method_name="colour"))
+    with serve(app) as url:
+        open_sample(driver, url, "shapes")
+        from selenium.webdriver.support.ui import Select
+
+        Select(driver.find_element("id", "sample")).select_by_value("coffee")
+        driver.find_element("id", "open-sample").click()
+        click_pixel(driver, 100, 150)  # on the old image, while the new one opens
+        wait_for(lambda: "opened coffee" in driver.find_element("id", "message").text, "the next image", 30)
+        time.sleep(0.5)
+        assert stage_data(driver, "clicks") == "0" and driver.find_element("id", "click-count").text == "0"

@@ -92,3 +92,21 @@ def test_refine_and_flip_reach_the_demo_predictor(released_tiny, monkeypatch):
     assert seen["predictor"].refine == GrabCutRefineConfig() and seen["predictor"].flip
     assert main(["demo", "--device", "cpu"]) == 0
     assert seen["predictor"].refine is None
+
+
+def test_session_limits_and_max_side_zero_reach_the_app(monkeypatch, capsys):
+    """--max-side 0 means never downscale (it was refused although documented); the session
+    limits are options."""
+    served = {}
+    monkeypatch.setattr(flask.Flask, "run", lambda self, **kw: served.update(app=self))
+    assert main(["demo", "--method", "grabcut", "--max-side", "0", "--max-sessions", "3", "--idle-minutes", "0",
+                 "--max-clicks", "50"]) == 0
+    cfg = served["app"].extensions["gpcis_demo"]["config"]
+    assert (cfg.max_side, cfg.max_sessions, cfg.idle_s, cfg.max_clicks) == (None, 3, None, 50)
+    assert main(["demo", "--method", "grabcut", "--idle-minutes", "2"]) == 0
+    assert served["app"].extensions["gpcis_demo"]["config"].idle_s == 120
+    assert main(["demo", "--method", "grabcut", "--max-side", "8"]) == 2
+    assert "--max-side must be 0 (never) or at least 16" in capsys.readouterr().err
+    for bad in (["--max-sessions", "0"], ["--idle-minutes", "-1"], ["--max-clicks", "0"]):
+        with pytest.raises(SystemExit):
+            main(["demo", "--method", "grabcut", *bad])

@@ -22,11 +22,63 @@ def test_clicks_predict_with_previous_mask_and_undo_restores():
     assert seg.calls[1][0] == [Click(15, 15, True), Click(2, 2, False)]
     np.testing.assert_array_equal(seg.calls[1][1], red)  # previous mask passed on
     assert len(s.history) == 2 and s.mean_time_s is not None and s.mean_time_s >= 0
+    # only the latest step keeps its full prediction (prob / std maps: ~9.5 MB a click at
+    # 1024^2, every click's was held); the earlier ones their masks
+    assert s.history[0].result is None and s.history[1].result is not None
+    np.testing.assert_array_equal(s.history[0].mask, red)
+    first = s.history[0]
     assert s.undo() is True
     assert s.clicks == (Click(15, 15, True),)
     np.testing.assert_array_equal(s.current_mask, red)
-    assert len(seg.calls) == 2  # undo restores, it does not recompute
+    # the restored step's prediction is made again from the inputs it was made from
+    assert len(seg.calls) == 3 and seg.calls[2][0] == [Click(15, 15, True)] and seg.calls[2][1] is None
+    assert s.current is first and first.result is not None
+    np.testing.assert_array_equal(first.result.mask, red)
     assert s.undo() is True and s.undo() is False
+
+
+def test_undo_keeps_the_step_when_predicting_it_again_fails():
+    img, red, _ = two_squares()
+    seg = ColourSegmenter()
+    s = AnnotationSession.open(seg, img)
+    s.add_click(Click(15, 15, True))
+    s.add_click(Click(2, 2, False))
+    s.add_click(Click(3, 3, False))
+
+    def broken(clicks, prev_mask=None):
+        raise ValueError("the method failed")
+
+    seg.predict = broken
+    with pytest.raises(ValueError, match="the method failed"):
+        s.undo()
+    assert len(s.clicks) == 3 and s.current.result is not None  # nothing undone
+    # the second step was predicted with the first step's mask: the same input again on undo
+    seg2 = ColourSegmenter()
+    s2 = AnnotationSession.open(seg2, img)
+    for c in (Click(15, 15, True), Click(2, 2, False), Click(3, 3, False)):
+        s2.add_click(c)
+    s2.undo()
+    np.testing.assert_array_equal(seg2.calls[-1][1], red)
+    assert seg2.calls[-1][0] == [Click(15, 15, True), Click(2, 2, False)]
+
+
+def test_session_store_drops_idle_sessions():
+    img, _, _ = two_squares()
+    now = {"t": 0.0}
+    store = SessionStore(max_sessions=4, idle_s=60.0, clock=lambda: now["t"])
+    a = store.put(AnnotationSession.open(ColourSegmenter(), img))
+    now["t"] = 30.0
+    b = store.put(AnnotationSession.open(ColourSegmenter(), img))
+    now["t"] = 80.0  # a idle for 80 s, b for 50 s
+    store.get(b)
+    with pytest.raises(KeyError):
+        store.get(a)
+    assert len(store) == 1
+    now["t"] = 200.0
+    with pytest.raises(KeyError):
+        store.get(b)
+    with pytest.raises(ValueError, match="idle_s"):
+        SessionStore(idle_s=0)
 
 
 def test_click_outside_image_is_value_error():

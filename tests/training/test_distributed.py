@@ -38,15 +38,21 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_process_gloo_ddp(tmp_path):
-    script = tmp_path / "ddp.py"
-    script.write_text(_SCRIPT)
+def _torchrun(tmp_path, script_text: str, name: str) -> subprocess.CompletedProcess:
+    """Run ``script_text`` as two gloo processes under torchrun (one thread each), with the
+    run folder ``tmp_path / "run"`` as its argument."""
+    script = tmp_path / name
+    script.write_text(script_text)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
            str(tmp_path / "run")]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_two_process_gloo_ddp(tmp_path):
+    res = _torchrun(tmp_path, _SCRIPT, "ddp.py")
     assert res.returncode == 0, res.stderr[-3000:]
     r0 = torch.load(tmp_path / "run" / "rank0.pt")
     r1 = torch.load(tmp_path / "run" / "rank1.pt")
@@ -99,14 +105,7 @@ def test_an_unreadable_item_on_one_rank_stops_every_rank_with_a_checkpoint(tmp_p
     """Rank 1 alone meets a bad item: both ranks stop at the same step with a DataError
     (rank 0 names rank 1) and rank 0 saves last.pt there; before, rank 0 waited in the
     next gradient all-reduce and no checkpoint was written."""
-    script = tmp_path / "bad.py"
-    script.write_text(_BAD_ITEM_SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           str(tmp_path / "run")]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    res = _torchrun(tmp_path, _BAD_ITEM_SCRIPT, "bad.py")
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "rank 0: training data: an item on rank 1 could not be used" in out, out[-3000:]

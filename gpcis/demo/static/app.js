@@ -5,9 +5,12 @@
   const stage = $("stage"), base = $("base"), dots = $("dots");
   const layers = { mask: $("layer-mask"), prob: $("layer-prob"), std: $("layer-std") };
   let session = null;   // session id from the server
+  let imageId = null;   // the shown image's id: clicks carry it, the server refuses stale ones
+  let opening = false;  // an image is being opened: clicks wait for it
   let current = null;   // last state
   let queue = Promise.resolve();  // requests run one after another, in click order
   let pending = 0;
+  const TIMEOUT_MS = 180000;  // a request that takes longer is abandoned (the page stays usable)
 
   function showMessage(text, kind) {
     const m = $("message");
@@ -21,32 +24,38 @@
     $("busy").classList.toggle("hidden", pending === 0);
   }
 
-  // Run fn (returning a fetch Response promise) in order; JSON errors become messages.
+  // Run fn (signal -> a fetch Response promise) in order; JSON errors become messages.
   function request(fn) {
     setBusy(1);
     const p = queue.then(async () => {
-      let resp;
+      const ctrl = new AbortController();
+      const timer = setTimeout(() => ctrl.abort(), TIMEOUT_MS);
+      let resp, data = null;
       try {
-        resp = await fn();
+        resp = await fn(ctrl.signal);
+        try { data = await resp.json(); } catch (e) { data = null; }
       } catch (e) {
-        showMessage("cannot reach the gpcis server: " + e);
+        showMessage(ctrl.signal.aborted ? "the gpcis server did not answer in " + TIMEOUT_MS / 1000 + " s"
+                                        : "cannot reach the gpcis server: " + e);
         return null;
+      } finally {
+        clearTimeout(timer);
       }
-      let data = null;
-      try { data = await resp.json(); } catch (e) { data = null; }
       if (!resp.ok) {
         showMessage((data && data.error) || ("request failed: HTTP " + resp.status));
         return null;
       }
+      if (data === null) { showMessage("the gpcis server sent a response that is not JSON"); return null; }
       return data;
     }).finally(() => setBusy(-1));
     queue = p.catch(() => null);
     return p;
   }
 
-  function postJSON(url, body) {
-    return request(() => fetch(url, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  // bodyFn runs when the request is sent (after the ones before it), not when it is queued
+  function postJSON(url, bodyFn) {
+    return request((signal) => fetch(url, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(bodyFn()), signal,
     }));
   }
 
@@ -110,25 +119,35 @@
   }
 
   function opened(st) {
-    if (!st) return;
+    if (!st) { opening = false; return; }  // the open failed: the previous image stays usable
     session = st.session;
     stage.dataset.session = session;
     stage.classList.remove("empty");
     base.onload = () => {
       dots.width = st.width; dots.height = st.height;
+      imageId = st.image_id;
+      opening = false;
       render(st);
       let note = "opened " + st.name + " (" + st.original_width + "×" + st.original_height + ")";
       if (st.original_width !== st.width) note += ", segmented at " + st.width + "×" + st.height + "; masks are saved at full size";
       showMessage(note + ". Left click on the object.", "info");
     };
+    base.onerror = () => { opening = false; showMessage("the browser could not show the image"); };
     base.src = st.image;
+  }
+
+  function openImage(form) {
+    opening = true;  // from now on clicks on the image shown wait: they were meant for it
+    return request((signal) => {
+      if (session) form.append("session", session);
+      return fetch("/api/image", { method: "POST", body: form, signal });
+    }).then(opened);
   }
 
   function openSample() {
     const form = new FormData();
     form.append("sample", $("sample").value);
-    if (session) form.append("session", session);
-    request(() => fetch("/api/image", { method: "POST", body: form })).then(opened);
+    openImage(form);
   }
 
   function openUpload() {
@@ -136,11 +155,8 @@
     if (!f) return;
     const form = new FormData();
     form.append("file", f, f.name);
-    if (session) form.append("session", session);
-    request(() => fetch("/api/image", { method: "POST", body: form })).then((st) => {
-      $("upload").value = "";
-      opened(st);
-    });
+    $("upload").value = "";
+    openImage(form);
   }
 
   function pixelOf(ev) {
@@ -156,16 +172,20 @@
   function addClick(ev, positive) {
     ev.preventDefault();
     if (!session) return;
+    if (opening) { showMessage("the next image is opening: click once it is shown", "info"); return; }
     const p = pixelOf(ev);
+    const image = imageId;  // the image this click was made on (refused by the server if replaced)
     if ($("negative-mode").checked) positive = false;
-    postJSON("/api/click", { session: session, row: p.row, col: p.col, positive: positive }).then((st) => {
-      if (st) { showMessage(""); render(st); }
-    });
+    postJSON("/api/click", () => ({ session: session, image_id: image, row: p.row, col: p.col, positive: positive }))
+      .then((st) => { if (st) { showMessage(""); render(st); } });
   }
 
   function act(name) {
     if (!session) { showMessage("open an image first"); return; }
-    postJSON("/api/" + name, { session: session }).then((st) => { if (st) { showMessage(""); render(st); } });
+    if (opening) { showMessage("the next image is opening", "info"); return; }
+    const image = imageId;
+    postJSON("/api/" + name, () => ({ session: session, image_id: image }))
+      .then((st) => { if (st) { showMessage(""); render(st); } });
   }
 
   async function save(kind) {
@@ -181,7 +201,8 @@
       showMessage((data && data.error) || ("save failed: HTTP " + resp.status));
       return;
     }
-    const blob = await resp.blob();
+    let blob;
+    try { blob = await resp.blob(); } catch (e) { showMessage("the download failed: " + e); return; }
     const a = document.createElement("a");
     a.href = URL.createObjectURL(blob);
     a.download = kind === "labels" ? "masks.png" : "mask.png";
@@ -204,10 +225,16 @@
   for (const id of ["show-prob", "show-std"]) $(id).addEventListener("change", updateToggles);
   $("show-suggest").addEventListener("change", drawDots);
   document.addEventListener("keydown", (ev) => {
-    if (ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
-    if (ev.key === "z") act("undo");
-    else if (ev.key === "r") act("reset");
-    else if (ev.key === "f") act("finish");
+    const t = ev.target;
+    // typing into a text field or a list is not a shortcut; a ticked checkbox keeps the focus
+    // and must not swallow them
+    const typing = t.tagName === "SELECT" || t.tagName === "TEXTAREA" || t.isContentEditable ||
+      (t.tagName === "INPUT" && !["checkbox", "radio", "button", "submit", "reset"].includes(t.type));
+    if (typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const key = ev.key.toLowerCase();  // Shift / Caps Lock too
+    if (key === "z") act("undo");
+    else if (key === "r") act("reset");
+    else if (key === "f") act("finish");
   });
 
   fetch("/api/info").then((r) => r.json()).then((info) => {
