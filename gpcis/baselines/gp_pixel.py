@@ -104,8 +104,10 @@ class GPPixelConfig:
 
     def __post_init__(self) -> None:
         for name in ("outputscale", "noise", "click_value"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.noise < 1e-6:  # the kernel is float32: duplicate clicks of both signs blew the mean up
+            raise ValueError(f"noise must be >= 1e-6 (the float32 kernel's click system), got {self.noise}")
         for k, v in self.precision.items():
             if v <= 0:
                 raise ValueError(f"precision[{k!r}] must be > 0, got {v}")
@@ -180,7 +182,7 @@ class GPPixelMethod:
         if unknown:
             raise ValueError(f"config.precision has no value for feature group(s) {sorted(unknown)}")
         h, w = feats.size
-        self._image = np.ascontiguousarray(image)
+        self._image = np.array(image, order="C", copy=True)  # the caller may reuse its buffer
         self._feats = feats
         self._x = torch.from_numpy(feats.features.reshape(1, h * w, -1))
         self._colour = ColourHistogramModel(feats.lab, self.config.colour)

@@ -6,7 +6,8 @@ Per prediction (rerun from scratch on every click, no state between clicks):
 * pixels within ``fg_radius_frac * min(H, W)`` of a positive click become "probably
   foreground" (``GC_PR_FGD``);
 * disks of radius ``click_radius`` at the clicks are sure foreground / background
-  (``GC_FGD`` / ``GC_BGD``; later clicks overwrite earlier ones);
+  (``GC_FGD`` / ``GC_BGD``; later clicks overwrite earlier ones, but every clicked pixel
+  keeps its own click's label: :func:`gpcis.baselines.refine.click_labels`);
 * ``cv2.grabCut`` runs ``iterations`` iterations in ``GC_INIT_WITH_MASK`` mode and the
   foreground is ``GC_FGD | GC_PR_FGD``.
 
@@ -22,6 +23,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from gpcis.baselines.refine import FORCED_BG, FORCED_FG, click_labels
 from gpcis.clicks import Click, check_clicks_in_image
 from gpcis.inference.base import PredictionResult
 from gpcis.inference.base import check_image
@@ -40,7 +42,8 @@ class GrabCutConfig:
         iterations: ``cv2.grabCut`` iterations.
         seed: seed of OpenCV's RNG (GrabCut's k-means initialisation of its colour models),
             set before every ``cv2.grabCut`` call so that a prediction does not depend on
-            what used OpenCV's RNG before (two identical calls differed by ~900 pixels).
+            what used OpenCV's RNG before (two identical calls differed by tens to hundreds
+            of pixels).
             OpenCV has no local generator: this reseeds its global one (as
             :func:`gpcis.baselines.refine.grabcut_refine` does).
     """
@@ -79,9 +82,9 @@ def seed_mask(clicks: Sequence[Click], size: tuple[int, int], config: GrabCutCon
             seeds[c.row, c.col] = 0
         dist = cv2.distanceTransform(seeds, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         mask[dist <= config.fg_radius_frac * min(h, w)] = cv2.GC_PR_FGD
-    for c in clicks:
-        cv2.circle(mask, (int(c.col), int(c.row)), int(config.click_radius),
-                   int(cv2.GC_FGD if c.positive else cv2.GC_BGD), thickness=-1)
+    forced = click_labels((h, w), clicks, config.click_radius)  # later clicks win; each keeps its pixel
+    mask[forced == FORCED_FG] = cv2.GC_FGD
+    mask[forced == FORCED_BG] = cv2.GC_BGD
     return mask
 
 

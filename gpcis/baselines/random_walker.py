@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 from skimage.segmentation import random_walker
 
+from gpcis.baselines.refine import FORCED_BG, FORCED_FG, click_labels
 from gpcis.clicks import Click, check_clicks_in_image
 from gpcis.inference.base import PredictionResult
 from gpcis.inference.base import check_image
@@ -84,6 +85,11 @@ class RandomWalkerMethod:
         sh, sw = max(2, round(h * self._scale)), max(2, round(w * self._scale))
         small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA) if self._scale < 1 else image
         lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float64) / 255.0
+        if lab.std() == 0:
+            # a flat image: skimage scales its edge weights by 1 / std (NaN weights, NaN
+            # probabilities); distinct channel offsets make the std positive and leave every
+            # gradient 0, i.e. uniform weights
+            lab = lab + np.array([0.0, 0.0, 1e-3])
         self._small = lab
 
     def _labels(self, clicks: Sequence[Click]) -> np.ndarray:
@@ -95,10 +101,12 @@ class RandomWalkerMethod:
             labels[0, :] = labels[-1, :] = 2
             labels[:, 0] = labels[:, -1] = 2
         r = max(1, int(round(self.config.click_radius * self._scale)))
-        for c in clicks:
-            rr = min(sh - 1, int(c.row * sh / h))
-            cc = min(sw - 1, int(c.col * sw / w))
-            cv2.circle(labels, (cc, rr), r, 1 if c.positive else 2, thickness=-1)
+        # pixel centres to the working grid (as cv2's area / linear resizing map them)
+        small = [Click(min(sh - 1, int((c.row + 0.5) * sh / h)), min(sw - 1, int((c.col + 0.5) * sw / w)), c.positive)
+                 for c in clicks]
+        forced = click_labels((sh, sw), small, r)  # later clicks win; each keeps its own pixel
+        labels[forced == FORCED_FG] = 1
+        labels[forced == FORCED_BG] = 2
         return labels
 
     def predict(self, clicks: Sequence[Click], prev_mask: Optional[np.ndarray] = None) -> PredictionResult:
@@ -120,6 +128,10 @@ class RandomWalkerMethod:
             prob_small = np.zeros(labels.shape, dtype=np.float64)
         elif not (labels == 2).any():
             prob_small = np.ones(labels.shape, dtype=np.float64)
+        elif not (labels == 0).any():
+            # every pixel seeded (tiny images): skimage returns the labels themselves, as
+            # (H, W, labels) instead of (labels, H, W), and full[0] was the image's first row
+            prob_small = (labels == 1).astype(np.float64)
         else:
             full = random_walker(
                 self._small, labels, beta=self.config.beta, mode=self.config.mode,

@@ -23,6 +23,9 @@ import numpy as np
 from gpcis.clicks import Click
 
 __all__ = [
+    "click_labels",
+    "FORCED_FG",
+    "FORCED_BG",
     "GrabCutRefineConfig",
     "keep_components_with_clicks",
     "click_disks",
@@ -85,6 +88,29 @@ def click_disks(shape: tuple[int, int], clicks: Sequence[Click], radius: int, po
     return out.astype(bool)
 
 
+#: values of :func:`click_labels`
+FORCED_FG, FORCED_BG = 1, 2
+
+
+def click_labels(shape: tuple[int, int], clicks: Sequence[Click], radius: int) -> np.ndarray:
+    """``(H, W)`` uint8: the label the clicks force on each pixel -- :data:`FORCED_FG`,
+    :data:`FORCED_BG` or 0 (none).
+
+    Each click's disk of radius ``radius`` in click order (a later click wins where disks
+    overlap), then every clicked pixel itself in click order: a click keeps its own pixel
+    unless a later click is on that very pixel. (With the disks alone, a later click of the
+    other sign within ``radius`` flipped an earlier clicked pixel; the simulated user then
+    clicked the same spot again and again.)
+    """
+    out = np.zeros(shape, np.uint8)
+    for c in clicks:
+        cv2.circle(out, (int(c.col), int(c.row)), int(radius), FORCED_FG if c.positive else FORCED_BG,
+                   thickness=-1)
+    for c in clicks:
+        out[c.row, c.col] = FORCED_FG if c.positive else FORCED_BG
+    return out
+
+
 def keep_components_with_clicks(mask: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
     """Keep the 8-connected components of ``mask`` that contain a positive click.
 
@@ -121,13 +147,13 @@ def grabcut_refine(
         init_fg: ``(H, W)`` bool initial foreground (default ``gp_logit > 0``).
 
     Returns:
-        ``(H, W)`` bool mask. Pixels in the positive (negative) click disks are always
-        foreground (background).
+        ``(H, W)`` bool mask; the pixels :func:`click_labels` forces carry their label (in
+        GrabCut's hard seeds and in the result alike).
     """
     shape = gp_logit.shape
     fg = gp_logit > 0 if init_fg is None else init_fg
-    pos_disk = click_disks(shape, clicks, config.click_radius, positive=True)
-    neg_disk = click_disks(shape, clicks, config.click_radius, positive=False)
+    forced = click_labels(shape, clicks, config.click_radius)
+    pos_disk, neg_disk = forced == FORCED_FG, forced == FORCED_BG
     init = np.where(fg, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     pos_pts = np.ones(shape, np.uint8)
     for c in clicks:
@@ -191,8 +217,10 @@ def refine_decision(
             (before and after GrabCut).
 
     Returns:
-        ``(H, W)`` bool mask; every click's disk of radius ``config.click_radius`` carries the
-        click's label (later clicks win), so no click is left wrong (NoIC = 0).
+        ``(H, W)`` bool mask; the pixels :func:`click_labels` forces (click disks of radius
+        ``config.click_radius``, later clicks winning, and every clicked pixel itself) carry
+        their label, so no clicked pixel is left wrong (NoIC = 0 for every click, not only
+        the newest).
     """
     shape = logit.shape
     fg = logit > 0
@@ -204,14 +232,21 @@ def refine_decision(
             mask = keep_components_with_clicks(mask, clicks)
     else:
         mask = fg
-    for c in clicks:
-        mask[click_disks(shape, [c], config.click_radius, positive=c.positive)] = c.positive
+    forced = click_labels(shape, clicks, config.click_radius)
+    mask[forced == FORCED_FG] = True
+    mask[forced == FORCED_BG] = False
     return mask
 
 
 def refined_probability(mask: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """A probability map consistent with a refined ``mask``: ``prob`` squeezed into
-    [0.55, 1] on the mask and [0, 0.45] off it, so any threshold in [0.45, 0.55] gives
-    ``mask`` and the ordering of ``prob`` within each side is kept. float32 ``(H, W)``."""
-    p = np.asarray(prob, dtype=np.float32)
-    return np.where(mask, 0.55 + 0.45 * p, 0.45 * p).astype(np.float32)
+    """A probability map consistent with a refined ``mask``: ``prob`` (clipped to [0, 1],
+    NaN read as 0.5) squeezed into (0.55, 1] on the mask and [0, 0.45] off it, so any
+    threshold ``t`` in [0.45, 0.55] gives ``mask`` by ``prob > t`` and the ordering of ``prob``
+    within each side is kept. float32 ``(H, W)``.
+
+    The mask side starts one float32 step above 0.55: ``0.55 + 0.45 p`` rounds to 0.55
+    itself for ``p`` below ~7e-8, which ``> 0.55`` then missed."""
+    p = np.nan_to_num(np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0), nan=0.5)
+    low = np.nextafter(np.float32(0.55), np.float32(1.0))
+    on = low + (np.float32(1.0) - low) * p
+    return np.where(mask, on, np.float32(0.45) * p).astype(np.float32)

@@ -149,7 +149,7 @@ class Predictor:
         The full-image tensor (padded to ``size_divisor``) is cached on the device.
         """
         check_image(image)
-        self._image = np.ascontiguousarray(image)
+        self._image = np.array(image, order="C", copy=True)  # the caller may reuse its buffer
         self._tensor = self._pad(_to_tensor(self._image, self.device))
         self.reset()
 

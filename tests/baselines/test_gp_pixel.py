@@ -254,3 +254,17 @@ def test_real_grabcut_images(shared_datasets) -> None:
         rec = evaluate_object(m, sample.masks[0], sample.ignore, cfg, sample.name)
         assert rec.ious[-1] >= 0.9, (sample.name, rec.ious)
         assert rec.noic == 0
+
+
+def test_noise_floor_and_a_private_copy_of_the_image() -> None:
+    """noise below 1e-6 is refused (the float32 click system blew up with duplicate clicks of
+    both signs); the method keeps its own copy of the image (the GrabCut step read the
+    caller's buffer, which the caller may reuse)."""
+    with pytest.raises(ValueError, match="noise must be >= 1e-6"):
+        GPPixelConfig(noise=1e-9)
+    img, _ = disk_image()
+    m = GPPixelMethod(small_config())
+    m.set_image(img)
+    before = m.predict([Click(36, 48, True)]).mask
+    img[:] = 0  # the caller reuses its buffer
+    np.testing.assert_array_equal(m.predict([Click(36, 48, True)]).mask, before)

@@ -28,7 +28,9 @@ def test_seed_mask_brute_force():
     m = seed_mask(clicks, (20, 40), cfg)
     for r in range(20):
         for c in range(40):
-            if (r - 11) ** 2 + (c - 12) ** 2 <= 4:        # last click wins
+            if (r, c) == (10, 12):  # a clicked pixel keeps its click's label (the later disk covers it)
+                expected = cv2.GC_FGD
+            elif (r - 11) ** 2 + (c - 12) ** 2 <= 4:        # elsewhere the last click wins
                 expected = cv2.GC_BGD
             elif (r - 3) ** 2 + (c - 30) ** 2 <= 4:
                 expected = cv2.GC_BGD

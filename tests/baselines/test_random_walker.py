@@ -65,3 +65,19 @@ def test_reference_level_on_real_grabcut(shared_datasets):
     ds = get_dataset("GrabCut", shared_folder(shared_datasets, "GrabCut"))
     m = summarize(evaluate_dataset(RandomWalkerMethod(), ds, cfg), cfg)
     assert m["noc85"] <= 10.5 + 0.3 and m["noc90"] <= 13.5 + 0.3
+
+
+def test_tiny_and_flat_images():
+    """An 8 x 8 image is seeded everywhere by the border and a click's disk: skimage then
+    returned its labels as (H, W, labels) and the page read row 0 as the probability (the
+    clicked pixel came out wrong). A flat grey image gave NaN probabilities (its Lab std is 0)."""
+    img = np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    m = RandomWalkerMethod()
+    m.set_image(img)
+    res = m.predict([Click(4, 4, True)])
+    assert res.mask[4, 4] and res.prob[4, 4] > 0.5
+    assert not res.mask[0, 0]  # the border stays background
+    flat = RandomWalkerMethod()
+    flat.set_image(np.full((40, 50, 3), 119, np.uint8))
+    res = flat.predict([Click(20, 25, True)])
+    assert np.isfinite(res.prob).all() and res.mask[20, 25] and not res.mask[0, 0]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpcis.baselines.refine import GrabCutRefineConfig, click_disks, grabcut_refine, keep_components_with_clicks
+from gpcis.baselines.refine import (
+    GrabCutRefineConfig,
+    click_disks,
+    grabcut_refine,
+    keep_components_with_clicks,
+    refined_probability,
+)
 from gpcis.clicks import Click
 
 
@@ -68,3 +74,43 @@ def test_config_values_that_would_give_wrong_masks_are_refused(kw, match):
     """A negative roi_margin made an empty crop (the refined mask was the click disks alone)."""
     with pytest.raises(ValueError, match=match):
         GrabCutRefineConfig(**kw)
+
+
+def test_click_labels_later_disks_win_but_every_clicked_pixel_keeps_its_label():
+    from gpcis.baselines.refine import FORCED_BG, FORCED_FG, click_labels
+
+    clicks = [Click(10, 10, True), Click(10, 13, False), Click(30, 30, True), Click(30, 30, False)]
+    lab = click_labels((40, 40), clicks, 4)
+    assert lab[10, 10] == FORCED_FG  # inside the later negative disk, but clicked itself
+    assert lab[10, 11] == FORCED_BG and lab[10, 13] == FORCED_BG and lab[10, 6] == FORCED_FG
+    assert lab[30, 30] == FORCED_BG  # two clicks on one pixel: the later wins
+    assert lab[0, 0] == 0 and set(np.unique(lab)) == {0, FORCED_FG, FORCED_BG}
+
+
+@pytest.mark.parametrize("name", ["grabcut", "gp-pixel", "random-walker"])
+def test_every_clicked_pixel_keeps_its_label_next_to_a_later_opposite_click(name):
+    """A later click of the other sign within the click radius flipped the earlier clicked
+    pixel in all three methods (the simulated user then clicked that spot again and again)."""
+    from gpcis.baselines import create_method
+    from gpcis.demo.samples import load_sample
+
+    img = load_sample("astronaut")
+    method = create_method(name)
+    method.set_image(img)
+    clicks = [Click(200, 250, True), Click(200, 253, False), Click(100, 400, False), Click(102, 401, True)]
+    for k in range(1, len(clicks) + 1):
+        res = method.predict(clicks[:k])
+        for c in clicks[:k]:
+            assert res.mask[c.row, c.col] == c.positive, (name, k, c)
+            assert (res.prob[c.row, c.col] > 0.5) == c.positive
+
+
+def test_refined_probability_keeps_its_threshold_contract_at_the_ends():
+    """0.55 + 0.45 p rounded to 0.55 for p < ~7e-8, so `prob > 0.55` lost mask pixels; NaN
+    and values outside [0, 1] passed through."""
+    mask = np.array([True, True, True, False, False, True])
+    p = np.array([0.0, 1e-9, np.nan, 1.0, np.nan, 2.0], np.float32)
+    out = refined_probability(mask, p)
+    assert out.dtype == np.float32 and np.isfinite(out).all() and (out >= 0).all() and (out <= 1).all()
+    for t in (0.45, 0.5, 0.55):
+        np.testing.assert_array_equal(out > np.float32(t), mask)
