@@ -140,4 +140,9 @@ class RandomWalkerMethod:
             prob_small = full[0]
         prob = cv2.resize(prob_small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
         prob = np.clip(prob, 0.0, 1.0)
+        # the seeds were on the working grid, where two nearby clicks can share a cell and the
+        # upsampling blends across 0.5: the clicks' labels again at full resolution
+        forced = click_labels((h, w), clicks, int(self.config.click_radius))
+        prob[forced == FORCED_FG] = 1.0
+        prob[forced == FORCED_BG] = 0.0
         return PredictionResult(mask=prob > 0.5, prob=prob, std=None)

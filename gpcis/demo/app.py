@@ -202,9 +202,9 @@ def create_app(
         """Under ``sess.lock``: refuse an action on an image another one replaced, or a click
         meant for another image than this session's (``image_id`` given and different)."""
         if sess.closed:
-            raise DemoError("this image was replaced by another one in this tab: reload the page", 409)
+            raise DemoError("this image was replaced by another one in this tab: open the image again", 409)
         if image_id is not None and image_id != sess.token:
-            raise DemoError("the click was meant for the previous image: click again", 409)
+            raise DemoError("this request was meant for the previous image of this tab: open the image again", 409)
 
     # ------------------------------------------------------------------ errors
     @app.errorhandler(DemoError)
@@ -270,13 +270,22 @@ def create_app(
                 old = None
         if old is not None:
             with old.lock:
-                # the method is about to hold the new image: nothing may run on the old session
-                # (a request that fetched it before is refused once it gets the lock)
-                old.closed = True
+                # the old image stays usable if this one is refused: checked before the method
+                # sees it, and a method that fails on it gets the old image back
                 try:
-                    sess = AnnotationSession.open(old.method, image, cfg.max_side)
+                    AnnotationSession.working_image(image, cfg.max_side)
                 except ValueError as err:  # e.g. an image under 2 x 2 pixels
                     raise DemoError(str(err), 400) from err
+                try:
+                    sess = AnnotationSession.open(old.method, image, cfg.max_side)
+                except Exception as err:
+                    old.method.set_image(old.image)
+                    if isinstance(err, ValueError):
+                        raise DemoError(str(err), 400) from err
+                    raise
+                # the method holds the new image now: nothing may run on the old session (a
+                # request that fetched it before is refused once it gets the lock)
+                old.closed = True
             sid = store.put(sess, old_sid)
         else:
             method = new_method()
@@ -316,7 +325,9 @@ def create_app(
                 sess.add_click(Click(row, col, positive))
             except ValueError as err:
                 raise DemoError(f"click: {err}", 400) from err
-            return jsonify(state(sid, sess, cfg.alpha))
+            out = state(sid, sess, cfg.alpha)
+        store.touch(sid)  # idle time counts from the end of a request
+        return jsonify(out)
 
     def action(fn: Callable[[AnnotationSession], Any]) -> Response:
         sid, sess = get_session()
@@ -326,7 +337,9 @@ def create_app(
                 fn(sess)
             except ValueError as err:
                 raise DemoError(str(err), 400) from err
-            return jsonify(state(sid, sess, cfg.alpha))
+            out = state(sid, sess, cfg.alpha)
+        store.touch(sid)
+        return jsonify(out)
 
     @app.post("/api/undo")
     def undo() -> Response:
@@ -349,7 +362,7 @@ def create_app(
         sid, sess = get_session()
         kind = request.args.get("kind", "labels")
         with sess.lock:
-            check_open(sess)
+            check_open(sess, request.args.get("image_id") or None)
             if kind == "labels":
                 labels = sess.label_map(original_size=True)
                 if not labels.any():

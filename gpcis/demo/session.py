@@ -15,7 +15,7 @@ import numpy as np
 
 from gpcis.clicks import Click, check_clicks_in_image
 from gpcis.demo.suggest import Suggestion, suggest_next_click
-from gpcis.inference.base import InteractiveSegmenter, PredictionResult
+from gpcis.inference.base import InteractiveSegmenter, PredictionResult, check_image
 
 __all__ = ["Step", "AnnotationSession", "SessionStore", "fit_image", "resize_mask", "MAX_OBJECTS"]
 
@@ -104,15 +104,31 @@ class AnnotationSession:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(8))
     closed: bool = False
 
-    @classmethod
-    def open(
-        cls, method: InteractiveSegmenter, image: np.ndarray, max_side: Optional[int] = None
-    ) -> "AnnotationSession":
-        """Start annotating ``image`` (``(H, W, 3)`` uint8 RGB), downscaled to ``max_side``."""
+    @staticmethod
+    def working_image(image: np.ndarray, max_side: Optional[int] = None) -> np.ndarray:
+        """``image`` checked and downscaled to ``max_side``: what :meth:`open` gives the method.
+
+        Raises:
+            ValueError: not ``(H, W, 3)`` uint8 RGB, or under 2 x 2 pixels (after downscaling).
+        """
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         work = np.ascontiguousarray(fit_image(image, max_side))
+        check_image(work)
+        return work
+
+    @classmethod
+    def open(
+        cls, method: InteractiveSegmenter, image: np.ndarray, max_side: Optional[int] = None
+    ) -> "AnnotationSession":
+        """Start annotating ``image`` (``(H, W, 3)`` uint8 RGB), downscaled to ``max_side``.
+
+        The image is checked (:meth:`working_image`) before the method sees it, so a refused
+        image leaves the method as it was.
+        """
+        image = np.asarray(image)
+        work = cls.working_image(image, max_side)
         t0 = time.perf_counter()
         method.set_image(work)
         return cls(method, work, image.shape[:2], set_image_s=time.perf_counter() - t0)
@@ -214,15 +230,15 @@ class AnnotationSession:
             The number of finished objects.
 
         Raises:
-            ValueError: the current object has no clicks or an empty mask, or 255 objects
-                are finished already (the most one label PNG holds).
+            ValueError: the current object has no clicks or an empty mask, or 254 objects
+                are finished already (with the current one, the 255 one label PNG holds).
         """
         mask = self.current_mask
         if mask is None:
             raise ValueError("nothing to finish: click on the object first")
         if not mask.any():
             raise ValueError("nothing to finish: the current mask is empty")
-        if len(self.objects) >= MAX_OBJECTS:
+        if len(self.objects) >= MAX_OBJECTS - 1:  # the next (current) object is the last one a label PNG holds
             raise ValueError(f"at most {MAX_OBJECTS} objects per image (one label PNG): save them and open the image again")
         self.objects.append(mask.copy())
         self.history.clear()
@@ -306,6 +322,13 @@ class SessionStore:
             self._items.move_to_end(session_id)
             self._used[session_id] = now
             return sess
+
+    def touch(self, session_id: str) -> None:
+        """Mark ``session_id`` as used now (at the end of a request, so that a long request
+        does not count as idle time); nothing if it is gone."""
+        with self._lock:
+            if session_id in self._items:
+                self._used[session_id] = self._clock()
 
     def put(self, session: AnnotationSession, session_id: Optional[str] = None) -> str:
         """Store ``session`` under ``session_id`` (a new random id when ``None``)."""

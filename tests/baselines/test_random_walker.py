@@ -81,3 +81,22 @@ def test_tiny_and_flat_images():
     flat.set_image(np.full((40, 50, 3), 119, np.uint8))
     res = flat.predict([Click(20, 25, True)])
     assert np.isfinite(res.prob).all() and res.mask[20, 25] and not res.mask[0, 0]
+
+
+def test_nearby_opposite_clicks_keep_their_pixels_at_full_resolution():
+    """Two clicks one pixel apart share a cell of the working grid: the earlier clicked pixel
+    came out wrong (16 of 60 random nearby pairs on the astronaut) before the clicks' labels
+    were set again at full resolution."""
+    from gpcis.demo.samples import load_sample
+
+    img = load_sample("astronaut")
+    m = RandomWalkerMethod()
+    m.set_image(img)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        r, c = int(rng.integers(20, 490)), int(rng.integers(20, 490))
+        clicks = [Click(r, c, True), Click(r, c + 1, False)]
+        res = m.predict(clicks)
+        assert res.mask[r, c] and not res.mask[r, c + 1], (r, c)
+    res = m.predict([Click(325, 448, True), Click(325, 449, False)])
+    assert res.mask[325, 448] and not res.mask[325, 449]

@@ -80,20 +80,24 @@ def test_random_scale_draws_its_factor_from_the_range():
 
 
 def test_color_jitter_stays_in_its_bounds():
-    """Brightness b, contrast c and shift r: the output is clip(round(((x (1 + db) - mu)(1 + dc) + mu)
-    + dr)) with |db| <= b, |dc| <= c, |dr| <= r; with all three 0 it is the identity, and it
-    stays uint8 in [0, 255]."""
+    """Brightness b, contrast c and shift r: the output is clip(round((x (1 + db) - mu')(1 + dc)
+    + mu' + dr)) with mu' the brightened mean, |db| <= b, |dc| <= c, |dr| <= r; with all three
+    0 it is the identity, and it stays uint8 in [0, 255]."""
     img = np.random.default_rng(2).integers(0, 256, (12, 10, 3), dtype=np.uint8)
     np.testing.assert_array_equal(color_jitter(img, np.random.default_rng(0), 0.0, 0.0, 0.0), img)
     rng = np.random.default_rng(5)
+    x = img.astype(np.float64)
+    mu = x.mean()
     for _ in range(20):
         out = color_jitter(img, rng, 0.25, 0.25, 10.0)
         assert out.dtype == np.uint8
-        # a pixel moves by at most |x| b + |x (1+b) - mu| c + r (before rounding / clipping)
-        x = img.astype(np.float64)
-        mu_max = 255 * 1.25
-        bound = x * 0.25 + (np.abs(x * 1.25) + mu_max) * 0.25 + 10 + 1
-        assert (np.abs(out.astype(np.float64) - x) <= bound).all()
+        # y = (x (1 + db) - mu (1 + db)) (1 + dc) + mu (1 + db) + dr = mu (1 + db) + (x - mu)(1 + db)(1 + dc) + dr,
+        # so every output lies between the extremes of the four (db, dc) corners, +-r, rounded
+        # and clipped: the exact envelope of what the draws can give
+        corners = [mu * (1 + b) + (x - mu) * (1 + b) * (1 + c) for b in (-0.25, 0.25) for c in (-0.25, 0.25)]
+        lo = np.clip(np.floor(np.min(corners, axis=0) - 10), 0, 255)
+        hi = np.clip(np.ceil(np.max(corners, axis=0) + 10), 0, 255)
+        assert ((out >= lo) & (out <= hi)).all()
     shifted = color_jitter(img, np.random.default_rng(9), 0.0, 0.0, 10.0)
     diff = shifted.astype(int) - img.astype(int)
     inside = (img > 10) & (img < 245)  # no clipping: the shift is one constant per channel

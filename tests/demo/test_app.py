@@ -198,11 +198,51 @@ def test_a_click_for_a_replaced_image_is_refused_not_applied_to_the_new_one():
     assert r.status_code == 409 and "previous image" in r.get_json()["error"]
     assert c.post("/api/click", json={"session": sid, "image_id": second["image_id"], "row": 15, "col": 15,
                                       "positive": True}).status_code == 200
-    # a request holding the replaced session object (it fetched it before the reopen)
+    # a request holding the replaced session object (it fetched it before the reopen) is
+    # refused once it runs
     store = c.application.extensions["gpcis_demo"]["store"]
     sess = store.get(sid)
-    _upload(c, encode_png(img), session=sid)
+    third = _upload(c, encode_png(img), session=sid).get_json()
     assert sess.closed and not store.get(sid).closed
+    store._items[sid] = sess  # as if the request had fetched it before the reopen
+    r = c.post("/api/click", json={"session": sid, "row": 15, "col": 15, "positive": True})
+    assert r.status_code == 409 and "replaced by another one" in r.get_json()["error"]
+    r = c.get(f"/api/save?session={sid}&kind=labels&image_id={third['image_id']}")
+    assert r.status_code == 409
+
+
+def test_a_refused_image_leaves_the_tabs_current_image_usable():
+    """Opening an image under 2 x 2 in the same tab closed the session before the open
+    failed: every later click, undo and save of the image still shown answered 409."""
+    from gpcis.baselines import create_method
+
+    img, _, _ = two_squares()
+    _, c = _client(factory=lambda: create_method("grabcut"))
+    opened = _upload(c, encode_png(img)).get_json()
+    sid, image_id = opened["session"], opened["image_id"]
+    assert c.post("/api/click", json={"session": sid, "image_id": image_id, "row": 15, "col": 15}).status_code == 200
+    r = _upload(c, encode_png(np.zeros((1, 7, 3), np.uint8)), session=sid)
+    assert r.status_code == 400 and "too small" in r.get_json()["error"]
+    r = c.post("/api/click", json={"session": sid, "image_id": image_id, "row": 16, "col": 16})
+    assert r.status_code == 200 and r.get_json()["num_clicks"] == 2
+    assert c.post("/api/undo", json={"session": sid, "image_id": image_id}).status_code == 200
+    assert c.get(f"/api/save?session={sid}&kind=current&image_id={image_id}").status_code == 200
+
+    class FailsOnSecondImage(ColourSegmenter):
+        opened = 0
+
+        def set_image(self, image):
+            FailsOnSecondImage.opened += 1
+            if FailsOnSecondImage.opened == 2:
+                raise ValueError("cannot take this image")
+            super().set_image(image)
+
+    _, c = _client(factory=FailsOnSecondImage)
+    opened = _upload(c, encode_png(img)).get_json()
+    r = _upload(c, encode_png(img[:, ::-1].copy()), session=opened["session"])
+    assert r.status_code == 400 and "cannot take this image" in r.get_json()["error"]
+    r = c.post("/api/click", json={"session": opened["session"], "image_id": opened["image_id"], "row": 15, "col": 15})
+    assert r.status_code == 200  # the method was given the old image back
 
 
 def test_limits_of_a_session_are_clear_errors():

@@ -186,3 +186,20 @@ def test_store_lru_and_method_reuse():
         store.get(b)
     with pytest.raises(ValueError, match="max_sessions"):
         SessionStore(0)
+
+
+def test_objects_are_capped_at_what_one_label_png_holds(monkeypatch):
+    """254 finished objects and the current one: 255 labels, what Save masks writes (255
+    finished objects plus a current one could not be saved)."""
+    import gpcis.demo.session as session_module
+
+    monkeypatch.setattr(session_module, "MAX_OBJECTS", 3)
+    img, _, _ = two_squares()
+    s = AnnotationSession.open(ColourSegmenter(), img)
+    for _ in range(2):
+        s.add_click(Click(15, 15, True))
+        s.finish()
+    s.add_click(Click(15, 15, True))
+    with pytest.raises(ValueError, match="at most 3 objects"):
+        s.finish()
+    assert s.label_map().max() == 3

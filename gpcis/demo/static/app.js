@@ -43,6 +43,7 @@
       }
       if (!resp.ok) {
         showMessage((data && data.error) || ("request failed: HTTP " + resp.status));
+        if (resp.status === 409) outOfDate();
         return null;
       }
       if (data === null) { showMessage("the gpcis server sent a response that is not JSON"); return null; }
@@ -57,6 +58,14 @@
     return request((signal) => fetch(url, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(bodyFn()), signal,
     }));
+  }
+
+  // The server's session no longer holds the image shown (another one replaced it, e.g. after
+  // an open that timed out here but finished there): the next open starts a new session.
+  function outOfDate() {
+    session = null;
+    imageId = null;
+    stage.dataset.session = "";
   }
 
   function fmtMs(v) { return v === null || v === undefined ? "–" : (v < 10 ? v.toFixed(1) : v.toFixed(0)) + " ms"; }
@@ -190,15 +199,20 @@
 
   async function save(kind) {
     if (!session) { showMessage("open an image first"); return; }
+    if (opening) { showMessage("the next image is opening: save once it is shown", "info"); return; }
+    const image = imageId;  // the masks of the image shown, or a 409
     await queue;  // after the clicks already sent
+    if (!session) { showMessage("open the image again"); return; }
     let resp;
     try {
-      resp = await fetch("/api/save?kind=" + kind + "&session=" + encodeURIComponent(session));
+      resp = await fetch("/api/save?kind=" + kind + "&session=" + encodeURIComponent(session) +
+                         "&image_id=" + encodeURIComponent(image || ""));
     } catch (e) { showMessage("cannot reach the gpcis server: " + e); return; }
     if (!resp.ok) {
       let data = null;
       try { data = await resp.json(); } catch (e) { data = null; }
       showMessage((data && data.error) || ("save failed: HTTP " + resp.status));
+      if (resp.status === 409) outOfDate();
       return;
     }
     let blob;
@@ -229,7 +243,7 @@
     // typing into a text field or a list is not a shortcut; a ticked checkbox keeps the focus
     // and must not swallow them
     const typing = t.tagName === "SELECT" || t.tagName === "TEXTAREA" || t.isContentEditable ||
-      (t.tagName === "INPUT" && !["checkbox", "radio", "button", "submit", "reset"].includes(t.type));
+      (t.tagName === "INPUT" && !["checkbox", "radio", "button", "submit", "reset", "file"].includes(t.type));
     if (typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const key = ev.key.toLowerCase();  // Shift / Caps Lock too
     if (key === "z") act("undo");
