@@ -11,34 +11,10 @@ import argparse
 import sys
 from typing import Any
 
+from gpcis.argtypes import non_negative_float, port, positive_int
 from gpcis.inference.cli import DEFAULT_METHOD, add_method_arguments, method_factory_from_args
 
 __all__ = ["add_parser", "run_demo"]
-
-
-def _port(text: str) -> int:
-    """An ``argparse`` type: a TCP port, 0..65535 (werkzeug took 70000 as 4464, mod 2^16,
-    and failed on -1 with a raw OverflowError)."""
-    v = int(text)
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port in 0..65535, got {v}")
-    return v
-
-
-def _at_least_one(text: str) -> int:
-    """An ``argparse`` type: an integer >= 1."""
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _non_negative(text: str) -> float:
-    """An ``argparse`` type: a finite number >= 0."""
-    v = float(text)
-    if not (v >= 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return v
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -85,18 +61,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_method_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=_port, default=7860, help="port (default: 7860)")
+    p.add_argument("--port", type=port, default=7860, help="port (default: 7860)")
     p.add_argument(
         "--max-side",
         type=int,
         default=1024,
         help="downscale larger images to this longer side for segmentation; 0 = never (default: 1024)",
     )
-    p.add_argument("--max-sessions", type=_at_least_one, default=8,
+    p.add_argument("--max-sessions", type=positive_int, default=8,
                    help="annotation sessions (browser tabs) kept in memory; the least recently used "
                    "is dropped beyond (default: 8)")
-    p.add_argument("--idle-minutes", type=_non_negative, default=60.0,
+    p.add_argument("--idle-minutes", type=non_negative_float, default=60.0,
                    help="drop a session unused this long; 0 = never (default: 60)")
-    p.add_argument("--max-clicks", type=_at_least_one, default=100, help="clicks per object (default: 100)")
+    p.add_argument("--max-clicks", type=positive_int, default=100, help="clicks per object (default: 100)")
     p.set_defaults(func=run_demo)
     return p

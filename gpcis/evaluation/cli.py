@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from gpcis.argtypes import non_negative_int, positive_int
 from gpcis.evaluation.protocol import EvalConfig, evaluate_dataset, summarize
 from gpcis.evaluation.report import (
     atomic_write_text,
@@ -32,22 +33,6 @@ def default_data_root() -> Optional[Path]:
     return cand if cand.is_dir() else None
 
 
-def _positive_int(text: str) -> int:
-    """An ``argparse`` type: an integer >= 1."""
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _count(text: str) -> int:
-    """An ``argparse`` type: an integer >= 0."""
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``gpcis evaluate`` on an ``argparse`` subparsers object and set ``func``."""
     from gpcis.baselines import list_methods
@@ -65,24 +50,24 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     who.add_argument("--checkpoint", type=Path, metavar="PATH", help="a trained gpcis checkpoint")
     p.add_argument("--model", metavar="NAME", default=None,
                    help="registry name of the model (checked against the checkpoint; optional)")
-    p.add_argument("--gp-stride", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--gp-stride", type=positive_int, default=None, metavar="N",
                    help="evaluate a GP-head checkpoint with this test-grid stride (default: the checkpoint's)")
     p.add_argument("--datasets", default="GrabCut",
                    help="comma-separated data set names (GrabCut, Berkeley, DAVIS, SBD, COCO_MVal, ...); "
                    "each is read from DATA_ROOT/NAME")
     p.add_argument("--data-root", type=Path, default=root, required=root is None, metavar="DIR",
                    help="folder holding one sub-folder per data set")
-    p.add_argument("--max-clicks", type=_positive_int, default=20, help="click budget of NoC / mIoU")
-    p.add_argument("--noc100-clicks", type=_count, default=100,
+    p.add_argument("--max-clicks", type=positive_int, default=20, help="click budget of NoC / mIoU")
+    p.add_argument("--noc100-clicks", type=non_negative_int, default=100,
                    help="click budget of NoC100@90 / NoF100@90 (objects below the target after "
                    "--max-clicks continue up to this); 0 disables")
     p.add_argument("--target-iou", type=float, default=0.9, help="stop an object once this IoU is reached (>= 0.9, the highest threshold reported)")
     p.add_argument("--thresh", type=float, default=0.5, help="foreground iff probability > thresh (RITM: 0.49)")
     p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=True,
                    help="target crop around the object from the second click on (models only)")
-    p.add_argument("--zoom-size", type=_positive_int, default=None, metavar="PX",
+    p.add_argument("--zoom-size", type=positive_int, default=None, metavar="PX",
                    help="longer side of the zoom-in crop fed to the model (default: 400, RITM's)")
-    p.add_argument("--whole-image-size", type=_positive_int, default=None, metavar="PX",
+    p.add_argument("--whole-image-size", type=positive_int, default=None, metavar="PX",
                    help="downscale the whole image to this longer side for the predictions that are "
                    "not zoomed (the first click; default: the image's own size, RITM's)")
     p.add_argument("--refine", action="store_true",
@@ -92,7 +77,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="test-time horizontal flip, averaged (RITM's with_flip; twice the work; models only)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="run the model's head through CUDA graphs (gpcis.models.cuda_graph; CUDA devices only)")
-    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="first N images of each data set")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="first N images of each data set")
     p.add_argument("--out", type=Path, default=Path("eval_out"), metavar="DIR", help="output folder")
     p.add_argument("--device", default=None, help="torch device for models (default: cuda if available, else cpu)")
     p.add_argument("--all-clicks", action="store_true",
