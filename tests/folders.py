@@ -16,15 +16,15 @@ def write_png(path: Path, array: np.ndarray) -> None:
 
 def coco_mval_like(root: Path, images: int = 6, objects: int = 2, size: int = 24) -> Path:
     """A COCO_MVal-layout folder (``img/``, ``gt/``): one copy of each image per object,
-    named ``thing<k>_<image id>``, object ``k`` a bar of rows ``2 + 5k .. 6 + 5k``."""
+    named ``thing<k>_<12-digit image id>`` (as the real set), object ``k`` a bar of rows ``2 + 5k .. 6 + 5k``."""
     rng = np.random.default_rng(0)
     for i in range(images):
         img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         for k in range(objects):
             mask = np.zeros((size, size), np.uint8)
             mask[2 + 5 * k : 6 + 5 * k, 3:12] = 255
-            write_png(root / "img" / f"thing{k:02d}_{i:06d}.png", img)
-            write_png(root / "gt" / f"thing{k:02d}_{i:06d}.png", mask)
+            write_png(root / "img" / f"thing{k:02d}_{i:012d}.png", img)
+            write_png(root / "gt" / f"thing{k:02d}_{i:012d}.png", mask)
     return root
 
 

@@ -118,14 +118,22 @@ def _imread_any(path: Path, flags: int) -> np.ndarray:
     return img
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, orientation: bool = True) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB.
+
+    Args:
+        path: the file.
+        orientation: apply the EXIF orientation (a phone photo as it is shown). The data set
+            readers pass ``False``: their masks are read as stored (:func:`read_mask` does not
+            rotate), and an image turned by its EXIF tag would no longer match its mask
+            (silently for a 180-degree turn).
 
     Raises:
         ValueError: naming ``path`` if it is missing or cannot be decoded.
     """
     path = Path(path)
-    img = _imread_any(path, cv2.IMREAD_COLOR)
+    flags = cv2.IMREAD_COLOR if orientation else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    img = _imread_any(path, flags)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -137,7 +145,8 @@ def read_mask(path: str | Path) -> np.ndarray:
     is dropped), so an object of any colour is nonzero. (Channel 0 alone, OpenCV's blue,
     lost red objects and read a VOC boundary band as the object.) Floating-point masks: integer
     levels in 0..255 as they are, soft masks in [0, 1] as ``>= 0.5`` = object (255), others
-    as nonzero = object; integer masks with values outside 0..255 as nonzero = object.
+    as nonzero = object; 16-bit masks that are 8-bit levels times 257 by those levels; other
+    integer masks with values outside 0..255 as nonzero = object.
 
     Raises:
         ValueError: naming ``path`` if it is missing or cannot be decoded.
@@ -159,6 +168,8 @@ def read_mask(path: str | Path) -> np.ndarray:
                 m = (m >= 0.5).astype(np.uint8) * 255  # a soft mask (e.g. a TIFF of 0 / 0.8): p >= 0.5
             else:
                 m = (m != 0).astype(np.uint8) * 255
+        elif m.size and m.max() > 255 and m.min() >= 0 and not (m % 257).any():
+            m = (m // 257).astype(np.uint8)  # an 8-bit mask scaled to 16 bits (x 257): its levels, e.g. 128
         elif m.size and (m.max() > 255 or m.min() < 0):  # wider integers: nonzero is the object
             m = (m != 0).astype(np.uint8) * 255
         else:
@@ -316,7 +327,7 @@ class _PairedFolderDataset(SegmentationDataset):
         return raw > 0, np.zeros(raw.shape, dtype=bool)
 
     def _load(self, entry: _Entry) -> Sample:
-        image = read_image(entry.image)
+        image = read_image(entry.image, orientation=False)  # the masks' frame
         raw = read_mask(entry.mask)
         self._check_size(image, raw, entry)
         obj, ignore = self._decode(raw)
@@ -433,7 +444,7 @@ class _InstanceDataset(SegmentationDataset):
         return entries
 
     def _load(self, entry: _Entry) -> Sample:
-        image = read_image(entry.image)
+        image = read_image(entry.image, orientation=False)  # the masks' frame
         inst, ignore = self._read_instances(entry)
         self._check_size(image, inst, entry)
         return _instances_sample(image, inst, ignore, entry.extra["instance"], entry.name)

@@ -130,7 +130,9 @@ class MultiPointSampler:
         target = np.asarray(target, dtype=bool)
         if target.ndim != 2:
             raise ValueError(f"target must be (H, W), got shape {target.shape}")
-        allowed = ~ignore.astype(bool) if ignore is not None else np.ones_like(target)
+        if ignore is not None:
+            ignore = np.asarray(ignore, dtype=bool)
+        allowed = ~ignore if ignore is not None else np.ones_like(target)
         if ignore is not None and ignore.shape != target.shape:
             raise ValueError(f"ignore shape {ignore.shape} != target shape {target.shape}")
         obj = target & allowed
@@ -151,6 +153,7 @@ class MultiPointSampler:
         background = ~target & allowed
         other = np.zeros_like(target)
         for m in others:
+            m = np.asarray(m, dtype=bool)  # uint8 / float masks too
             if m.shape != target.shape:
                 raise ValueError(f"others mask shape {m.shape} != target shape {target.shape}")
             other |= m

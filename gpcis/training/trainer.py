@@ -35,6 +35,7 @@ import dataclasses
 import math
 import os
 import random
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -249,6 +250,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {v}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
@@ -300,12 +303,22 @@ _GUESS = {"grabcut": "GrabCut", "berkeley": "Berkeley", "davis": "DAVIS", "sbd":
           "coco_mval": "COCO_MVal", "voc": "PascalVOC", "pascal": "PascalVOC"}
 
 
+#: COCO_MVal's mask names: ``<object>_<12-digit COCO image id>``
+_COCO_STEM = re.compile(r".+_\d{12}$")
+
+
 def _guess_type(folder: Path) -> str:
+    """The reader of a data folder from its name, else from its layout. An ``img/`` + ``gt/``
+    folder whose masks all carry a COCO image id is COCO_MVal whatever it is called (read as
+    DAVIS, its copies of one image per object were split into training and validation)."""
     name = folder.name.lower()
     for key, value in _GUESS.items():
         if key in name:
             return value
     if (folder / "img").is_dir() and (folder / "gt").is_dir():
+        stems = [p.stem for p in (folder / "gt").iterdir() if p.is_file() and not p.name.startswith(".")]
+        if stems and all(_COCO_STEM.match(s) for s in stems):
+            return "COCO_MVal"
         return "DAVIS"
     return "ImageFolder"
 

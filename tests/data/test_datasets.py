@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -21,7 +22,7 @@ from gpcis.data.datasets import (
     read_image,
     read_mask,
 )
-from tests.folders import shared_folder
+from tests.folders import coco_mval_like, shared_folder, write_png
 
 
 def _rgb(h: int, w: int, seed: int) -> np.ndarray:
@@ -305,3 +306,48 @@ def test_read_mask_keeps_objects_of_any_colour_and_palette_indices(tmp_path):
     inverted.putpalette([255, 255, 255, 0, 0, 0] + [0, 0, 0] * 254)  # index 0 white (the object)
     inverted.save(tmp_path / "binary_palette.png")
     np.testing.assert_array_equal(read_mask(tmp_path / "binary_palette.png") > 0, obj)
+
+
+def test_dataset_images_are_read_in_their_masks_frame_whatever_their_exif_orientation(tmp_path):
+    """read_image applied the EXIF orientation and read_mask did not: a JPEG tagged
+    "rotated 180" loaded with its mask turned away (IoU 0) without any error. The readers take
+    both as stored; read_image alone (a photo to segment) still applies the tag."""
+    from PIL import Image
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[2:10, 3:13] = 255  # a block in the top-left of the stored pixels
+    mask = np.zeros((40, 60), np.uint8)
+    mask[2:10, 3:13] = 255
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 3  # orientation: rotated 180 degrees
+    Image.fromarray(img).save(root / "images" / "a.jpg", exif=exif.tobytes(), quality=95)
+    write_png(root / "masks" / "a.png", mask)
+    sample = ImageFolderDataset(root)[0]
+    bright = sample.image.mean(axis=2) > 128
+    assert (bright & sample.masks[0]).sum() > 0.9 * sample.masks[0].sum()
+    shown = read_image(root / "images" / "a.jpg")  # default: as a viewer shows it
+    assert shown.mean(axis=2)[30:38, 47:57].mean() > 128
+
+
+def test_a_coco_mval_folder_under_another_name_is_read_as_coco_mval(tmp_path):
+    """Read as DAVIS (the img/ + gt/ layout), its copies of one image per object were held
+    out and trained on alike: the validation split by image needs COCO_MVal's image ids."""
+    from gpcis.training.trainer import _guess_type
+
+    root = coco_mval_like(tmp_path / "my_subset")
+    assert all(re.match(r".+_\d{12}$", p.stem) for p in (root / "gt").iterdir())
+    assert _guess_type(root) == "COCO_MVal"
+    (root / "gt" / "extra.png").write_bytes((root / "gt" / next(iter(sorted(p.name for p in (root / "gt").iterdir())))).read_bytes())
+    assert _guess_type(root) == "DAVIS"  # a name without an id: a DAVIS-like folder
+
+
+def test_a_16_bit_mask_of_8_bit_levels_keeps_its_ignore_band(tmp_path):
+    """0 / 128 / 255 stored as 16 bits (x 257) read as nonzero = object, the ignore band lost."""
+    levels = np.zeros((10, 12), np.uint8)
+    levels[2:6, 3:9] = 255
+    levels[6] = 128
+    cv2.imwrite(str(tmp_path / "m16.png"), levels.astype(np.uint16) * 257)
+    np.testing.assert_array_equal(read_mask(tmp_path / "m16.png"), levels)

@@ -82,3 +82,15 @@ def test_errors():
         s.sample(np.zeros((8, 8), bool), np.random.default_rng(0))
     with pytest.raises(ValueError, match="max_num_points"):
         MultiPointSampler(max_num_points=0)
+
+
+def test_other_objects_and_ignore_may_be_any_mask_type():
+    """uint8 / float `others` raised a ufunc type error and a list `ignore` an AttributeError."""
+    target = np.zeros((30, 30), bool)
+    target[10:20, 10:20] = True
+    other = np.zeros((30, 30), np.uint8)
+    other[0:5, 0:5] = 255
+    ignore = [[False] * 30 for _ in range(30)]
+    sampler = MultiPointSampler(max_num_points=6)
+    clicks = sampler.sample(target, np.random.default_rng(0), others=[other, other.astype(np.float32)], ignore=ignore)
+    assert clicks[0].positive and all(target[c.row, c.col] == c.positive for c in clicks)

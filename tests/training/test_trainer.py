@@ -348,7 +348,7 @@ def test_validation_split_holds_out_whole_images(tmp_path):
     kw = dict(model="ritm_tiny", data=str(root), dataset_type="COCO_MVal", batch_size=2, val_samples=3, seed=1)
     train, val = build_datasets(TrainConfig(**kw))
     key = train.base.image_key
-    assert key(0) == "000000" and len(val) == 4  # 3 samples asked for: two whole images
+    assert key(0) == "000000000000" and len(val) == 4  # 3 samples asked for: two whole images
     assert not {key(i) for i in train.indices} & {key(i) for i in val.indices}
     assert sorted(train.indices + val.indices) == list(range(12))
     train_s, val_s = build_datasets(TrainConfig(**kw, val_split="sample"))
@@ -597,3 +597,10 @@ def test_a_gp_models_initial_draws_follow_the_run_seed(tmp_path):
     sa, sb, sc = (t.model.head.gp.state_dict() for t in (a, b, c))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not torch.equal(sa["posterior.mlp.0.weight"], sc["posterior.mlp.0.weight"])
+
+
+def test_the_seed_must_be_a_non_negative_int():
+    """A negative seed was accepted and failed at the first item inside numpy's default_rng."""
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be an int >= 0"):
+            TrainConfig(seed=bad)
