@@ -238,15 +238,19 @@ def refine_decision(
     return mask
 
 
-def refined_probability(mask: np.ndarray, prob: np.ndarray) -> np.ndarray:
+def refined_probability(mask: np.ndarray, prob: np.ndarray, thresh: float = 0.5) -> np.ndarray:
     """A probability map consistent with a refined ``mask``: ``prob`` (clipped to [0, 1],
-    NaN read as 0.5) squeezed into (0.55, 1] on the mask and [0, 0.45] off it, so any
-    threshold ``t`` in [0.45, 0.55] gives ``mask`` by ``prob > t`` and the ordering of ``prob``
-    within each side is kept. float32 ``(H, W)``.
+    NaN read as 0.5) squeezed into (max(0.55, thresh), 1] on the mask and
+    [0, min(0.45, thresh)] off it, so ``prob > thresh`` -- and any threshold in [0.45, 0.55] --
+    gives ``mask``, and the ordering of ``prob`` within each side is kept. float32 ``(H, W)``.
 
-    The mask side starts one float32 step above 0.55: ``0.55 + 0.45 p`` rounds to 0.55
-    itself for ``p`` below ~7e-8, which ``> 0.55`` then missed."""
+    The mask side starts one float32 step above its bound: ``0.55 + 0.45 p`` rounds to 0.55
+    itself for ``p`` below ~7e-8, which ``> 0.55`` then missed. (A predictor's threshold
+    outside [0.45, 0.55] left mask != prob > thresh before session 12.)"""
+    if not 0.0 <= thresh < 1.0:
+        raise ValueError(f"thresh must be in [0, 1), got {thresh}")
     p = np.nan_to_num(np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0), nan=0.5)
-    low = np.nextafter(np.float32(0.55), np.float32(1.0))
+    t = np.float32(thresh)
+    low = np.nextafter(max(np.float32(0.55), t), np.float32(1.0))
     on = low + (np.float32(1.0) - low) * p
-    return np.where(mask, on, np.float32(0.45) * p).astype(np.float32)
+    return np.where(mask, on, min(np.float32(0.45), t) * p).astype(np.float32)

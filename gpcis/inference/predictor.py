@@ -22,12 +22,19 @@ this run; the prior std is the largest the GP can give, never a false certainty)
 With ``refine=GrabCutRefineConfig()`` the model's decision is post-processed as gp-pixel's
 GP decision is (:func:`gpcis.baselines.refine.refine_decision`: connected components under
 positive clicks, GrabCut seeded from the decision, click disks keep their labels); the
-probability map is squeezed to agree with the refined mask and is what the next click sees
-as the previous mask.
+probability map is squeezed to agree with the refined mask (``prob > thresh`` is the mask)
+and is what the next click sees as the previous mask.
+
+Clicks that the model would read at one input pixel (a pixel clicked again with the other
+label, or neighbours a downscaling crop maps together) reach it only as the newest of them:
+as one GP input with two labels they were averaged and the newest click lost its label. A
+prediction that is not zoomed sees the whole image, downscaled to ``zoom.whole_image_size``
+when that is set (without ``zoom_in``: every prediction).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 import cv2
@@ -47,6 +54,25 @@ __all__ = ["Predictor"]
 def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` float in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def _latest_per_pixel(clicks: Sequence[CropClick | Click], size: tuple[int, int]) -> list[CropClick | Click]:
+    """The clicks without those a later click shares its model-input pixel with.
+
+    The model reads a click at its rounded pixel (:func:`gpcis.models.heads.gather_at_clicks`:
+    round half to even, clamped); two clicks there -- the same pixel clicked again to flip
+    its label, or neighbours that a downscaling zoom-in crop maps onto one pixel -- are the
+    same GP input with two labels, and the GP averaged them: the newest click lost its label
+    half of the time. The newest click on a pixel is the user's last word; earlier clicks
+    elsewhere keep their order.
+    """
+    h, w = size
+    last: dict[tuple[int, int], int] = {}
+    for i, c in enumerate(clicks):
+        last[(int(np.clip(np.round(c.row), 0, h - 1)), int(np.clip(np.round(c.col), 0, w - 1)))] = i
+    if len(last) == len(clicks):
+        return list(clicks)
+    return [clicks[i] for i in sorted(last.values())]
 
 
 class Predictor:
@@ -91,10 +117,10 @@ class Predictor:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not 0.0 <= thresh < 1.0:
-            raise ValueError(f"thresh must be in [0, 1), got {thresh}")
-        if size_divisor < 1:
-            raise ValueError(f"size_divisor must be >= 1, got {size_divisor}")
+        if isinstance(thresh, bool) or not isinstance(thresh, (int, float)) or not 0.0 <= thresh < 1.0:
+            raise ValueError(f"thresh must be a number in [0, 1), got {thresh!r}")
+        if isinstance(size_divisor, bool) or not isinstance(size_divisor, int) or size_divisor < 1:
+            raise ValueError(f"size_divisor must be an int >= 1, got {size_divisor!r}")
         if device is None:  # the model's own device, as it is
             p = next(iter(model.parameters()), None)
             self.device = p.device if p is not None else torch.device("cpu")
@@ -179,6 +205,8 @@ class Predictor:
         """
         self._require_image()
         h, w = self.image_size
+        if isinstance(clicks, Click):
+            raise ValueError("clicks must be a list of Click (every click so far), got a single Click")
         clicks = list(self._clicks if clicks is None else clicks)
         check_clicks_in_image(clicks, h, w)
         n_old = len(self._clicks)
@@ -237,6 +265,7 @@ class Predictor:
     ) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Run the model on a padded ``(1, 3, h', w')`` input; return ``(prob, std)`` ``(h, w)``."""
         h, w = size
+        clicks = _latest_per_pixel(clicks, size)
         coords = torch.tensor([[[float(c.row), float(c.col)] for c in clicks]], dtype=torch.float32).view(1, -1, 2)
         labels = torch.tensor([[1.0 if c.positive else -1.0 for c in clicks]], dtype=torch.float32).view(1, -1)
         prev_t = None
@@ -285,9 +314,9 @@ class Predictor:
         box, target = None, None
         if self.zoom_in:
             box = self.zoom.box(prev > self.thresh if prev is not None else None, clicks, (h, w))
-            if box is None:
-                box = self.zoom.whole_image_box((h, w))
-                target = self.zoom.config.whole_image_size
+        if box is None:  # not zoomed (also without zoom-in): the whole image, downscaled if set
+            box = self.zoom.whole_image_box((h, w))
+            target = self.zoom.config.whole_image_size
         if box is None:
             prob, std = self._forward(self._tensor, (h, w), clicks, prev)
         else:
@@ -309,7 +338,7 @@ class Predictor:
         t = min(max(self.thresh, 1e-6), 1.0 - 1e-6)
         logit = np.log(p) - np.log1p(-p) - np.log(t / (1.0 - t))  # > 0 iff prob > thresh
         mask = refine_decision(self._image, logit, clicks, self.refine)
-        return PredictionResult(mask=mask, prob=refined_probability(mask, prob), std=std)
+        return PredictionResult(mask=mask, prob=refined_probability(mask, prob, self.thresh), std=std)
 
     # ------------------------------------------------------------------ active suggestion
     def suggest_click(self, min_distance: float = 10.0) -> Optional[Click]:
@@ -325,6 +354,10 @@ class Predictor:
             A :class:`Click`, or ``None`` before the first prediction or when every pixel is
             too close to a click.
         """
+        if isinstance(min_distance, bool) or not isinstance(min_distance, (int, float)) or not (
+                math.isfinite(min_distance) and min_distance >= 1):
+            # below 1 pixel the existing clicks themselves qualify
+            raise ValueError(f"min_distance must be a finite number >= 1 (pixels), got {min_distance!r}")
         self._require_image()
         res = self.result
         if res is None:

@@ -14,6 +14,7 @@ clicks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -53,6 +54,18 @@ class ZoomConfig:
     whole_image_size: Optional[int] = None
 
     def __post_init__(self) -> None:
+        for name in ("target_size", "min_crop_size", "skip_clicks", "size_divisor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{name} must be an int, got {v!r}")
+        if self.whole_image_size is not None and (isinstance(self.whole_image_size, bool)
+                                                  or not isinstance(self.whole_image_size, int)):
+            raise ValueError(f"whole_image_size must be an int or None, got {self.whole_image_size!r}")
+        if not math.isfinite(self.expansion):
+            raise ValueError(f"expansion must be finite, got {self.expansion}")
+        if self.target_size > 8192 or (self.whole_image_size or 0) > 8192:
+            raise ValueError(f"target_size and whole_image_size must be <= 8192 pixels, got {self.target_size}, "
+                             f"{self.whole_image_size}")
         if self.target_size < 8:
             raise ValueError(f"target_size must be >= 8, got {self.target_size}")
         if self.expansion < 1.0:

@@ -357,3 +357,77 @@ def test_with_std_false_skips_the_uncertainty_map():
     b = without.predict(clicks)
     assert a.std is not None and a.std.shape == (40, 48) and b.std is None
     np.testing.assert_array_equal(a.mask, b.mask)
+
+
+def test_clicks_the_model_sees_at_one_pixel_keep_only_the_newest():
+    """A pixel clicked again with the other label (or neighbours a downscaling crop maps onto
+    one pixel) was one GP input with two labels: the GP averaged them and the newest click
+    lost its label half of the time. Only the newest click per model-input pixel is fed."""
+    from gpcis.inference.predictor import _latest_per_pixel
+    from gpcis.inference.zoom import CropClick
+    from gpcis.models import create_model
+
+    clicks = [CropClick(10.2, 5.0, True), CropClick(3.0, 3.0, False), CropClick(9.8, 4.6, False)]
+    assert _latest_per_pixel(clicks, (20, 20)) == clicks[1:]  # (10, 5) twice: the later one
+    assert _latest_per_pixel(clicks[:2], (20, 20)) == clicks[:2]
+    assert _latest_per_pixel([CropClick(-0.4, 25.0, True), CropClick(0.0, 19.0, False)], (20, 20))[0].positive is False
+    torch.manual_seed(0)
+    img, _ = _scene(48, 64)
+    p = Predictor(create_model("gpcis_tiny"), zoom_in=False)
+    p.set_image(img)
+    for first in (True, False):
+        res = p.predict([Click(20, 30, first), Click(20, 30, not first)])
+        assert res.mask[20, 30] == (not first)  # the newest label, whichever it is
+    model = ColourModel()
+    q = Predictor(model, zoom_in=False)
+    q.set_image(img)
+    q.predict([Click(5, 5, True), Click(6, 6, False), Click(5, 5, False)])
+    assert model.calls[-1].clicks.coords[0].tolist() == [[6.0, 6.0], [5.0, 5.0]]
+
+
+@pytest.mark.parametrize("thresh", [0.3, 0.7])
+def test_refined_masks_are_prob_above_the_predictors_threshold(thresh):
+    """refined_probability squeezed around [0.45, 0.55] whatever the threshold: with 0.3 or 0.7
+    mask != prob > thresh, which the next zoom box and the evaluation read."""
+    from gpcis.baselines.refine import GrabCutRefineConfig
+    from gpcis.models import create_model
+
+    torch.manual_seed(0)
+    img, _ = _scene()
+    p = Predictor(create_model("gpcis_tiny"), thresh=thresh, refine=GrabCutRefineConfig(click_radius=3))
+    p.set_image(img)
+    for clicks in ([Click(40, 70, True)], [Click(40, 70, True), Click(10, 10, False)]):
+        res = p.predict(clicks)
+        np.testing.assert_array_equal(res.mask, res.prob > thresh)
+
+
+def test_whole_image_size_applies_without_zoom_in():
+    """`--no-zoom-in --whole-image-size 320` ran at full resolution without a word; the
+    setting is for every prediction that is not zoomed, which without zoom-in is all."""
+    model = ColourModel()
+    img, gt = _scene(90, 120)
+    p = Predictor(model, zoom_in=False, zoom=ZoomConfig(whole_image_size=60), size_divisor=1)
+    p.set_image(img)
+    res = p.predict([Click(40, 70, True)])
+    assert model.calls[-1].shape[-2:] == (45, 60) and res.mask.shape == (90, 120)
+    assert iou(res.mask, gt) > 0.8
+
+
+def test_more_bad_arguments_are_named():
+    img, _ = _scene()
+    p = Predictor(ColourModel())
+    p.set_image(img)
+    with pytest.raises(ValueError, match="a single Click"):
+        p.predict(Click(3, 3, True))
+    p.predict([Click(40, 70, True)])
+    for bad in (0, 0.5, float("nan")):  # below one pixel the existing click itself qualified
+        with pytest.raises(ValueError, match="min_distance"):
+            p.suggest_click(bad)
+    with pytest.raises(ValueError, match="thresh must be a number"):
+        Predictor(ColourModel(), thresh="0.5")
+    with pytest.raises(ValueError, match="size_divisor must be an int"):
+        Predictor(ColourModel(), size_divisor=1.5)
+    for kw, match in ((dict(expansion=float("nan")), "expansion"), (dict(target_size=10**6), "8192"),
+                      (dict(whole_image_size=100.5), "whole_image_size"), (dict(min_crop_size=2.5), "min_crop_size")):
+        with pytest.raises(ValueError, match=match):
+            ZoomConfig(**kw)
