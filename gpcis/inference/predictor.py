@@ -75,6 +75,15 @@ def _latest_per_pixel(clicks: Sequence[CropClick | Click], size: tuple[int, int]
     return [clicks[i] for i in sorted(last.values())]
 
 
+def _latest_per_pixel_of(clicks: Sequence[Click], zoom: ZoomIn, box: Any, target: Optional[int]) -> list[Click]:
+    """The image clicks whose crop clicks :func:`_latest_per_pixel` keeps (the ones the model
+    read), in order; clicks outside the box are left out."""
+    inside = [c for c in clicks if box.top <= c.row < box.bottom and box.left <= c.col < box.right]
+    crop = zoom.crop_clicks(inside, box, target)
+    kept = {id(k) for k in _latest_per_pixel(crop, zoom.crop_size(box, target))}
+    return [c for c, k in zip(inside, crop) if id(k) in kept]
+
+
 class Predictor:
     """Interactive segmentation with a :class:`~gpcis.models.SegmentationModel`.
 
@@ -325,12 +334,13 @@ class Predictor:
             crop_prev = self.zoom.crop_map(prev, box, target) if prev is not None else None
             prob_c, std_c = self._forward(crop_t, size, self.zoom.crop_clicks(clicks, box, target), crop_prev)
             base = prev if prev is not None else np.zeros((h, w), np.float32)
-            prob = self.zoom.uncrop(prob_c, box, base)
+            kept = _latest_per_pixel_of(clicks, self.zoom, box, target)  # the clicks the model read
+            prob = self.zoom.uncrop(prob_c, box, base, kept, target)
             std = None
             if std_c is not None:
                 if prev_std is None or prev_std.shape != (h, w):
                     prev_std = np.full((h, w), self._prior_std(std_c), np.float32)
-                std = self.zoom.uncrop(std_c, box, prev_std)
+                std = self.zoom.uncrop(std_c, box, prev_std, kept, target)
         prob = np.clip(prob.astype(np.float32), 0.0, 1.0)
         if self.refine is None:
             return PredictionResult(mask=prob > self.thresh, prob=prob, std=std)

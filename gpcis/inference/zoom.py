@@ -168,6 +168,17 @@ class ZoomIn:
                 out.append(CropClick(r, q, c.positive))
         return out
 
-    def uncrop(self, crop: np.ndarray, box: Box, base: np.ndarray) -> np.ndarray:
-        """Map an ``(h, w)`` crop-space map back into a copy of the full-image ``base`` ``(H, W)``."""
-        return paste_back(np.asarray(crop, dtype=np.float32), box, np.asarray(base, dtype=np.float32))
+    def uncrop(self, crop: np.ndarray, box: Box, base: np.ndarray, clicks: Sequence[Click] = (),
+               target_size: Optional[int] = None) -> np.ndarray:
+        """Map an ``(h, w)`` crop-space map back into a copy of the full-image ``base`` ``(H, W)``.
+
+        Each of ``clicks`` inside the box takes the value of the crop pixel the model read
+        it at (:meth:`crop_clicks`, rounded as the model rounds): resizing back blends that
+        pixel with unconditioned neighbours (at a 2x upscale every clicked pixel lies half
+        way between two crop pixels), and a clicked pixel could lose its label.
+        """
+        out = paste_back(np.asarray(crop, dtype=np.float32), box, np.asarray(base, dtype=np.float32))
+        inside = [c for c in clicks if box.top <= c.row < box.bottom and box.left <= c.col < box.right]
+        for c, cc in zip(inside, self.crop_clicks(inside, box, target_size)):
+            out[c.row, c.col] = crop[int(np.round(cc.row)), int(np.round(cc.col))]
+        return out

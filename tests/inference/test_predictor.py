@@ -431,3 +431,41 @@ def test_more_bad_arguments_are_named():
                       (dict(whole_image_size=100.5), "whole_image_size"), (dict(min_crop_size=2.5), "min_crop_size")):
         with pytest.raises(ValueError, match=match):
             ZoomConfig(**kw)
+
+
+class ClickSpotModel(nn.Module):
+    """Fake model conditioned at its clicks only: logit +8 / -8 at each click's rounded input
+    pixel (as a GP interpolates its clicks), 0 elsewhere; std 0 there, 1 elsewhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, image, clicks, prev_mask=None, return_std=False):
+        b, _, h, w = image.shape
+        logits = torch.zeros(b, 1, h, w) + 0 * self.w
+        std = torch.ones(b, 1, h, w)
+        for i in range(b):
+            for (r, c), lab, ok in zip(clicks.coords[i].tolist(), clicks.labels[i].tolist(), clicks.valid[i].tolist()):
+                if ok:
+                    logits[i, 0, int(round(r)), int(round(c))] = 8.0 * lab
+                    std[i, 0, int(round(r)), int(round(c))] = 0.0
+        return types.SimpleNamespace(logits=logits, aux_loss=torch.zeros(()), std=std)
+
+
+def test_a_clicked_pixel_keeps_the_value_the_model_gave_it_through_the_zoom_in():
+    """Resizing a zoom-in crop back blended a clicked pixel with unconditioned neighbours (at
+    a ~3x upscale it lies between crop pixels): its own prediction came back weakened or
+    flipped. Each clicked pixel now takes its crop pixel's value (prob and std)."""
+    img, _ = _scene(90, 120)
+    zoom = ZoomConfig(target_size=96, min_crop_size=30, skip_clicks=0)
+    p = Predictor(ClickSpotModel(), zoom=zoom, size_divisor=1)
+    p.set_image(img)
+    clicks = [Click(40, 70, True), Click(45, 77, False)]
+    res = p.predict(clicks)
+    for c in clicks:
+        assert res.mask[c.row, c.col] == c.positive
+        assert abs(res.prob[c.row, c.col] - (1 / (1 + np.exp(-8.0)) if c.positive else 1 / (1 + np.exp(8.0)))) < 1e-6
+        assert res.std[c.row, c.col] == 0.0
+    # its neighbours are the resized crop's (blended) values, as before
+    assert 0.5 <= res.prob[40, 71] < res.prob[40, 70]
