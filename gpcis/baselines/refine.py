@@ -251,6 +251,8 @@ def refined_probability(mask: np.ndarray, prob: np.ndarray, thresh: float = 0.5)
         raise ValueError(f"thresh must be in [0, 1), got {thresh}")
     p = np.nan_to_num(np.clip(np.asarray(prob, dtype=np.float32), 0.0, 1.0), nan=0.5)
     t = np.float32(thresh)
-    low = np.nextafter(max(np.float32(0.55), t), np.float32(1.0))
+    t_off = t if float(t) <= thresh else np.nextafter(t, np.float32(0.0))  # float32(0.3) > 0.3
+    t_on = t if float(t) >= thresh else np.nextafter(t, np.float32(1.0))
+    low = np.nextafter(max(np.float32(0.55), t_on), np.float32(1.0))
     on = low + (np.float32(1.0) - low) * p
-    return np.where(mask, on, min(np.float32(0.45), t) * p).astype(np.float32)
+    return np.where(mask, on, min(np.float32(0.45), t_off) * p).astype(np.float32)

@@ -123,10 +123,11 @@ def read_image(path: str | Path, orientation: bool = True) -> np.ndarray:
 
     Args:
         path: the file.
-        orientation: apply the EXIF orientation (a phone photo as it is shown). The data set
-            readers pass ``False``: their masks are read as stored (:func:`read_mask` does not
-            rotate), and an image turned by its EXIF tag would no longer match its mask
-            (silently for a 180-degree turn).
+        orientation: apply the EXIF orientation (a phone photo as it is shown). The
+            benchmark readers pass ``False``: their masks were drawn on the stored pixels
+            (:func:`read_mask` does not rotate), and an image turned by its EXIF tag would no
+            longer match its mask (silently for a 180-degree turn); :class:`ImageFolderDataset`
+            keeps ``True``, the frame of the masks ``gpcis segment`` and the demo save.
 
     Raises:
         ValueError: naming ``path`` if it is missing or cannot be decoded.
@@ -145,7 +146,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     is dropped), so an object of any colour is nonzero. (Channel 0 alone, OpenCV's blue,
     lost red objects and read a VOC boundary band as the object.) Floating-point masks: integer
     levels in 0..255 as they are, soft masks in [0, 1] as ``>= 0.5`` = object (255), others
-    as nonzero = object; 16-bit masks that are 8-bit levels times 257 by those levels; other
+    as nonzero = object; 16-bit masks that are 8-bit levels times 257 (or 256) by those levels; other
     integer masks with values outside 0..255 as nonzero = object.
 
     Raises:
@@ -170,6 +171,8 @@ def read_mask(path: str | Path) -> np.ndarray:
                 m = (m != 0).astype(np.uint8) * 255
         elif m.size and m.max() > 255 and m.min() >= 0 and not (m % 257).any():
             m = (m // 257).astype(np.uint8)  # an 8-bit mask scaled to 16 bits (x 257): its levels, e.g. 128
+        elif m.size and 255 < m.max() <= 65280 and m.min() >= 0 and not (m % 256).any():
+            m = (m // 256).astype(np.uint8)  # ... or shifted by 8 bits (x 256)
         elif m.size and (m.max() > 255 or m.min() < 0):  # wider integers: nonzero is the object
             m = (m != 0).astype(np.uint8) * 255
         else:
@@ -316,6 +319,10 @@ class _PairedFolderDataset(SegmentationDataset):
 
     images_dir: str = "images"
     masks_dir: str = "masks"
+    #: apply the images' EXIF orientation: ``False`` for the benchmark sets, whose masks were
+    #: drawn on the stored pixels; a user's own folder (ImageFolder) is read as shown, the frame
+    #: of the masks that ``gpcis segment`` and the demo write
+    exif_orientation: bool = False
 
     def __init__(self, root: str | Path, skip_bad: bool = False) -> None:
         self.root = _require_dir(Path(root))
@@ -327,7 +334,7 @@ class _PairedFolderDataset(SegmentationDataset):
         return raw > 0, np.zeros(raw.shape, dtype=bool)
 
     def _load(self, entry: _Entry) -> Sample:
-        image = read_image(entry.image, orientation=False)  # the masks' frame
+        image = read_image(entry.image, orientation=self.exif_orientation)  # the masks' frame
         raw = read_mask(entry.mask)
         self._check_size(image, raw, entry)
         obj, ignore = self._decode(raw)
@@ -387,6 +394,7 @@ class ImageFolderDataset(_PairedFolderDataset):
     """
 
     name = "ImageFolder"
+    exif_orientation = True  # as shown: the frame of the masks gpcis segment / the demo save
 
     def __init__(self, root: str | Path, images_dir: str = "images", masks_dir: str = "masks",
                  ignore_value: int | None = None, skip_bad: bool = False) -> None:

@@ -69,7 +69,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="longer side of the zoom-in crop fed to the model (default: 400, RITM's)")
     p.add_argument("--whole-image-size", type=positive_int, default=None, metavar="PX",
                    help="downscale the whole image to this longer side for the predictions that are "
-                   "not zoomed (the first click; default: the image's own size, RITM's)")
+                   "not zoomed (the first click; with --no-zoom-in every click; default: the image's "
+                   "own size, RITM's)")
     p.add_argument("--refine", action="store_true",
                    help="post-process a model's decision with GrabCut seeded from it (gp-pixel's "
                    "refinement, gpcis.baselines.refine; models only)")

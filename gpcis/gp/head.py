@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -97,14 +98,16 @@ class GPHeadConfig:
     def __post_init__(self) -> None:
         def number(name: str) -> float:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ValueError(f"GPHeadConfig.{name} must be a finite number, got {value!r}")
+            setattr(self, name, float(value))  # numpy scalars as plain floats (checkpoint-safe)
             return float(value)
 
         def count(name: str, least: int) -> None:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
                 raise ValueError(f"GPHeadConfig.{name} must be an integer >= {least}, got {value!r}")
+            setattr(self, name, int(value))
 
         count("num_features", 0)
         count("mlp_hidden", 1)

@@ -35,6 +35,7 @@ when that is set (without ``zoom_in``: every prediction).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Optional, Sequence
 
 import cv2
@@ -101,7 +102,7 @@ class Predictor:
             it is); see the module docstring. It runs ``cv2.grabCut`` on the whole image
             (``roi_margin`` limits it to the object's neighbourhood): about 0.3-0.4 s more
             per click at GrabCut's image sizes on one CPU core. The result's ``mask`` is
-            the refined mask; ``prob > thresh`` agrees with it for ``thresh`` in [0.45, 0.55].
+            the refined mask; ``prob > thresh`` agrees with it (for any ``thresh``).
         flip: test-time horizontal flip, as in RITM's evaluation (``with_flip``): the model
             also sees the mirrored input (image, clicks, previous mask) in the same batch,
             and the probabilities (and std maps) of the two are averaged. Twice the work.
@@ -126,10 +127,11 @@ class Predictor:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(thresh, bool) or not isinstance(thresh, (int, float)) or not 0.0 <= thresh < 1.0:
+        if isinstance(thresh, bool) or not isinstance(thresh, numbers.Real) or not 0.0 <= thresh < 1.0:
             raise ValueError(f"thresh must be a number in [0, 1), got {thresh!r}")
-        if isinstance(size_divisor, bool) or not isinstance(size_divisor, int) or size_divisor < 1:
+        if isinstance(size_divisor, bool) or not isinstance(size_divisor, numbers.Integral) or size_divisor < 1:
             raise ValueError(f"size_divisor must be an int >= 1, got {size_divisor!r}")
+        thresh, size_divisor = float(thresh), int(size_divisor)
         if device is None:  # the model's own device, as it is
             p = next(iter(model.parameters()), None)
             self.device = p.device if p is not None else torch.device("cpu")
@@ -275,7 +277,12 @@ class Predictor:
         """Run the model on a padded ``(1, 3, h', w')`` input; return ``(prob, std)`` ``(h, w)``."""
         h, w = size
         clicks = _latest_per_pixel(clicks, size)
+        # at the pixels the model reads them at (it rounds half to even): mirrored below, a
+        # half-pixel position would round to the other neighbour in the flipped image
         coords = torch.tensor([[[float(c.row), float(c.col)] for c in clicks]], dtype=torch.float32).view(1, -1, 2)
+        coords = coords.round()
+        coords[..., 0].clamp_(0, h - 1)
+        coords[..., 1].clamp_(0, w - 1)
         labels = torch.tensor([[1.0 if c.positive else -1.0 for c in clicks]], dtype=torch.float32).view(1, -1)
         prev_t = None
         if prev is not None:
@@ -321,8 +328,9 @@ class Predictor:
             prob = np.zeros((h, w), np.float32)
             return PredictionResult(mask=prob > self.thresh, prob=prob, std=None)
         box, target = None, None
+        effective = _latest_per_pixel(clicks, (h, w))  # a click clicked over does not steer the box
         if self.zoom_in:
-            box = self.zoom.box(prev > self.thresh if prev is not None else None, clicks, (h, w))
+            box = self.zoom.box(prev > self.thresh if prev is not None else None, effective, (h, w))
         if box is None:  # not zoomed (also without zoom-in): the whole image, downscaled if set
             box = self.zoom.whole_image_box((h, w))
             target = self.zoom.config.whole_image_size
@@ -347,7 +355,7 @@ class Predictor:
         p = np.clip(prob.astype(np.float64), 1e-6, 1.0 - 1e-6)
         t = min(max(self.thresh, 1e-6), 1.0 - 1e-6)
         logit = np.log(p) - np.log1p(-p) - np.log(t / (1.0 - t))  # > 0 iff prob > thresh
-        mask = refine_decision(self._image, logit, clicks, self.refine)
+        mask = refine_decision(self._image, logit, effective, self.refine)
         return PredictionResult(mask=mask, prob=refined_probability(mask, prob, self.thresh), std=std)
 
     # ------------------------------------------------------------------ active suggestion
@@ -364,7 +372,7 @@ class Predictor:
             A :class:`Click`, or ``None`` before the first prediction or when every pixel is
             too close to a click.
         """
-        if isinstance(min_distance, bool) or not isinstance(min_distance, (int, float)) or not (
+        if isinstance(min_distance, bool) or not isinstance(min_distance, numbers.Real) or not (
                 math.isfinite(min_distance) and min_distance >= 1):
             # below 1 pixel the existing clicks themselves qualify
             raise ValueError(f"min_distance must be a finite number >= 1 (pixels), got {min_distance!r}")

@@ -15,6 +15,7 @@ clicks.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -54,13 +55,16 @@ class ZoomConfig:
     whole_image_size: Optional[int] = None
 
     def __post_init__(self) -> None:
-        for name in ("target_size", "min_crop_size", "skip_clicks", "size_divisor"):
+        for name in ("target_size", "min_crop_size", "skip_clicks", "size_divisor", "whole_image_size"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
+            if v is None and name == "whole_image_size":
+                continue
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):  # numpy ints too
                 raise ValueError(f"{name} must be an int, got {v!r}")
-        if self.whole_image_size is not None and (isinstance(self.whole_image_size, bool)
-                                                  or not isinstance(self.whole_image_size, int)):
-            raise ValueError(f"whole_image_size must be an int or None, got {self.whole_image_size!r}")
+            setattr(self, name, int(v))
+        if isinstance(self.expansion, bool) or not isinstance(self.expansion, numbers.Real):
+            raise ValueError(f"expansion must be a number, got {self.expansion!r}")
+        self.expansion = float(self.expansion)
         if not math.isfinite(self.expansion):
             raise ValueError(f"expansion must be finite, got {self.expansion}")
         if self.target_size > 8192 or (self.whole_image_size or 0) > 8192:

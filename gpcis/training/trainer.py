@@ -33,6 +33,7 @@ import csv
 import itertools
 import dataclasses
 import math
+import numbers
 import os
 import random
 import re
@@ -51,7 +52,7 @@ from tqdm.auto import tqdm
 
 from gpcis.clicks import ClickBatch
 from gpcis.devices import resolve_device
-from gpcis.data.datasets import Sample, get_dataset
+from gpcis.data.datasets import IMAGE_SUFFIXES, Sample, get_dataset
 from gpcis.data.sampler import MultiPointSampler
 from gpcis.data.synthetic import SyntheticConfig, SyntheticDataset
 from gpcis.data.transforms import AugmentConfig, augment, resize_sample
@@ -250,8 +251,9 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {v}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        self.seed = int(self.seed)
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
@@ -316,8 +318,16 @@ def _guess_type(folder: Path) -> str:
         if key in name:
             return value
     if (folder / "img").is_dir() and (folder / "gt").is_dir():
-        stems = [p.stem for p in (folder / "gt").iterdir() if p.is_file() and not p.name.startswith(".")]
-        if stems and all(_COCO_STEM.match(s) for s in stems):
+        # the mask images only (a stray Thumbs.db or README is not a mask); stop at the first
+        # name without a COCO id
+        masks = (Path(e.name) for e in os.scandir(folder / "gt")
+                 if e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+        seen = False
+        for m in masks:
+            if not _COCO_STEM.match(m.stem):
+                return "DAVIS"
+            seen = True
+        if seen:
             return "COCO_MVal"
         return "DAVIS"
     return "ImageFolder"

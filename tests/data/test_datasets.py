@@ -309,27 +309,29 @@ def test_read_mask_keeps_objects_of_any_colour_and_palette_indices(tmp_path):
 
 
 def test_dataset_images_are_read_in_their_masks_frame_whatever_their_exif_orientation(tmp_path):
-    """read_image applied the EXIF orientation and read_mask did not: a JPEG tagged
-    "rotated 180" loaded with its mask turned away (IoU 0) without any error. The readers take
-    both as stored; read_image alone (a photo to segment) still applies the tag."""
+    """read_image applied the EXIF orientation and read_mask did not: a JPEG tagged "rotated
+    180" loaded with its benchmark mask turned away (IoU 0) without any error. Benchmark
+    readers (here the DAVIS layout) take images as stored, like their masks; a user's own
+    folder (ImageFolder) as shown, the frame of the masks gpcis segment and the demo save."""
     from PIL import Image
 
     img = np.zeros((40, 60, 3), np.uint8)
     img[2:10, 3:13] = 255  # a block in the top-left of the stored pixels
-    mask = np.zeros((40, 60), np.uint8)
-    mask[2:10, 3:13] = 255
-    root = tmp_path / "data"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
+    stored = np.zeros((40, 60), np.uint8)
+    stored[2:10, 3:13] = 255
+    shown = stored[::-1, ::-1].copy()  # the same block where a viewer shows it
     exif = Image.Exif()
     exif[0x0112] = 3  # orientation: rotated 180 degrees
-    Image.fromarray(img).save(root / "images" / "a.jpg", exif=exif.tobytes(), quality=95)
-    write_png(root / "masks" / "a.png", mask)
-    sample = ImageFolderDataset(root)[0]
-    bright = sample.image.mean(axis=2) > 128
-    assert (bright & sample.masks[0]).sum() > 0.9 * sample.masks[0].sum()
-    shown = read_image(root / "images" / "a.jpg")  # default: as a viewer shows it
-    assert shown.mean(axis=2)[30:38, 47:57].mean() > 128
+    for layout, reader, mask in ((("img", "gt"), DavisDataset, stored), (("images", "masks"), ImageFolderDataset, shown)):
+        root = tmp_path / reader.__name__
+        (root / layout[0]).mkdir(parents=True)
+        Image.fromarray(img).save(root / layout[0] / "a.jpg", exif=exif.tobytes(), quality=95)
+        write_png(root / layout[1] / "a.png", mask)
+        sample = reader(root)[0]
+        bright = sample.image.mean(axis=2) > 128
+        assert (bright & sample.masks[0]).sum() > 0.9 * sample.masks[0].sum(), reader.__name__
+    as_shown = read_image(tmp_path / "DavisDataset" / "img" / "a.jpg")  # default: as a viewer shows it
+    assert as_shown.mean(axis=2)[30:38, 47:57].mean() > 128
 
 
 def test_a_coco_mval_folder_under_another_name_is_read_as_coco_mval(tmp_path):
@@ -351,3 +353,17 @@ def test_a_16_bit_mask_of_8_bit_levels_keeps_its_ignore_band(tmp_path):
     levels[6] = 128
     cv2.imwrite(str(tmp_path / "m16.png"), levels.astype(np.uint16) * 257)
     np.testing.assert_array_equal(read_mask(tmp_path / "m16.png"), levels)
+
+
+def test_coco_guess_ignores_stray_files_and_16_bit_shifted_masks_keep_levels(tmp_path):
+    from gpcis.training.trainer import _guess_type
+
+    root = coco_mval_like(tmp_path / "subset")
+    (root / "gt" / "Thumbs.db").write_bytes(b"x")  # not a mask: does not make it DAVIS
+    (root / "gt" / "README").write_text("notes")
+    assert _guess_type(root) == "COCO_MVal"
+    levels = np.zeros((10, 12), np.uint8)
+    levels[2:6, 3:9] = 255
+    levels[6] = 128
+    cv2.imwrite(str(tmp_path / "m16s.png"), levels.astype(np.uint16) * 256)  # shifted by 8 bits
+    np.testing.assert_array_equal(read_mask(tmp_path / "m16s.png"), levels)

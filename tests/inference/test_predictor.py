@@ -188,8 +188,9 @@ def test_whole_image_view_is_downscaled_when_asked():
     first = p.add_click(Click(80, 140, True))
     assert model.calls[-1].shape == (1, 3, 90, 120)  # longer side 240 -> 120, aspect kept
     (r, c), = model.calls[-1].clicks.coords[0].tolist()
-    # the click maps to the downscaled view (pixel-centre convention): (x + 0.5) / 2 - 0.5
-    assert (r, c) == pytest.approx((39.75, 69.75))
+    # the click maps to the downscaled view (pixel-centre convention): (x + 0.5) / 2 - 0.5 =
+    # (39.75, 69.75), fed as the pixel the model reads it at (rounded: flip-consistent)
+    assert (r, c) == (40.0, 70.0)
     assert first.prob.shape == (180, 240)
     assert iou(first.mask, gt) > 0.97  # mapped back to the full image (boundary resampling only)
     p.add_click(Click(60, 140, True))  # the zoomed crop is unaffected by the setting
@@ -469,3 +470,38 @@ def test_a_clicked_pixel_keeps_the_value_the_model_gave_it_through_the_zoom_in()
         assert res.std[c.row, c.col] == 0.0
     # its neighbours are the resized crop's (blended) values, as before
     assert 0.5 <= res.prob[40, 71] < res.prob[40, 70]
+
+
+def test_a_clicked_pixel_keeps_its_value_with_flip_at_a_2x_upscale():
+    """At a 2x upscale a click lies at 2c + 0.5 in the crop: the image item read column 2c
+    and the mirrored item (rounding w - 1.5 - 2c half to even) the other neighbour, so the
+    averaged, pinned value was half conditioned and the click lost its label with flip."""
+    img, _ = _scene(90, 120)
+    zoom = ZoomConfig(target_size=96, min_crop_size=48, expansion=1.0, skip_clicks=0)
+    for flip in (False, True):
+        p = Predictor(ClickSpotModel(), zoom=zoom, size_divisor=1, flip=flip)
+        p.set_image(img)
+        res = p.predict([Click(40, 70, True)])
+        assert res.mask[40, 70] and res.prob[40, 70] == pytest.approx(1 / (1 + np.exp(-8.0)), abs=1e-6), flip
+
+
+def test_numpy_scalars_are_accepted_where_numbers_are():
+    """The new type checks refused np.int64 / np.float32 that sweeps with np.arange pass."""
+    from gpcis.training.trainer import TrainConfig
+
+    z = ZoomConfig(target_size=np.int64(400), whole_image_size=np.int32(320), expansion=np.float32(1.4))
+    assert type(z.target_size) is int and type(z.whole_image_size) is int and type(z.expansion) is float
+    p = Predictor(ColourModel(), thresh=np.float32(0.49), size_divisor=np.int64(32))
+    assert p.thresh == pytest.approx(0.49) and p.size_divisor == 32
+    assert TrainConfig(seed=np.int64(3)).seed == 3
+
+
+@pytest.mark.parametrize("thresh", [0.1, 0.3, 0.7])
+def test_refined_probability_holds_in_float64_too(thresh):
+    """float32(0.3) > 0.3: an off-mask pixel of prob 1 became 0.30000001 > 0.3 in float64."""
+    from gpcis.baselines.refine import refined_probability
+
+    mask = np.array([False, True, False, True])
+    out = refined_probability(mask, np.array([1.0, 0.0, 0.5, 1.0], np.float32), thresh)
+    np.testing.assert_array_equal(out.astype(np.float64) > thresh, mask)
+    np.testing.assert_array_equal(out > np.float32(thresh), mask)
