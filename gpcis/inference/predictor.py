@@ -277,19 +277,19 @@ class Predictor:
         """Run the model on a padded ``(1, 3, h', w')`` input; return ``(prob, std)`` ``(h, w)``."""
         h, w = size
         clicks = _latest_per_pixel(clicks, size)
-        # at the pixels the model reads them at (it rounds half to even): mirrored below, a
-        # half-pixel position would round to the other neighbour in the flipped image
         coords = torch.tensor([[[float(c.row), float(c.col)] for c in clicks]], dtype=torch.float32).view(1, -1, 2)
-        coords = coords.round()
-        coords[..., 0].clamp_(0, h - 1)
-        coords[..., 1].clamp_(0, w - 1)
         labels = torch.tensor([[1.0 if c.positive else -1.0 for c in clicks]], dtype=torch.float32).view(1, -1)
         prev_t = None
         if prev is not None:
             prev_t = torch.from_numpy(np.ascontiguousarray(prev, dtype=np.float32)).to(self.device)[None, None]
         if self.flip:  # item 1: the mirror image; pixel-centre columns map to w - 1 - col
             mirrored = coords.clone()
-            mirrored[..., 1] = (w - 1) - mirrored[..., 1]
+            cols = coords[..., 1]
+            # the model reads a click at its rounded pixel, half to even: at a half-pixel column
+            # (every click of a 2x upscaled crop) the mirror would round to the other neighbour
+            # and the flipped item condition one pixel off; there the mirror of the pixel read
+            tie = (cols - cols.floor()) == 0.5
+            mirrored[..., 1] = torch.where(tie, (w - 1) - cols.round(), (w - 1) - cols)
             coords, labels = torch.cat([coords, mirrored]), torch.cat([labels, labels])
             image_t = torch.cat([image_t, self._pad(image_t[..., :h, :w].flip(-1))])
             if prev_t is not None:

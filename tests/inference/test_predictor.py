@@ -188,9 +188,8 @@ def test_whole_image_view_is_downscaled_when_asked():
     first = p.add_click(Click(80, 140, True))
     assert model.calls[-1].shape == (1, 3, 90, 120)  # longer side 240 -> 120, aspect kept
     (r, c), = model.calls[-1].clicks.coords[0].tolist()
-    # the click maps to the downscaled view (pixel-centre convention): (x + 0.5) / 2 - 0.5 =
-    # (39.75, 69.75), fed as the pixel the model reads it at (rounded: flip-consistent)
-    assert (r, c) == (40.0, 70.0)
+    # the click maps to the downscaled view (pixel-centre convention): (x + 0.5) / 2 - 0.5
+    assert (r, c) == pytest.approx((39.75, 69.75))
     assert first.prob.shape == (180, 240)
     assert iou(first.mask, gt) > 0.97  # mapped back to the full image (boundary resampling only)
     p.add_click(Click(60, 140, True))  # the zoomed crop is unaffected by the setting
@@ -475,7 +474,8 @@ def test_a_clicked_pixel_keeps_the_value_the_model_gave_it_through_the_zoom_in()
 def test_a_clicked_pixel_keeps_its_value_with_flip_at_a_2x_upscale():
     """At a 2x upscale a click lies at 2c + 0.5 in the crop: the image item read column 2c
     and the mirrored item (rounding w - 1.5 - 2c half to even) the other neighbour, so the
-    averaged, pinned value was half conditioned and the click lost its label with flip."""
+    averaged, pinned value was half conditioned and the click lost its label with flip. At
+    such ties the mirrored item now gets the mirror of the pixel read."""
     img, _ = _scene(90, 120)
     zoom = ZoomConfig(target_size=96, min_crop_size=48, expansion=1.0, skip_clicks=0)
     for flip in (False, True):
