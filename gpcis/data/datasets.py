@@ -246,6 +246,11 @@ class SegmentationDataset:
     """
 
     name: str = "dataset"
+    #: apply the images' EXIF orientation (:func:`read_image`): ``False`` for the benchmark
+    #: sets, whose masks were drawn on the stored pixels; a user's own folder
+    #: (:class:`ImageFolderDataset`) is read as shown, the frame of the masks that
+    #: ``gpcis segment`` and the demo write
+    exif_orientation: bool = False
 
     def __init__(self, entries: list[_Entry], skip_bad: bool = False,
                  skipped: list[tuple[str, str]] | None = None) -> None:
@@ -319,10 +324,6 @@ class _PairedFolderDataset(SegmentationDataset):
 
     images_dir: str = "images"
     masks_dir: str = "masks"
-    #: apply the images' EXIF orientation: ``False`` for the benchmark sets, whose masks were
-    #: drawn on the stored pixels; a user's own folder (ImageFolder) is read as shown, the frame
-    #: of the masks that ``gpcis segment`` and the demo write
-    exif_orientation: bool = False
 
     def __init__(self, root: str | Path, skip_bad: bool = False) -> None:
         self.root = _require_dir(Path(root))
@@ -452,7 +453,7 @@ class _InstanceDataset(SegmentationDataset):
         return entries
 
     def _load(self, entry: _Entry) -> Sample:
-        image = read_image(entry.image, orientation=False)  # the masks' frame
+        image = read_image(entry.image, orientation=self.exif_orientation)  # the masks' frame
         inst, ignore = self._read_instances(entry)
         self._check_size(image, inst, entry)
         return _instances_sample(image, inst, ignore, entry.extra["instance"], entry.name)

@@ -273,11 +273,11 @@ def create_app(
                 # the old image stays usable if this one is refused: checked before the method
                 # sees it, and a method that fails on it gets the old image back
                 try:
-                    AnnotationSession.working_image(image, cfg.max_side)
+                    work = AnnotationSession.working_image(image, cfg.max_side)
                 except ValueError as err:  # e.g. an image under 2 x 2 pixels
                     raise DemoError(str(err), 400) from err
                 try:
-                    sess = AnnotationSession.open(old.method, image, cfg.max_side)
+                    sess = AnnotationSession.start(old.method, work, image.shape[:2])
                 except Exception as err:
                     old.method.set_image(old.image)
                     if isinstance(err, ValueError):

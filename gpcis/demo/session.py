@@ -128,10 +128,16 @@ class AnnotationSession:
         image leaves the method as it was.
         """
         image = np.asarray(image)
-        work = cls.working_image(image, max_side)
+        return cls.start(method, cls.working_image(image, max_side), image.shape[:2])
+
+    @classmethod
+    def start(cls, method: InteractiveSegmenter, work: np.ndarray,
+              original_size: tuple[int, int]) -> "AnnotationSession":
+        """Start annotating a working image already made by :meth:`working_image` (whose
+        original was ``original_size``): ``method.set_image`` and its timing."""
         t0 = time.perf_counter()
         method.set_image(work)
-        return cls(method, work, image.shape[:2], set_image_s=time.perf_counter() - t0)
+        return cls(method, work, tuple(original_size), set_image_s=time.perf_counter() - t0)
 
     # ---------------------------------------------------------------- state
     @property
@@ -325,9 +331,11 @@ class SessionStore:
 
     def touch(self, session_id: str) -> None:
         """Mark ``session_id`` as used now (at the end of a request, so that a long request
-        does not count as idle time); nothing if it is gone."""
+        does not count as idle time); nothing if it is gone. It also moves to the end of the
+        order, which :meth:`_expire` reads as the order of last use."""
         with self._lock:
             if session_id in self._items:
+                self._items.move_to_end(session_id)
                 self._used[session_id] = self._clock()
 
     def put(self, session: AnnotationSession, session_id: Optional[str] = None) -> str:

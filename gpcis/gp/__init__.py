@@ -3,7 +3,7 @@
 Knows nothing about images; :mod:`gpcis.models` composes it with backbones.
 """
 
-from gpcis.gp.head import GPHead, GPHeadConfig, GPHeadOutput, check_gp_inputs, neutral_padding
+from gpcis.gp.head import GPHead, GPHeadConfig, GPHeadOutput, check_gp_inputs, check_num_samples, neutral_padding
 from gpcis.gp.kernels import ARDRBFKernel, FourierFeatureKernel, LogPositive
 from gpcis.gp.losses import vi_loss
 from gpcis.gp.pathwise import (
@@ -32,6 +32,7 @@ __all__ = [
     "WeightPrior",
     "blocked_mean_path",
     "check_gp_inputs",
+    "check_num_samples",
     "neutral_padding",
     "click_gram_cholesky",
     "click_gram_cholesky_ex",

@@ -36,7 +36,7 @@ from gpcis.gp.pathwise import (
 from gpcis.gp.variational import AmortizedClickPosterior
 from gpcis.gp.weights import WeightPrior
 
-__all__ = ["GPHeadConfig", "GPHeadOutput", "GPHead", "check_gp_inputs", "neutral_padding"]
+__all__ = ["GPHeadConfig", "GPHeadOutput", "GPHead", "check_gp_inputs", "check_num_samples", "neutral_padding"]
 
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -242,6 +242,16 @@ def check_gp_inputs(
     return torch.where(valid, labels.to(x_test.dtype), zero)
 
 
+def check_num_samples(num_samples: object, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` unless ``num_samples`` is an int >= 0 (not a bool; ``None`` too
+    where ``allow_none``): the one check of the GP head, the segmentation head and the model."""
+    if num_samples is None and allow_none:
+        return
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
+        what = "None or an int >= 0" if allow_none else "an int >= 0"
+        raise ValueError(f"num_samples must be {what}, got {num_samples!r}")
+
+
 def neutral_padding(x_click: Tensor, valid: Tensor) -> Tensor:
     """``x_click`` with its padded rows replaced by the mean of the item's valid rows.
 
@@ -362,6 +372,7 @@ class GPHead(nn.Module):
         """
         if compute_vi_loss is None:
             compute_vi_loss = self.training or torch.is_grad_enabled()
+        check_num_samples(num_samples)  # before the dispatch below reads it
         for name, t in (("x_test", x_test), ("x_click", x_click)):
             if not isinstance(t, Tensor) or not t.is_floating_point():
                 raise ValueError(f"{name} must be a floating-point tensor, got "
@@ -565,8 +576,6 @@ class GPHead(nn.Module):
                 return out
         labels = check_gp_inputs(x_test, x_click, labels, valid, self.in_dim, check_values=not sync_free)
         x_click = neutral_padding(x_click, valid)
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
-            raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
         if sync_free and compute_vi_loss:
             raise ValueError("sync_free=True is for inference: it cannot compute L_VI (compute_vi_loss=False)")
         cfg = self.config

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpcis.clicks import ClickBatch
-from gpcis.gp import GPHead, GPHeadConfig, GPHeadOutput, fused
+from gpcis.gp import GPHead, GPHeadConfig, GPHeadOutput, check_num_samples, fused
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -348,8 +348,7 @@ class GPSegHead(SegHead):
     ) -> HeadOutput:
         if num_samples is None:
             num_samples = 1 if self.training else 0
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
-            raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
+        check_num_samples(num_samples)
         b, _, big_h, big_w = image.shape
         h, w = self.grid_size((big_h, big_w))  # the input's size at stride 1
         out = None

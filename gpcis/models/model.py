@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from gpcis.clicks import ClickBatch, disk_maps
-from gpcis.gp import GPHeadConfig
+from gpcis.gp import GPHeadConfig, check_num_samples
 from gpcis.models.backbones import create_backbone
 from gpcis.models.click_encoder import Conv1S
 from gpcis.models.cuda_graph import CUDAGraphHead
@@ -231,6 +231,7 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"image must be a float tensor in [0, 1], got dtype {image.dtype}")
         if not isinstance(clicks, ClickBatch):
             raise ValueError(f"clicks must be a gpcis.clicks.ClickBatch, got {type(clicks).__name__}")
+        check_num_samples(num_samples, allow_none=True)
         b, _, h, w = image.shape
         if clicks.batch_size != b:
             raise ValueError(f"clicks has batch size {clicks.batch_size}, image has {b}")
@@ -254,7 +255,7 @@ class SegmentationModel(nn.Module):
             unsigned = valid & (labels != 1) & (labels != -1)
             checks.update(outside=outside.any(), unsigned=unsigned.any())
         if not checks:
-            return self._check_num_samples(num_samples)
+            return
         got = dict(zip(checks, torch.stack([t.to(device=image.device, dtype=torch.float64)
                                             for t in checks.values()]).tolist()))
         if "image_lo" in got and not (got["image_lo"] >= -1e-3 and got["image_hi"] <= 1 + 1e-3):
@@ -275,12 +276,6 @@ class SegmentationModel(nn.Module):
         if got.get("unsigned"):
             raise ValueError("clicks: labels of valid clicks must be +1 (positive) or -1 (negative); "
                              "padding is marked by valid = False")
-        self._check_num_samples(num_samples)
-
-    @staticmethod
-    def _check_num_samples(num_samples: int | None) -> None:
-        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0):
-            raise ValueError(f"num_samples must be None or an int >= 0, got {num_samples!r}")
 
     def encode_clicks(self, clicks: ClickBatch, prev_mask: Tensor | None, size: tuple[int, int]) -> Tensor:
         """The 3 click maps: ``(B, 3, H, W)`` = positive disks, negative disks, previous mask."""

@@ -22,7 +22,7 @@ from gpcis.data.datasets import (
     read_image,
     read_mask,
 )
-from tests.folders import coco_mval_like, shared_folder, write_png
+from tests.folders import coco_mval_like, shared_folder
 
 
 def _rgb(h: int, w: int, seed: int) -> np.ndarray:
@@ -326,7 +326,7 @@ def test_dataset_images_are_read_in_their_masks_frame_whatever_their_exif_orient
         root = tmp_path / reader.__name__
         (root / layout[0]).mkdir(parents=True)
         Image.fromarray(img).save(root / layout[0] / "a.jpg", exif=exif.tobytes(), quality=95)
-        write_png(root / layout[1] / "a.png", mask)
+        _write(root / layout[1] / "a.png", mask)
         sample = reader(root)[0]
         bright = sample.image.mean(axis=2) > 128
         assert (bright & sample.masks[0]).sum() > 0.9 * sample.masks[0].sum(), reader.__name__
