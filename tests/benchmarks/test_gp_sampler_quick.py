@@ -110,8 +110,21 @@ def test_botorch_path_interpolates_clicks():
     with torch.no_grad():
         f = gs.botorch_draw_and_eval(model, prob.x_click[0], 64)
     assert f.shape == (1, 5)
-    # Matheron update at the clicks: f(x_c) = y_c - e_c + O(noise), e_c ~ N(0, noise) -> 6 sigma
-    np.testing.assert_allclose(f[0].numpy(), prob.labels[0].numpy(), atol=6 * math.sqrt(noise) + 1e-3)
+    # Matheron's update with observation noise e ~ N(0, s2 I), A = K + s2 I, at the clicks:
+    #   f(x_c) = f0 + K A^-1 (y - f0 - e) = y - e - s2 A^-1 r,   r = y - f0(x_c) - e,
+    # so |f - y| <= |e| + s2 / (lambda_min(K) + s2) * ||r||. With the prior draw f0 ~ N(0, eta0)
+    # and e within 6 standard deviations, ||r|| <= sqrt(n) (1 + 6 sqrt(eta0) + 6 sqrt(s2)).
+    # float32: the Cholesky solve's relative error <= n eps32 cond(A), carried through
+    # ||K A^-1|| <= lambda_max / (lambda_min + s2) to the update, and the sum's own rounding.
+    eta0, eta = _hyper(head)
+    xn = prob.x_click[0].double().numpy()
+    n = len(xn)
+    lam = np.linalg.eigvalsh(rbf(xn, xn, eta0, eta))
+    r_max = math.sqrt(n) * (1 + 6 * math.sqrt(eta0) + 6 * math.sqrt(noise))
+    shrink = noise / (lam[0] + noise)
+    rounding = EPS32 * (n * np.linalg.cond(rbf(xn, xn, eta0, eta) + noise * np.eye(n)) * lam[-1] / (lam[0] + noise) + 2) * r_max
+    tol = 6 * math.sqrt(noise) + shrink * r_max + rounding
+    np.testing.assert_allclose(f[0].numpy(), prob.labels[0].numpy(), rtol=0, atol=tol)
 
 
 def test_floor_computes_the_mean_path():
@@ -127,12 +140,23 @@ def test_floor_computes_the_mean_path():
     alpha = floor.vec[l:].double().numpy()
     eta0, eta = _hyper(head)
     expected = np.cos(x @ theta + tau) @ w + rbf(x, xn, 1.0, eta) @ alpha
-    # float32: the cosine's argument carries an absolute rounding error ~ (d + 2) eps32 max|arg|
-    # (a d-term dot product), the exponent likewise; summed over the weights.
-    arg = np.abs(x @ theta + tau).max()
+    # float32, each step's rounding bounded as in Higham (a k-term dot product errs by at
+    # most k eps32 times the sum of its terms' magnitudes):
+    # - a cosine's argument x theta + tau (d + 1 terms) by (d + 1) eps32 (|x| |theta| + |tau|),
+    #   the cosine by that (|cos'| <= 1) plus its own eps32;
+    # - a kernel exponent x (eta z) - q_z / 2 - q_x / 2 by (d + 2) eps32 (q_x + q_z), since
+    #   sum_t eta_t |x_t z_t| <= (q_x + q_z) / 2; exp of an exponent <= 0 by that plus eps32;
+    # - the final product with [w; alpha] (l + n terms), |cos| and the kernel values <= 1:
+    #   (l + n) eps32 (sum |w| + sum |alpha|).
     d = x.shape[1]
-    tol = (d + 2) * EPS32 * (arg * np.abs(w).sum() + 10 * np.abs(alpha).sum())
-    np.testing.assert_allclose(got, expected, atol=tol)
+    n = xn.shape[0]
+    arg = (np.abs(x) @ np.abs(theta) + np.abs(tau)).max()
+    q = (x * x) @ eta
+    q_sum = q.max() + ((xn * xn) @ eta).max()
+    per_cos = (d + 1) * EPS32 * arg + EPS32
+    per_k = (d + 2) * EPS32 * q_sum + EPS32
+    tol = (per_cos + (l + n) * EPS32) * np.abs(w).sum() + (per_k + (l + n) * EPS32) * np.abs(alpha).sum()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=tol)
 
 
 def test_targets_and_table():
