@@ -28,6 +28,7 @@ checkpoints.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import csv
 import itertools
@@ -123,6 +124,11 @@ _RUN_SETTINGS = ("data", "dataset_type", "split", "batch_size", "lr", "backbone_
                  "crop_size", "scale_range",
                  "synthetic_samples", "synthetic_size", "val_samples", "val_split", "val_max_clicks", "val_max_size",
                  "seed")
+
+
+#: the settings that live in the optimizer's and scheduler's saved state: a resume with other
+#: values puts the new ones there (:meth:`Trainer._apply_optimizer_settings`)
+_OPTIMIZER_SETTINGS = ("lr", "backbone_lr_mult", "milestones", "lr_gamma", "weight_decay")
 
 
 def _changed_settings(saved: dict, now: dict) -> list[str]:
@@ -684,6 +690,9 @@ class Trainer:
         sched = dict(extra["scheduler"])
         sched["milestones"] = collections.Counter({int(k): int(v) for k, v in sched["milestones"].items()})
         self.scheduler.load_state_dict(sched)
+        self.time_drops = int(extra.get("time_drops") or 0)  # the optimizer's lrs already include them
+        if any(c.split(":")[0] in _OPTIMIZER_SETTINGS for c in changed):
+            self._apply_optimizer_settings()
         if self.use_amp and extra.get("scaler"):
             self.scaler.load_state_dict(extra["scaler"])
         self.epoch = int(extra["epoch"])
@@ -692,8 +701,26 @@ class Trainer:
         self.best_noc90 = extra["best_noc90"] if extra.get("best_noc90") is not None else math.inf
         self.history = list(extra.get("history") or [])
         self._elapsed_before = float(extra.get("elapsed_s") or 0.0)
-        self.time_drops = int(extra.get("time_drops") or 0)  # the optimizer's lrs already include them
         _set_rng_state(extra["rng"])
+
+    def _apply_optimizer_settings(self) -> None:
+        """Put this config's learning rates, weight decay and schedule into the optimizer and
+        scheduler restored from a checkpoint (their saved state holds the old run's): each
+        group's lr is its new base lr times ``lr_gamma`` once per epoch milestone already
+        passed and once per time milestone already applied."""
+        cfg = self.config
+        lr = cfg.effective_lr
+        bases = [lr * cfg.backbone_lr_mult, lr]
+        passed = bisect.bisect_right(sorted(cfg.milestones), self.scheduler.last_epoch)
+        factor = cfg.lr_gamma ** (passed + self.time_drops)
+        for group, base in zip(self.optimizer.param_groups, bases):
+            group["initial_lr"] = base
+            group["lr"] = base * factor
+            group["weight_decay"] = cfg.weight_decay
+        self.scheduler.base_lrs = bases
+        self.scheduler.milestones = collections.Counter(cfg.milestones)
+        self.scheduler.gamma = cfg.lr_gamma
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def synced_elapsed_s(self) -> float:
         """:meth:`elapsed_s` of rank 0 on every rank (one broadcast), so that the time budget

@@ -307,6 +307,31 @@ def test_time_budget_counts_the_time_of_earlier_runs(tmp_path, monkeypatch):
     assert len((tmp_path / "run" / "steps.csv").read_text().strip().splitlines()) == 1 + 3
 
 
+def test_a_resume_with_other_optimizer_settings_trains_with_them(tmp_path):
+    """The warning says a resumed run continues with its new settings: the learning rates,
+    weight decay and schedule restored from the checkpoint's optimizer and scheduler state
+    are replaced by the new ones (they were kept, silently), at the schedule's position."""
+    kw = dict(steps_per_epoch=1, epochs=6)
+    first = Trainer(_config(tmp_path, lr=1e-3, milestones=(1,), max_steps=2, **kw))
+    first.train()  # 2 epochs: past the milestone at epoch 1
+    assert [g["lr"] for g in first.optimizer.param_groups] == pytest.approx([1e-5, 1e-4])
+    new = dict(lr=5e-3, backbone_lr_mult=1.0, milestones=(1, 3), weight_decay=0.1, lr_gamma=0.5)
+    with pytest.warns(UserWarning, match="continuing with the new ones"):
+        resumed = Trainer(_config(tmp_path, max_steps=4, resume=True, **new, **kw))
+    # one of the new milestones (epoch 1) lies behind the resumed position (epoch 2)
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([2.5e-3, 2.5e-3])
+    assert [g["weight_decay"] for g in resumed.optimizer.param_groups] == [0.1, 0.1]
+    resumed.train()  # epochs 3 and 4: the milestone at epoch 3 halves the rates again
+    assert resumed.scheduler.last_epoch == 4
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx([1.25e-3, 1.25e-3])
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["scheduler"]["base_lrs"] == pytest.approx([5e-3, 5e-3])
+    # the same settings again: the restored state is used as it is (bit for bit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = Trainer(_config(tmp_path, max_steps=5, resume=True, **new, **kw))
+    assert [g["lr"] for g in again.optimizer.param_groups] == [g["lr"] for g in resumed.optimizer.param_groups]
+
+
 def test_time_milestones_drop_the_lr_once_across_resumes(tmp_path):
     """lr x gamma when elapsed >= fraction x budget, applied once by the training loop and
     kept (not re-applied) after a resume; epoch-end scheduler steps keep the dropped lr."""
