@@ -71,6 +71,13 @@ class GPHeadConfig:
             samples), which costs a second ``O(M N^2)`` solve.
         vi_reduction: see :func:`gpcis.gp.losses.vi_loss`.
         vi_quad_scale: see :func:`gpcis.gp.losses.vi_loss`.
+        vi_kernel_grad: let L_VI's quadratic term ``m^T (K_nn + eps^2 I)^-1 m`` send gradient
+            into the kernel (its hyper-parameters, and the click features through
+            ``K_nn``). ``False`` (default, as the paper's released code, which detaches the
+            inverse): ``K_nn + eps^2 I`` is a constant there. The term is the part of
+            ``KL(q(f_n) || p(f_n))`` that depends on ``m_xi``; without the KL's
+            ``log det`` its gradient in ``K`` would only inflate the kernel. Runs before
+            session 13 (the released model's included) trained with ``True``.
         init_log_outputscale: initial ``log eta0`` (0).
         init_log_precision: initial ``log eta_t`` (-1, the paper's, for L2-normalised
             features; for unnormalised features of dimension ``D`` about ``-log D``, else
@@ -91,6 +98,7 @@ class GPHeadConfig:
     variance_with_click_noise: bool = False
     vi_reduction: Literal["sum_clicks", "mean_clicks"] = "sum_clicks"
     vi_quad_scale: float = 0.5
+    vi_kernel_grad: bool = False
     init_log_outputscale: float = 0.0
     init_log_precision: float = -1.0
     seed: int = 0
@@ -124,6 +132,9 @@ class GPHeadConfig:
         if self.vi_reduction not in ("sum_clicks", "mean_clicks"):
             raise ValueError(f"GPHeadConfig.vi_reduction must be 'sum_clicks' or 'mean_clicks', got "
                              f"{self.vi_reduction!r}")
+        if not isinstance(self.vi_kernel_grad, bool):
+            raise ValueError(f"GPHeadConfig.vi_kernel_grad must be True or False, got {self.vi_kernel_grad!r}")
+        self.vi_kernel_grad = bool(self.vi_kernel_grad)
         if self.learn_weight_prior not in (None, True, False):
             raise ValueError(f"GPHeadConfig.learn_weight_prior must be None, True or False, got "
                              f"{self.learn_weight_prior!r}")
@@ -636,7 +647,8 @@ class GPHead(nn.Module):
         loss = None
         if compute_vi_loss and n:
             bce_f = f_click[1:] if num_samples > 0 else f_click
-            loss = vi_loss(click_mean, bce_f, labels, valid, chol, cfg.vi_reduction, cfg.vi_quad_scale)
+            vi_chol = chol if cfg.vi_kernel_grad else chol.detach()  # GPHeadConfig.vi_kernel_grad
+            loss = vi_loss(click_mean, bce_f, labels, valid, vi_chol, cfg.vi_reduction, cfg.vi_quad_scale)
         elif compute_vi_loss:
             loss = x_test.new_zeros(()) + 0.0 * click_mean.sum()
         return GPHeadOutput(

@@ -7,7 +7,10 @@ r"""The variational loss L_VI of the click posterior (supplement Eq. S1; Alg. S2
 The first term is the expected log-likelihood of the click labels under a Bernoulli
 (sigmoid) likelihood, estimated at one reparameterised draw ``f_c ~ q(f_n)`` (or at the
 mean); the second is the part of ``KL(q(f_n) || p(f_n))`` that depends on ``m_xi`` (the
-covariance of ``q`` is fixed, so the trace and log-determinant terms are constants).
+covariance of ``q`` is fixed, so the trace and log-determinant terms do not depend on
+``m_xi``; they do depend on the kernel, which is why the GP head passes a detached
+Cholesky factor here unless ``GPHeadConfig.vi_kernel_grad``: the quadratic term alone would
+push the kernel's amplitude up, and the paper's released code detaches it too).
 
 Reduction (documented choice): summed over the valid clicks of an item, averaged over
 the batch. The paper's released code differs in three ways, as recorded in this

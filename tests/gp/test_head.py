@@ -47,6 +47,43 @@ def test_gradients_reach_every_parameter(prior):
     assert {n for n, _ in head.named_parameters()} == expected
 
 
+@pytest.mark.parametrize("kernel_grad", [False, True])
+def test_vi_quadratic_term_reaches_the_kernel_only_on_request(kernel_grad):
+    """By default L_VI's m^T (K + eps^2 I)^-1 m treats the kernel as a constant (the paper's
+    released code detaches the inverse; with it, the term would only inflate eta0): its
+    gradient w.r.t. the kernel's parameters is zero and w.r.t. m the closed form 2 A^-1 m
+    times quad_scale, in float64; vi_kernel_grad=True adds the kernel's (-A^-1 m m^T A^-1
+    dA / 2 for eta0) and leaves the value the same."""
+    cfg = GPHeadConfig(num_features=16, vi_kernel_grad=kernel_grad)
+    head = GPHead(5, cfg).double()
+    x_test, x_click, labels, valid = (t.double() if t.is_floating_point() else t for t in _inputs())
+    out = head(x_test, x_click, labels, valid, num_samples=0)
+    m = out.click_mean
+    m.retain_grad()
+    out.vi_loss.backward()
+    grad_eta0 = head.kernel.raw_outputscale.grad
+    # the closed forms, from the float64 Gram matrix: L_VI = mean_b [BCE + q m^T A^-1 m]
+    with torch.no_grad():
+        a = head.kernel(x_click).to_dense() + cfg.train_noise * torch.eye(x_click.shape[1], dtype=torch.float64)
+        alpha = torch.linalg.solve(a, m.unsqueeze(-1)).squeeze(-1)
+        b = m.shape[0]
+        quad_grad_m = 2 * cfg.vi_quad_scale * alpha / b
+        # d/d eta0 of m^T A^-1 m = -alpha^T (K / eta0) alpha; eta0 = exp(raw) (learned in log
+        # space), so d eta0 / d raw = eta0
+        k = head.kernel(x_click).to_dense()
+        eta0 = head.kernel.outputscale
+        d_eta0 = -(alpha.unsqueeze(-2) @ (k / eta0) @ alpha.unsqueeze(-1)).sum() * cfg.vi_quad_scale / b
+        d_raw = d_eta0 * eta0
+    # BCE (mean path: f_c = m) adds (sigmoid(m) - t) / b to each click's gradient
+    bce_grad_m = (torch.sigmoid(m) - (labels > 0).double()) / m.shape[0]
+    torch.testing.assert_close(m.grad, quad_grad_m + bce_grad_m, rtol=1e-10, atol=1e-12)
+    if kernel_grad:
+        torch.testing.assert_close(grad_eta0.reshape(()), d_raw.reshape(()), rtol=1e-8, atol=1e-12)
+    else:
+        assert grad_eta0 is None or torch.count_nonzero(grad_eta0) == 0
+        assert head.kernel.raw_precision.grad is None or torch.count_nonzero(head.kernel.raw_precision.grad) == 0
+
+
 def test_output_shapes_and_modes():
     head = GPHead(5, GPHeadConfig(num_features=16))
     x_test, x_click, labels, valid = _inputs()
@@ -396,7 +433,7 @@ def test_padded_clicks_have_no_effect_whatever_their_values(training):
     [("eval_noise", -1.0), ("train_noise", 0.0), ("click_variance", float("nan")), ("eval_noise", float("inf")),
      ("mlp_hidden", 0), ("num_features", 2.5), ("num_features", -1), ("vi_quad_scale", -1.0),
      ("vi_reduction", "bogus"), ("prior", "bogus"), ("init_log_precision", float("nan")), ("seed", True),
-     ("learn_weight_prior", "yes")],
+     ("learn_weight_prior", "yes"), ("vi_kernel_grad", 1)],
 )
 def test_config_values_that_would_give_wrong_results_are_refused(field, value):
     """A negative eval_noise gave logits of -5e7 with no error; every field is checked."""
