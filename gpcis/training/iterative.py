@@ -5,7 +5,12 @@ are run; each adds one click per image at its current error region and feeds the
 prediction back as the previous mask. The click goes to the larger error: false
 negatives (object pixels predicted as background) give a positive click, false positives
 a negative one; the pixel is drawn uniformly among those whose distance to the error
-region's boundary is ``>= ratio x`` the maximum distance (``ratio = 0.49``).
+region's boundary is more than half the larger region's maximum distance. As RITM's and the
+GPCIS release's ``get_next_points``: the prediction is ``prob > 0.49``, distances are
+OpenCV's 5 x 5 chamfer approximation of the Euclidean one (``DIST_L2``, mask 5: steps 1,
+1.4, 2.1969), the image border counts as boundary. (Before session 13 this module used
+``prob > 0.5``, exact distances and ``>= 0.49 x`` the maximum: more clicks near the
+error's edge.)
 """
 
 from __future__ import annotations
@@ -20,10 +25,16 @@ from gpcis.clicks import Click, ClickBatch
 __all__ = ["error_click", "add_error_clicks", "iterative_prev_mask"]
 
 
+#: RITM's next-click rule: probability threshold, and the candidates' share of the maximum distance
+NEXT_CLICK_THRESH = 0.49
+NEXT_CLICK_RATIO = 0.5
+
+
 def _dist(mask: np.ndarray) -> np.ndarray:
-    # pad with background so the image border counts as a boundary (as RITM does)
+    # pad with background so the image border counts as a boundary (as RITM does); RITM's
+    # 5 x 5 chamfer distance (cv2.DIST_MASK_5)
     padded = np.pad(mask.astype(np.uint8), 1)
-    return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_5)[1:-1, 1:-1]
 
 
 def error_click(
@@ -31,7 +42,7 @@ def error_click(
     gt: np.ndarray,
     rng: np.random.Generator,
     ignore: np.ndarray | None = None,
-    ratio: float = 0.49,
+    ratio: float = NEXT_CLICK_RATIO,
 ) -> Click | None:
     """One training click at the error region of a binary prediction.
 
@@ -40,7 +51,7 @@ def error_click(
         gt: ``(H, W)`` bool ground truth.
         rng: random generator choosing among the candidate pixels.
         ignore: ``(H, W)`` bool, pixels that are never errors.
-        ratio: candidates have distance ``>= ratio * max distance``.
+        ratio: candidates have distance ``> ratio * max distance`` (RITM: 1/2).
 
     Returns:
         The click, or ``None`` when the prediction has no error.
@@ -54,7 +65,7 @@ def error_click(
         return None
     positive = fn_max > fp_max
     dt, best = (fn_dt, fn_max) if positive else (fp_dt, fp_max)
-    cand = np.argwhere(dt >= ratio * best)
+    cand = np.argwhere(dt > ratio * best)
     r, c = cand[int(rng.integers(0, len(cand)))]
     return Click(int(r), int(c), bool(positive))
 
@@ -65,8 +76,8 @@ def add_error_clicks(
     gt: Tensor,
     rng: np.random.Generator,
     ignore: Tensor | None = None,
-    thresh: float = 0.5,
-    ratio: float = 0.49,
+    thresh: float = NEXT_CLICK_THRESH,
+    ratio: float = NEXT_CLICK_RATIO,
 ) -> ClickBatch:
     """Append one error click per image (``valid = False`` where an image has no error).
 
@@ -112,7 +123,7 @@ def iterative_prev_mask(
     num_iters: int,
     rng: np.random.Generator,
     ignore: Tensor | None = None,
-    ratio: float = 0.49,
+    ratio: float = NEXT_CLICK_RATIO,
 ) -> tuple[ClickBatch, Tensor]:
     """Run ``num_iters`` no-grad passes (model in eval mode), each adding an error click.
 
