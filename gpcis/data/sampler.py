@@ -9,7 +9,8 @@ likely, many are possible.
 * Positives are drawn inside the object, eroded (3 iterations, with probability 0.9) so
   that they keep off the boundary; the first positive click is, with probability
   ``first_click_inner_prob``, drawn from the object's interior: pixels whose distance to
-  the background is ``>= max_distance / inner_k`` (RITM's ``sfc_inner_k = 1.7``).
+  the background is ``> max_distance / inner_k`` (RITM's ``sfc_inner_k = 1.7``); erosion
+  that leaves 10 pixels or fewer keeps the object (as RITM).
 * Each negative click picks a source region with probabilities
   ``negative_bg_prob / negative_other_prob / negative_border_prob``: anywhere in the
   background, on another annotated object, or in a band around the object (the object
@@ -53,7 +54,11 @@ class MultiPointSampler:
         prob_gamma: probability decay per extra click (0.8).
         positive_erode_prob: probability of eroding the object before drawing positives.
         positive_erode_iters: erosion iterations (3x3 kernel).
-        first_click_inner_prob: probability that the first click is in the interior.
+        first_click_inner_prob: probability that the first click is in the interior of the
+            (eroded) positive region. RITM's configurations leave it at 0 (its
+            ``first_click_center=False``: the first click anywhere in that region), the GPCIS
+            code base at 1; 0.5, between them, is this project's default (the released
+            model's).
         inner_k: interior = distance ``>= max distance / inner_k``.
         negative_bg_prob: weight of "anywhere in the background" negatives.
         negative_other_prob: weight of "on another object" negatives.
@@ -88,14 +93,15 @@ class MultiPointSampler:
         if self.positive_erode_iters > 0 and rng.random() < self.positive_erode_prob:
             eroded = cv2.erode(target.astype(np.uint8), np.ones((3, 3), np.uint8),
                                iterations=self.positive_erode_iters).astype(bool)
-            if eroded.any():
+            if eroded.sum() > 10:  # RITM keeps the object when erosion leaves 10 pixels or fewer
                 region = eroded
         return region
 
     def _inner_region(self, target: np.ndarray) -> np.ndarray:
+        # RITM's get_point_candidates: exact distances, strictly beyond max / k
         padded = np.pad(target.astype(np.uint8), 1)
-        dt = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
-        return dt >= dt.max() / self.inner_k
+        dt = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+        return dt > dt.max() / self.inner_k
 
     def _border_region(self, target: np.ndarray) -> np.ndarray:
         rows, cols = np.flatnonzero(target.any(1)), np.flatnonzero(target.any(0))
@@ -143,7 +149,7 @@ class MultiPointSampler:
 
         pos_region = self._positive_region(obj, rng) & allowed
         if rng.random() < self.first_click_inner_prob:
-            first = self._draw(self._inner_region(obj) & allowed, 1, rng, True)
+            first = self._draw(self._inner_region(pos_region), 1, rng, True)  # of the (eroded) region, as RITM
         else:
             first = self._draw(pos_region, 1, rng, True)
         rest_region = pos_region.copy()

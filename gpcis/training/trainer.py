@@ -165,7 +165,8 @@ class TrainConfig:
         click_prob_gamma: the sampler's decay of ``P(n clicks)`` per extra click (RITM's 0.8;
             the GPCIS code base used 0.7).
         first_click_inner_prob: probability that the first positive click is in the
-            object's interior (RITM's 0.5; the GPCIS code base always, 1.0).
+            object's interior (this project's 0.5; RITM's configurations 0, the GPCIS code
+            base 1.0).
         crop_size: training crop ``(h, w)``; ``None``: 320x480 for real data, the
             synthetic image size for synthetic data.
         scale_range: random-scale range of the augmentation.

@@ -67,13 +67,41 @@ def test_count_distribution():
 
 
 def test_first_click_in_interior():
+    """RITM's get_point_candidates on the eroded object: exact distance to its background
+    strictly beyond max / k. The 30 x 30 square eroded 3 times is the 24 x 24 square
+    [13, 37); its distances are min(r - 12, 37 - r, c - 12, 37 - c), at most 12, so the first
+    click has distance >= 8 > 12 / 1.7 there, and the ring at exactly 8 is reached (the
+    interior of the uneroded square, distance > 15 / 1.7 from its edge, would have been
+    distance >= 6 from the eroded one's)."""
     target, _, _ = _masks()
-    s = MultiPointSampler(first_click_inner_prob=1.0, inner_k=1.7)
-    for seed in range(30):
+    s = MultiPointSampler(first_click_inner_prob=1.0, inner_k=1.7, positive_erode_prob=1.0)
+    dists = []
+    for seed in range(100):
         c = s.sample(target, np.random.default_rng(seed))[0]
-        # distance to the background of a 30x30 square, brute force
-        d = min(c.row - 10 + 1, 40 - c.row, c.col - 10 + 1, 40 - c.col)
-        assert d >= 15 / 1.7 - 1
+        assert c.positive
+        dists.append(min(c.row - 12, 37 - c.row, c.col - 12, 37 - c.col))
+    assert min(dists) == 8 and max(dists) <= 12
+
+
+def test_erosion_that_leaves_ten_pixels_or_fewer_keeps_the_object():
+    """As RITM's _positive_erode: an 8 x 9 object eroded 3 times is 2 x 3 = 6 pixels, too few:
+    positives are drawn from the whole object (before, only from those 6)."""
+    target = np.zeros((30, 30), bool)
+    target[10:18, 10:19] = True
+    core = np.zeros_like(target)
+    core[13:15, 13:16] = True
+    s = MultiPointSampler(positive_erode_prob=1.0, first_click_inner_prob=0.0)
+    outside = 0
+    for seed in range(50):
+        for c in s.sample(target, np.random.default_rng(seed)):
+            if c.positive:
+                assert target[c.row, c.col]
+                outside += not core[c.row, c.col]
+    assert outside > 0
+    wide = np.zeros((30, 30), bool)
+    wide[5:25, 5:25] = True  # eroded: 14 x 14 = 196 pixels, kept: every positive in it
+    for seed in range(20):
+        assert all(8 <= c.row < 22 and 8 <= c.col < 22 for c in s.sample(wide, np.random.default_rng(seed)) if c.positive)
 
 
 def test_errors():
