@@ -31,6 +31,7 @@ from gpcis.models.heads import ConvHead, GPSegHead, HeadOutput, SegHead, check_s
 __all__ = ["ModelConfig", "ModelOutput", "SegmentationModel"]
 
 HEADS = ("gp", "conv")
+LR_SCOPES = ("auto", "backbone", "encoder")
 
 
 @dataclass
@@ -50,6 +51,13 @@ class ModelConfig:
         use_image_in_kernel: append the normalized image to the GP features (D = d + 3).
         gp_stride: the GP head's test grid is ``gp_stride`` times coarser than the input
             (:class:`gpcis.models.heads.GPSegHead`; 1 = every pixel, as in the paper).
+        backbone_lr_scope: which parameters train at the trainer's ``backbone_lr_mult``
+            (0.1x): ``"backbone"``, the whole feature extractor (GPCIS: its whole
+            DeepLabV3+), or ``"encoder"``, only its pretrained trunk (RITM: ``LRMult`` on the
+            ResNet / HRNet, the ASPP, decoder and fusion layers at the full rate; a backbone
+            without a separate trunk, ``tiny``, counts whole). ``"auto"`` (default):
+            ``"backbone"`` for GP heads, ``"encoder"`` for conv heads. Checkpoints written
+            before session 13 read as ``"backbone"``, what they trained with.
         pretrained: backbone initialisation (``False``, ``True`` = ImageNet weights, or a
             path to a local state dict, stored as ``str``); ignored when weights come from
             a checkpoint.
@@ -63,6 +71,7 @@ class ModelConfig:
     click_radius: float = 5.0
     use_image_in_kernel: bool = True
     gp_stride: int = 1
+    backbone_lr_scope: str = "auto"
     pretrained: bool | str = False
     name: str | None = None
 
@@ -88,6 +97,15 @@ class ModelConfig:
             if not ok:
                 raise ValueError(f"{name} must be a finite number {'> 0' if least is None else '>= 0'}, got {value!r}")
         check_stride(self.gp_stride, "gp_stride")
+        if self.backbone_lr_scope not in LR_SCOPES:
+            raise ValueError(f"backbone_lr_scope must be one of {LR_SCOPES}, got {self.backbone_lr_scope!r}")
+
+    @property
+    def effective_backbone_lr_scope(self) -> str:
+        """``backbone_lr_scope`` with ``"auto"`` resolved by the head."""
+        if self.backbone_lr_scope != "auto":
+            return self.backbone_lr_scope
+        return "encoder" if self.head == "conv" else "backbone"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (``dataclasses.asdict``), as stored in checkpoints."""
@@ -103,6 +121,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown ModelConfig field(s) {unknown}; known: {sorted(known)}")
         data = dict(data)
+        data.setdefault("backbone_lr_scope", "backbone")  # older checkpoints trained so
         if isinstance(data.get("gp"), dict):
             gp_known = {f.name for f in dataclasses.fields(GPHeadConfig)}
             gp_unknown = sorted(set(data["gp"]) - gp_known)
@@ -210,14 +229,22 @@ class SegmentationModel(nn.Module):
             self._graph_head.clear()
 
     # ------------------------------------------------------------------ parameters
+    def _slow_module(self) -> nn.Module:
+        encoder = getattr(self.backbone, "encoder", None)
+        if self.config.effective_backbone_lr_scope == "encoder" and isinstance(encoder, nn.Module):
+            return encoder
+        return self.backbone
+
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the (possibly pretrained) backbone: trained at 0.1x lr in the paper."""
-        return self.backbone.parameters()
+        """The parameters trained at the reduced learning rate (0.1x in both papers): the
+        whole backbone or its pretrained trunk only (``ModelConfig.backbone_lr_scope``)."""
+        return self._slow_module().parameters()
 
     def head_parameters(self) -> Iterator[nn.Parameter]:
-        """All other parameters: the click encoder (Conv1S) and the head."""
-        backbone_ids = {id(p) for p in self.backbone.parameters()}
-        return (p for p in self.parameters() if id(p) not in backbone_ids)
+        """All other parameters: the click encoder (Conv1S), the head, and for the
+        ``"encoder"`` scope the backbone's own layers after its trunk."""
+        slow_ids = {id(p) for p in self._slow_module().parameters()}
+        return (p for p in self.parameters() if id(p) not in slow_ids)
 
     # ------------------------------------------------------------------ forward
     def _check_inputs(

@@ -142,6 +142,30 @@ def test_parameter_groups_partition_the_model():
     assert {id(p) for p in model.click_encoder.parameters()} <= hd
 
 
+def test_reduced_lr_scope_is_the_trunk_for_ritm_and_the_backbone_for_gpcis():
+    """RITM's LRMult(0.1) covers the pretrained trunk only (its ASPP / decoder / our fusion
+    layers train at the full rate); GPCIS's covers its whole DeepLabV3+. Checkpoint configs
+    without the field (before session 13) read as the whole backbone, what they trained
+    with, so their saved optimizer groups still fit."""
+    ritm = create_model("ritm_efflite0")
+    trunk = {id(p) for p in ritm.backbone.encoder.parameters()}
+    assert {id(p) for p in ritm.backbone_parameters()} == trunk
+    neck = {id(p) for p in ritm.backbone.parameters()} - trunk
+    assert neck and neck <= {id(p) for p in ritm.head_parameters()}
+    gp = create_model("gpcis_efflite0")
+    assert {id(p) for p in gp.backbone_parameters()} == {id(p) for p in gp.backbone.parameters()}
+    for model in (ritm, gp):
+        bb, hd = ({id(p) for p in g} for g in (model.backbone_parameters(), model.head_parameters()))
+        assert not (bb & hd) and bb | hd == {id(p) for p in model.parameters()}
+    old = ritm.config.to_dict()
+    del old["backbone_lr_scope"]
+    assert ModelConfig.from_dict(old).effective_backbone_lr_scope == "backbone"
+    tiny = create_model("ritm_tiny")  # no separate trunk: the whole backbone
+    assert {id(p) for p in tiny.backbone_parameters()} == {id(p) for p in tiny.backbone.parameters()}
+    with pytest.raises(ValueError, match="backbone_lr_scope"):
+        ModelConfig(backbone_lr_scope="decoder")
+
+
 @pytest.mark.parametrize(
     "args, match",
     [
