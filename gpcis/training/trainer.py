@@ -58,6 +58,7 @@ from gpcis.data.sampler import MultiPointSampler
 from gpcis.data.synthetic import SyntheticConfig, SyntheticDataset
 from gpcis.data.transforms import AugmentConfig, augment, resize_sample
 from gpcis.models.heads import check_stride
+from gpcis.models.model import ModelConfig
 from gpcis.training.distributed import (
     DistInfo,
     ResumableDistributedSampler,
@@ -581,16 +582,7 @@ class Trainer:
                       else create_model(config.model, pretrained=config.pretrained, **overrides))
         self.model.to(self.device).train()
         self.ddp_model = wrap_ddp(self.model, self.dist, self.device)
-        lr = config.effective_lr
-        self.optimizer = torch.optim.Adam(
-            [
-                {"params": list(self.model.backbone_parameters()), "lr": lr * config.backbone_lr_mult},
-                {"params": list(self.model.head_parameters()), "lr": lr},
-            ],
-            lr=lr, betas=(0.9, 0.999), weight_decay=config.weight_decay,
-        )
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(config.milestones),
-                                                              gamma=config.lr_gamma)
+        self._make_optimizer()
         self.use_amp = bool(config.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.samples = TrainingSamples(
@@ -687,6 +679,11 @@ class Trainer:
                 and model_cfg.gp_stride != saved_stride):
             self.model.set_gp_stride(saved_stride)  # keep the run's stride unless told otherwise
         self.model.to(self.device)
+        saved_scope = ModelConfig.from_dict(data["config"]).backbone_lr_scope if data.get("config") else None
+        if (model_cfg is not None and saved_scope is not None
+                and getattr(model_cfg, "backbone_lr_scope", saved_scope) != saved_scope):
+            model_cfg.backbone_lr_scope = saved_scope  # the run's parameter groups, as saved
+            self._make_optimizer()
         self.optimizer.load_state_dict(extra["optimizer"])
         sched = dict(extra["scheduler"])
         sched["milestones"] = collections.Counter({int(k): int(v) for k, v in sched["milestones"].items()})
@@ -703,6 +700,21 @@ class Trainer:
         self.history = list(extra.get("history") or [])
         self._elapsed_before = float(extra.get("elapsed_s") or 0.0)
         _set_rng_state(extra["rng"])
+
+    def _make_optimizer(self) -> None:
+        """Adam over two groups (the model's reduced-rate parameters at ``lr *
+        backbone_lr_mult``, the rest at ``lr``) and the multi-step schedule."""
+        config = self.config
+        lr = config.effective_lr
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(self.model.backbone_parameters()), "lr": lr * config.backbone_lr_mult},
+                {"params": list(self.model.head_parameters()), "lr": lr},
+            ],
+            lr=lr, betas=(0.9, 0.999), weight_decay=config.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(config.milestones),
+                                                              gamma=config.lr_gamma)
 
     def _apply_optimizer_settings(self) -> None:
         """Put this config's learning rates, weight decay and schedule into the optimizer and

@@ -629,3 +629,23 @@ def test_the_seed_must_be_a_non_negative_int():
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="seed must be an int >= 0"):
             TrainConfig(seed=bad)
+
+
+def test_a_run_saved_before_the_lr_scope_field_resumes_with_its_parameter_groups(tmp_path):
+    """A RITM run saved before ModelConfig.backbone_lr_scope trained its whole backbone at
+    the reduced rate: its checkpoint's config has no such field and its optimizer state has
+    groups of that size. A resume keeps those groups (a model made by name now puts only
+    the trunk there, and the saved state did not fit)."""
+    cfg = _config(tmp_path, model="ritm_efflite0", max_steps=1, epochs=1, steps_per_epoch=1)
+    old_model = create_model("ritm_efflite0")
+    old_model.config.backbone_lr_scope = "backbone"
+    Trainer(cfg, model=old_model).train()
+    path = tmp_path / "run" / "last.pt"
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    del data["config"]["backbone_lr_scope"]  # as written before the field existed
+    torch.save(data, path)
+    resumed = Trainer(_config(tmp_path, model="ritm_efflite0", max_steps=2, epochs=2, steps_per_epoch=1, resume=True))
+    assert resumed.model.config.backbone_lr_scope == "backbone"
+    assert len(resumed.optimizer.param_groups[0]["params"]) == len(list(resumed.model.backbone.parameters()))
+    resumed.train()
+    assert resumed.global_step == 2
