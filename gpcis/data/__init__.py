@@ -23,6 +23,7 @@ from gpcis.data.transforms import (
     AugmentConfig,
     Box,
     augment,
+    brightness_contrast,
     color_jitter,
     crop_box_around,
     crop_resize,
@@ -34,6 +35,7 @@ from gpcis.data.transforms import (
     random_crop,
     random_scale,
     resize_sample,
+    shift_rgb,
 )
 
 __all__ = [
@@ -60,7 +62,9 @@ __all__ = [
     "random_scale",
     "random_crop",
     "hflip",
+    "brightness_contrast",
     "color_jitter",
+    "shift_rgb",
     "Box",
     "expand_box",
     "crop_box_around",

@@ -16,6 +16,7 @@ exclusive, so ``array[top:bottom, left:right]`` is the box.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import NamedTuple, Sequence
 
@@ -32,7 +33,9 @@ __all__ = [
     "random_scale",
     "random_crop",
     "hflip",
+    "brightness_contrast",
     "color_jitter",
+    "shift_rgb",
     "Box",
     "expand_box",
     "crop_box_around",
@@ -52,18 +55,22 @@ class AugmentConfig:
         crop_size: ``(height, width)`` of the output crop (RITM: 320x480; also 256x256).
         scale_range: uniform random rescale factor range.
         flip_prob: probability of a horizontal flip.
-        brightness: max relative brightness change (``x * (1 +- b)``).
-        contrast: max relative contrast change about the image mean.
-        rgb_shift: max absolute per-channel shift (0..255 scale).
+        brightness: range of the additive brightness change, a fraction of 255 (RITM's
+            ``RandomBrightnessContrast(brightness_limit=(-0.25, 0.25))``).
+        contrast: range of the contrast change, ``x * (1 + c)`` (RITM's
+            ``contrast_limit=(-0.15, 0.4)``).
+        rgb_shift: max absolute per-channel shift (0..255 scale; RITM's ``RGBShift(10)``).
+        jitter_prob: probability of each of the two colour changes (RITM: 0.75).
         object_prob: probability that the crop is placed to contain a target pixel.
     """
 
     crop_size: tuple[int, int] = (320, 480)
     scale_range: tuple[float, float] = (0.75, 1.40)
     flip_prob: float = 0.5
-    brightness: float = 0.25
-    contrast: float = 0.25
+    brightness: tuple[float, float] = (-0.25, 0.25)
+    contrast: tuple[float, float] = (-0.15, 0.4)
     rgb_shift: float = 10.0
+    jitter_prob: float = 0.75
     object_prob: float = 0.95
 
     def __post_init__(self) -> None:
@@ -73,7 +80,15 @@ class AugmentConfig:
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range must satisfy 0 < lo <= hi, got {self.scale_range}")
-        for name in ("flip_prob", "object_prob"):
+        for name in ("brightness", "contrast"):
+            lo, hi = (float(v) for v in getattr(self, name))
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi and (name == "brightness" or lo > -1)):
+                raise ValueError(f"{name} must be a range (lo, hi) with lo <= hi"
+                                 f"{' and lo > -1' if name == 'contrast' else ''}, got {getattr(self, name)}")
+            setattr(self, name, (lo, hi))
+        if not (math.isfinite(self.rgb_shift) and self.rgb_shift >= 0):
+            raise ValueError(f"rgb_shift must be >= 0, got {self.rgb_shift}")
+        for name in ("flip_prob", "object_prob", "jitter_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -131,15 +146,38 @@ def random_crop(sample: Sample, rng: np.random.Generator, size: tuple[int, int],
     return _map_masks(sample, sample.image[sl].copy(), lambda m: m[sl].copy())
 
 
-def color_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float = 0.25,
-                 contrast: float = 0.25, rgb_shift: float = 10.0) -> np.ndarray:
-    """Random brightness, contrast and per-channel shift of an ``(H, W, 3)`` uint8 image."""
-    x = image.astype(np.float32)
-    x = x * (1.0 + rng.uniform(-brightness, brightness))
-    mean = x.mean()
-    x = (x - mean) * (1.0 + rng.uniform(-contrast, contrast)) + mean
-    x = x + rng.uniform(-rgb_shift, rgb_shift, size=3).astype(np.float32)
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+def brightness_contrast(image: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """``x alpha + 255 beta``, clipped to [0, 255] and truncated to uint8, by a lookup table
+    (albumentations' ``RandomBrightnessContrast`` with ``brightness_by_max``, as RITM)."""
+    lut = np.arange(256, dtype=np.float32) * np.float32(alpha) + np.float32(beta * 255.0)
+    return cv2.LUT(image, np.clip(lut, 0, 255).astype(np.uint8))
+
+
+def shift_rgb(image: np.ndarray, shift: Sequence[float]) -> np.ndarray:
+    """``x_c + shift_c`` per channel, clipped to [0, 255] and truncated (albumentations'
+    ``RGBShift`` on uint8)."""
+    out = np.empty_like(image)
+    for c in range(3):
+        lut = np.arange(256, dtype=np.float32) + np.float32(shift[c])
+        out[..., c] = cv2.LUT(image[..., c], np.clip(lut, 0, 255).astype(np.uint8))
+    return out
+
+
+def color_jitter(image: np.ndarray, rng: np.random.Generator,
+                 brightness: tuple[float, float] = (-0.25, 0.25), contrast: tuple[float, float] = (-0.15, 0.4),
+                 rgb_shift: float = 10.0, prob: float = 0.75) -> np.ndarray:
+    """RITM's colour augmentation of an ``(H, W, 3)`` uint8 image: with probability ``prob``
+    :func:`brightness_contrast` with ``alpha = 1 + U(contrast)``, ``beta = U(brightness)``,
+    then with probability ``prob`` :func:`shift_rgb` by ``U(-rgb_shift, rgb_shift)`` per
+    channel."""
+    out = image
+    if rng.random() < prob:
+        alpha = 1.0 + float(rng.uniform(*contrast))
+        beta = float(rng.uniform(*brightness))
+        out = brightness_contrast(out, alpha, beta)
+    if rng.random() < prob:
+        out = shift_rgb(out, rng.uniform(-rgb_shift, rgb_shift, size=3))
+    return out if out is not image else image.copy()
 
 
 def augment(sample: Sample, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> Sample:
@@ -151,7 +189,7 @@ def augment(sample: Sample, rng: np.random.Generator, config: AugmentConfig = Au
     if rng.random() < config.flip_prob:
         out = hflip(out)
     out = random_crop(out, rng, config.crop_size, config.object_prob)
-    image = color_jitter(out.image, rng, config.brightness, config.contrast, config.rgb_shift)
+    image = color_jitter(out.image, rng, config.brightness, config.contrast, config.rgb_shift, config.jitter_prob)
     return replace(out, image=image)
 
 

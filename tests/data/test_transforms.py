@@ -12,6 +12,7 @@ from gpcis.data.transforms import (
     AugmentConfig,
     Box,
     augment,
+    brightness_contrast,
     color_jitter,
     crop_box_around,
     crop_resize,
@@ -23,6 +24,7 @@ from gpcis.data.transforms import (
     random_crop,
     random_scale,
     resize_sample,
+    shift_rgb,
 )
 
 
@@ -79,31 +81,57 @@ def test_random_scale_draws_its_factor_from_the_range():
     assert fixed.image.shape[:2] == (30, 38) and fixed.mask.shape == (30, 38)
 
 
-def test_color_jitter_stays_in_its_bounds():
-    """Brightness b, contrast c and shift r: the output is clip(round((x (1 + db) - mu')(1 + dc)
-    + mu' + dr)) with mu' the brightened mean, |db| <= b, |dc| <= c, |dr| <= r; with all three
-    0 it is the identity, and it stays uint8 in [0, 255]."""
+def test_brightness_contrast_and_rgb_shift_are_albumentations_formulas():
+    """Per pixel, in float64 against the lookup tables: trunc(clip(x alpha + 255 beta)) and
+    trunc(clip(x_c + s_c)) (albumentations' uint8 paths, which RITM's augmentation uses;
+    float32 table values off the float64 ones by < 1e-4 cannot cross an integer here)."""
     img = np.random.default_rng(2).integers(0, 256, (12, 10, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(color_jitter(img, np.random.default_rng(0), 0.0, 0.0, 0.0), img)
-    rng = np.random.default_rng(5)
     x = img.astype(np.float64)
-    mu = x.mean()
-    for _ in range(20):
-        out = color_jitter(img, rng, 0.25, 0.25, 10.0)
-        assert out.dtype == np.uint8
-        # y = (x (1 + db) - mu (1 + db)) (1 + dc) + mu (1 + db) + dr = mu (1 + db) + (x - mu)(1 + db)(1 + dc) + dr,
-        # so every output lies between the extremes of the four (db, dc) corners, +-r, rounded
-        # and clipped: the exact envelope of what the draws can give
-        corners = [mu * (1 + b) + (x - mu) * (1 + b) * (1 + c) for b in (-0.25, 0.25) for c in (-0.25, 0.25)]
-        lo = np.clip(np.floor(np.min(corners, axis=0) - 10), 0, 255)
-        hi = np.clip(np.ceil(np.max(corners, axis=0) + 10), 0, 255)
-        assert ((out >= lo) & (out <= hi)).all()
-    shifted = color_jitter(img, np.random.default_rng(9), 0.0, 0.0, 10.0)
-    diff = shifted.astype(int) - img.astype(int)
-    inside = (img > 10) & (img < 245)  # no clipping: the shift is one constant per channel
-    for c in range(3):
-        vals = np.unique(diff[..., c][inside[..., c]])
-        assert len(vals) <= 2 and np.ptp(vals) <= 1 and np.abs(vals).max() <= 10  # rounding: +-1
+    for alpha, beta in [(1.0, 0.0), (0.85, 0.2), (1.4, -0.25), (1.13, 0.0371)]:
+        expected = np.trunc(np.clip(x * alpha + 255 * beta, 0, 255)).astype(np.uint8)
+        np.testing.assert_array_equal(brightness_contrast(img, alpha, beta), expected)
+    shift = np.array([-9.7, 0.3, 10.0])
+    np.testing.assert_array_equal(shift_rgb(img, shift), np.trunc(np.clip(x + shift, 0, 255)).astype(np.uint8))
+
+
+class _Draws:
+    """A stand-in generator: ``random()`` answers from ``coins``, ``uniform`` from ``values``
+    (recording the bounds asked for)."""
+
+    def __init__(self, coins, values):
+        self.coins, self.values, self.asked = list(coins), list(values), []
+
+    def random(self):
+        return self.coins.pop(0)
+
+    def uniform(self, lo, hi, size=None):
+        self.asked.append((lo, hi, size))
+        v = self.values.pop(0)
+        return np.full(size, v) if size else v
+
+
+def test_color_jitter_draws_as_ritm():
+    """Each change applies with probability 0.75 (a coin below it), alpha = 1 + U(-0.15, 0.4),
+    beta = U(-0.25, 0.25), shifts U(-10, 10) per channel; with both coins above 0.75 the
+    image is returned unchanged (a copy)."""
+    img = np.random.default_rng(3).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    rng = _Draws([0.1, 0.5], [0.3, -0.2, 4.0])
+    out = color_jitter(img, rng)
+    assert rng.asked == [(-0.15, 0.4, None), (-0.25, 0.25, None), (-10.0, 10.0, 3)]
+    np.testing.assert_array_equal(out, shift_rgb(brightness_contrast(img, 1.3, -0.2), [4.0] * 3))
+    rng = _Draws([0.8, 0.76], [])
+    same = color_jitter(img, rng)
+    assert rng.asked == [] and same is not img
+    np.testing.assert_array_equal(same, img)
+    # the two coins are drawn independently: one change alone
+    np.testing.assert_array_equal(color_jitter(img, _Draws([0.9, 0.1], [-5.0])), shift_rgb(img, [-5.0] * 3))
+    # over many draws, each applies in 75% of calls (binomial: 4 standard errors)
+    rng = np.random.default_rng(0)
+    changed = sum(not np.array_equal(color_jitter(img, rng), img) for _ in range(2000))
+    p = 1 - 0.25 ** 2  # either change applied (a change that leaves every pixel equal is improbable)
+    assert abs(changed / 2000 - p) < 4 * np.sqrt(p * (1 - p) / 2000)
+    with pytest.raises(ValueError, match="contrast"):
+        AugmentConfig(contrast=(-1.5, 0.4))
 
 
 def test_crop_pads_small_images_and_marks_padding_ignored():
