@@ -458,6 +458,22 @@ class _InstanceDataset(SegmentationDataset):
         self._check_size(image, inst, entry)
         return _instances_sample(image, inst, ignore, entry.extra["instance"], entry.name)
 
+    def image_sample(self, indices: Sequence[int]) -> Sample:
+        """One :class:`Sample` of the objects ``indices`` (samples of one image), read once:
+        each of them a target (``masks``), the image's other instances ``others``."""
+        entries = [self.entries[i] for i in indices]
+        if len({(e.image, e.mask) for e in entries}) != 1:
+            raise ValueError(f"image_sample: samples {list(indices)} are not of one image")
+        entry = entries[0]
+        image = read_image(entry.image, orientation=self.exif_orientation)
+        inst, ignore = self._read_instances(entry)
+        self._check_size(image, inst, entry)
+        ks = [e.extra["instance"] for e in entries]
+        rest = [i for i in np.unique(inst) if i not in (0, 255) and i not in ks]
+        sample = Sample(image, [inst == k for k in ks], ignore, entry.name, others=[inst == i for i in rest])
+        sample.validate()
+        return sample
+
 
 def _pair_listed(
     ids: list[str],

@@ -123,7 +123,7 @@ def _data_errors_named(batches: Iterator[Any]) -> Iterator[Any]:
 _RUN_SETTINGS = ("data", "dataset_type", "split", "batch_size", "lr", "backbone_lr_mult", "milestones", "lr_gamma",
                  "weight_decay", "max_num_next_clicks", "max_num_points", "click_prob_gamma", "first_click_inner_prob",
                  "crop_size", "scale_range",
-                 "synthetic_samples", "synthetic_size", "val_samples", "val_split", "val_max_clicks", "val_max_size",
+                 "synthetic_samples", "synthetic_size", "val_samples", "val_split", "train_items", "val_max_clicks", "val_max_size",
                  "seed")
 
 
@@ -138,7 +138,7 @@ def _changed_settings(saved: dict, now: dict) -> list[str]:
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     # settings older runs did not save: the values they trained with
     fields = TrainConfig.__dataclass_fields__
-    saved = {"val_split": "sample", **{k: fields[k].default for k in ("click_prob_gamma", "first_click_inner_prob")},
+    saved = {"val_split": "sample", "train_items": "sample", **{k: fields[k].default for k in ("click_prob_gamma", "first_click_inner_prob")},
              **saved}
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in _RUN_SETTINGS
             if k in saved and norm(saved.get(k)) != norm(now.get(k))]
@@ -186,6 +186,12 @@ class TrainConfig:
             image's objects); ``"sample"``: single samples, as before session 11 (runs whose
             saved config has no ``val_split`` used this). ``None`` (default): ``"image"`` for
             a new run, the run's own split on resume.
+        train_items: ``"image"``: one training item per image, whose target is a random one
+            of its objects each time it is drawn (the others are "other object" negatives),
+            as RITM trains on SBD and LVIS (an epoch is a pass over the images);
+            ``"sample"``: one item per object, as before session 13 (runs whose saved config
+            has no ``train_items`` used this). ``None`` (default): ``"image"`` for a new
+            run, the run's own on resume.
         val_every: validate every this many epochs (and after the last).
         val_max_clicks: click budget of the validation NoC.
         val_max_size: validation images are resized so their longer side is at most this.
@@ -229,6 +235,7 @@ class TrainConfig:
     time_milestones: tuple[float, ...] = ()
     val_samples: int = 20
     val_split: Optional[str] = None
+    train_items: Optional[str] = None
     val_every: int = 1
     val_max_clicks: int = 20
     val_max_size: int | None = 320
@@ -250,6 +257,8 @@ class TrainConfig:
             raise ValueError(f"model: unknown name {self.model!r}; known: {', '.join(list_models())}")
         if self.val_split not in (None, "image", "sample"):
             raise ValueError(f"val_split must be 'image', 'sample' or None, got {self.val_split!r}")
+        if self.train_items not in (None, "image", "sample"):
+            raise ValueError(f"train_items must be 'image', 'sample' or None, got {self.train_items!r}")
         MultiPointSampler(max_num_points=self.max_num_points, prob_gamma=self.click_prob_gamma,
                           first_click_inner_prob=self.first_click_inner_prob)  # its checks, up front
         for name in ("epochs", "batch_size", "val_every", "val_max_clicks", "synthetic_samples"):
@@ -352,6 +361,31 @@ class _Subset:
         return self.base[self.indices[i]]
 
 
+class _ImageItems:
+    """Training view with one item per image: the :class:`Sample` of its objects (the
+    samples ``groups[i]`` of ``base``) with every object a target, from which
+    :class:`TrainingSamples` picks one per draw. A data set with ``image_sample`` (the
+    instance layouts) reads the image once; otherwise the objects' samples are merged."""
+
+    def __init__(self, base: Any, groups: Sequence[Sequence[int]]) -> None:
+        self.base, self.groups = base, [list(g) for g in groups]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> Sample:
+        group = self.groups[i]
+        if len(group) == 1:
+            return self.base[group[0]]
+        if hasattr(self.base, "image_sample"):
+            return self.base.image_sample(group)
+        samples = [self.base[j] for j in group]
+        masks = [m for s in samples for m in s.masks]
+        others = [o for s in samples for o in s.others if not any(np.array_equal(o, m) for m in masks)]
+        ignore = np.logical_or.reduce([s.ignore for s in samples])
+        return dataclasses.replace(samples[0], masks=masks, others=others, ignore=ignore)
+
+
 class _Resized:
     """Validation view: samples resized so that the longer side is at most ``max_size``."""
 
@@ -416,7 +450,12 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     if len(train_idx) < config.batch_size:
         raise ValueError(f"data: {config.data} has {n} samples; after holding out {len(val_idx)} for validation "
                          f"{len(train_idx)} remain, fewer than batch_size = {config.batch_size}")
-    return _Subset(full, train_idx), (_Subset(full, sorted(val_idx)) if val_idx else None)
+    val = _Subset(full, sorted(val_idx)) if val_idx else None
+    if config.train_items == "sample":
+        return _Subset(full, train_idx), val
+    training = set(train_idx)
+    per_image = [[i for i in g if i in training] for g in _image_groups(full)]
+    return _ImageItems(full, [g for g in per_image if g]), val
 
 
 def _resume_checkpoint(config: TrainConfig) -> tuple[Optional[Path], Optional[dict]]:
@@ -434,12 +473,12 @@ def _resume_checkpoint(config: TrainConfig) -> tuple[Optional[Path], Optional[di
         return path, None
 
 
-def _saved_val_split(data: Optional[dict]) -> Optional[str]:
-    """The validation split of a resumed run's checkpoint contents (``"sample"`` for runs
-    that did not save one), or ``None`` without them."""
+def _saved_val_split(data: Optional[dict], key: str = "val_split") -> Optional[str]:
+    """A resumed run's ``val_split`` (or ``train_items``) from its checkpoint contents
+    (``"sample"`` for runs that did not save one), or ``None`` without them."""
     if data is None:
         return None
-    return ((data.get("extra") or {}).get("train_config") or {}).get("val_split") or "sample"
+    return ((data.get("extra") or {}).get("train_config") or {}).get(key) or "sample"
 
 
 def _image_groups(dataset: Any) -> list[list[int]]:
@@ -561,7 +600,9 @@ class Trainer:
 
         resume_path, resume_data = _resume_checkpoint(config)
         if config.val_split is None:  # a new run: whole images; a resumed one: its own split
-            config = dataclasses.replace(config, val_split=_saved_val_split(resume_data) or "image")
+            config = dataclasses.replace(config, val_split=_saved_val_split(resume_data, "val_split") or "image")
+        if config.train_items is None:  # likewise
+            config = dataclasses.replace(config, train_items=_saved_val_split(resume_data, "train_items") or "image")
         self.config = config
         self.device = self._resolve_device(config.device)  # a clear ValueError before torchrun's process group
         self.dist: DistInfo = init_distributed(config.device)

@@ -137,6 +137,12 @@ def test_sbd_one_sample_per_instance(tmp_path):
         np.testing.assert_array_equal(s.mask, inst == k)
         assert len(s.masks) == 1 and len(s.others) == 2  # the other instances, for negatives
         assert sorted(int(inst[m].max()) for m in s.others) == sorted({1, 2, 3} - {k})
+    # one image's instances read at once (training's per-image items): each a target, the rest others
+    whole = ds.image_sample([0, 2])
+    assert [int(inst[m].max()) for m in whole.masks] == [1, 3] and [int(inst[m].max()) for m in whole.others] == [2]
+    np.testing.assert_array_equal(whole.image, first[0].image)
+    with pytest.raises(ValueError, match="not of one image"):
+        ds.image_sample([0, 3])
     assert len(SBDDataset(tmp_path, split="val", progress=False)) == 1
     (tmp_path / "val.txt").write_text("2008_000002\nmissing_id\n")
     with pytest.raises(ValueError, match="missing_id"):

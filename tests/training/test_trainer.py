@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import signal
 import subprocess
@@ -201,11 +202,15 @@ def test_build_datasets_holds_out_validation(tmp_path, shared_datasets):
     """COCO_MVal has several objects of one image as separate files: whole images are held
     out (with single samples 19 of 100 validation samples shared their image with training)."""
     cfg = _config(tmp_path, data=str(shared_folder(shared_datasets, "COCO_MVal")), val_samples=100)
-    train, val = build_datasets(cfg)
-    assert len(val) >= 100 and len(train) + len(val) == 800
-    assert not set(train.indices) & set(val.indices)
+    train, val = build_datasets(cfg)  # one training item per image (train_items "image")
+    train_idx = [i for g in train.groups for i in g]
+    assert len(val) >= 100 and len(train_idx) + len(val) == 800 and len(train) < len(train_idx)
+    assert not set(train_idx) & set(val.indices)
     key = train.base.image_key
-    assert not {key(i) for i in train.indices} & {key(i) for i in val.indices}
+    assert not {key(i) for i in train_idx} & {key(i) for i in val.indices}
+    assert all(len({key(i) for i in g}) == 1 for g in train.groups)
+    per_object, _ = build_datasets(dataclasses.replace(cfg, train_items="sample"))
+    assert sorted(per_object.indices) == sorted(train_idx)
 
 
 def test_config_errors(tmp_path):
@@ -370,7 +375,8 @@ def test_validation_split_holds_out_whole_images(tmp_path):
     image per object: its key is the COCO id), no image is in both splits; "sample" is the
     earlier split, one permutation of the samples."""
     root = coco_mval_like(tmp_path / "coco")
-    kw = dict(model="ritm_tiny", data=str(root), dataset_type="COCO_MVal", batch_size=2, val_samples=3, seed=1)
+    kw = dict(model="ritm_tiny", data=str(root), dataset_type="COCO_MVal", batch_size=2, val_samples=3, seed=1,
+              train_items="sample")  # one item per object: the indices compare
     train, val = build_datasets(TrainConfig(**kw))
     key = train.base.image_key
     assert key(0) == "000000000000" and len(val) == 4  # 3 samples asked for: two whole images
@@ -649,3 +655,35 @@ def test_a_run_saved_before_the_lr_scope_field_resumes_with_its_parameter_groups
     assert len(resumed.optimizer.param_groups[0]["params"]) == len(list(resumed.model.backbone.parameters()))
     resumed.train()
     assert resumed.global_step == 2
+
+
+def test_training_items_are_images_with_a_random_object_as_the_target(tmp_path):
+    """train_items="image" (RITM's SBD / LVIS training): an epoch is a pass over the images
+    and each draw of an image trains on a random one of its objects, the others negatives
+    (COCO_MVal-like: 6 images of 2 objects each, copies of the image per object); a resumed
+    run saved before the setting keeps one item per object."""
+    data = coco_mval_like(tmp_path / "coco", images=6, objects=2, size=32)
+    cfg = _config(tmp_path, data=str(data), val_samples=2, crop_size=(32, 32), scale_range=(1.0, 1.0),
+                  epochs=1, steps_per_epoch=1)
+    trainer = Trainer(cfg)
+    assert trainer.config.train_items == "image" and len(trainer.samples) == 5  # 6 images, one held out
+    merged = trainer.samples.base[0]
+    assert len(merged.masks) == 2 and merged.others == []
+    rows = {int(np.argwhere(trainer.samples.base[0].masks[k])[0, 0]) for k in range(2)}
+    assert rows == {2, 7}  # the two bars
+    targets = set()
+    for epoch in range(12):
+        trainer.samples.epoch = epoch
+        item = trainer.samples[0]
+        targets.add(int(np.argwhere(item["target"][0].numpy() > 0)[:, 0].min()))
+    assert targets == {2, 7}  # both objects are drawn as the target (P(one only) = 2 / 2^12)
+    trainer.train()
+    data_ckpt = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    del data_ckpt["extra"]["train_config"]["train_items"]  # a run saved before the setting
+    torch.save(data_ckpt, tmp_path / "run" / "last.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its own settings: no warning
+        resumed = Trainer(dataclasses.replace(cfg, resume=True, max_steps=2, epochs=2))
+    assert resumed.config.train_items == "sample" and len(resumed.samples) == 10
+    with pytest.raises(ValueError, match="train_items"):
+        TrainConfig(train_items="object")
