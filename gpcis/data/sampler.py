@@ -64,6 +64,9 @@ class MultiPointSampler:
         negative_other_prob: weight of "on another object" negatives.
         negative_border_prob: weight of "band around the object" negatives.
         border_ratio: band width as a fraction of the object's bounding-box size.
+        merge_objects_prob: probability that an image's target is 2 or more of its objects
+            merged (:meth:`choose_objects`; RITM's and GPCIS's training configs: 0.15).
+        max_num_merged_objects: most objects merged into one target (2).
     """
 
     max_num_points: int = 24
@@ -76,6 +79,8 @@ class MultiPointSampler:
     negative_other_prob: float = 0.4
     negative_border_prob: float = 0.5
     border_ratio: float = 0.1
+    merge_objects_prob: float = 0.15
+    max_num_merged_objects: int = 2
 
     def __post_init__(self) -> None:
         if self.max_num_points < 1:
@@ -84,6 +89,10 @@ class MultiPointSampler:
             raise ValueError(f"prob_gamma must be in (0, 1], got {self.prob_gamma}")
         if not 0.0 <= self.first_click_inner_prob <= 1.0:
             raise ValueError(f"first_click_inner_prob must be in [0, 1], got {self.first_click_inner_prob}")
+        if not 0.0 <= self.merge_objects_prob <= 1.0:
+            raise ValueError(f"merge_objects_prob must be in [0, 1], got {self.merge_objects_prob}")
+        if self.max_num_merged_objects < 2:
+            raise ValueError(f"max_num_merged_objects must be >= 2, got {self.max_num_merged_objects}")
         self.pos_probs = decay_probs(self.max_num_points, self.prob_gamma)
         self.neg_probs = decay_probs(self.max_num_points + 1, self.prob_gamma)
 
@@ -119,9 +128,43 @@ class MultiPointSampler:
         idx = rng.choice(len(pts), size=min(k, len(pts)), replace=False)
         return [Click(int(pts[i, 0]), int(pts[i, 1]), positive) for i in idx]
 
+    def _first_click(self, region: np.ndarray, rng: np.random.Generator) -> list[Click]:
+        """The first positive click: in the interior of ``region`` (RITM's
+        get_point_candidates) with probability ``first_click_inner_prob``, else anywhere in it."""
+        if rng.random() < self.first_click_inner_prob:
+            return self._draw(self._inner_region(region), 1, rng, True)
+        return self._draw(region, 1, rng, True)
+
+    def _merged_positives(self, parts: Sequence[np.ndarray], allowed: np.ndarray,
+                          rng: np.random.Generator) -> list[Click]:
+        """Positives of a merged target (RITM's ``_multi_mask_sample_points``): a first click
+        in each object, then ``k ~ P(n_neg)`` more (RITM draws them as it draws negatives),
+        each in a uniformly chosen object, at most ``max_num_points`` in all."""
+        regions = [self._positive_region(p, rng) & allowed for p in parts]
+        clicks: list[Click] = []
+        for region in regions:
+            clicks += self._first_click(region & ~_clicked(clicks, region.shape), rng)
+        extra = int(rng.choice(self.max_num_points + 1, p=self.neg_probs))
+        extra = max(0, min(extra, self.max_num_points - len(clicks)))
+        which = rng.integers(0, len(regions), size=extra)
+        for j, region in enumerate(regions):
+            clicks += self._draw(region & ~_clicked(clicks, region.shape), int((which == j).sum()), rng, True)
+        return clicks
+
+    def choose_objects(self, count: int, rng: np.random.Generator) -> list[int]:
+        """Which of an image's ``count`` objects make the target: with probability
+        ``merge_objects_prob`` (and at least two objects) ``2..max_num_merged_objects`` distinct
+        ones, merged (RITM's ``_sample_mask``), else one, uniformly."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        if count > 1 and self.merge_objects_prob > 0 and rng.random() < self.merge_objects_prob:
+            k = int(rng.integers(2, min(count, self.max_num_merged_objects) + 1))
+            return sorted(int(i) for i in rng.choice(count, size=k, replace=False))
+        return [int(rng.integers(0, count))]
+
     # ------------------------------------------------------------------ public
     def sample(self, target: np.ndarray, rng: np.random.Generator, others: Sequence[np.ndarray] = (),
-               ignore: np.ndarray | None = None) -> list[Click]:
+               ignore: np.ndarray | None = None, parts: Sequence[np.ndarray] | None = None) -> list[Click]:
         """Draw the clicks of one training sample.
 
         Args:
@@ -129,6 +172,9 @@ class MultiPointSampler:
             rng: the random generator (the only source of randomness).
             others: other objects' ``(H, W)`` bool masks (sources of negatives).
             ignore: ``(H, W)`` bool, pixels never clicked.
+            parts: the objects of a merged target (:meth:`choose_objects`; their union is
+                ``target``): the positives are drawn per object (:meth:`_merged_positives`)
+                when two or more of them are visible.
 
         Returns:
             ``list[Click]``: the first click is positive; positives then negatives.
@@ -144,17 +190,23 @@ class MultiPointSampler:
         obj = target & allowed
         if not obj.any():
             raise ValueError("target mask has no (non-ignored) pixel to click")
+        visible = []
+        for part in parts or ():
+            part = np.asarray(part, dtype=bool)
+            if part.shape != target.shape:
+                raise ValueError(f"parts mask shape {part.shape} != target shape {target.shape}")
+            if (part & allowed).any():
+                visible.append(part & allowed)
         n_pos = 1 + int(rng.choice(self.max_num_points, p=self.pos_probs))
         n_neg = int(rng.choice(self.max_num_points + 1, p=self.neg_probs))
 
-        pos_region = self._positive_region(obj, rng) & allowed
-        if rng.random() < self.first_click_inner_prob:
-            first = self._draw(self._inner_region(pos_region), 1, rng, True)  # of the (eroded) region, as RITM
+        if len(visible) > 1:
+            clicks = self._merged_positives(visible, allowed, rng)
         else:
-            first = self._draw(pos_region, 1, rng, True)
-        rest_region = pos_region.copy()
-        rest_region[first[0].row, first[0].col] = False
-        clicks = first + self._draw(rest_region, n_pos - 1, rng, True)
+            pos_region = self._positive_region(obj, rng) & allowed
+            first = self._first_click(pos_region, rng)
+            rest_region = pos_region & ~_clicked(first, target.shape)
+            clicks = first + self._draw(rest_region, n_pos - 1, rng, True)
 
         background = ~target & allowed
         other = np.zeros_like(target)

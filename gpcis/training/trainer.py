@@ -123,7 +123,7 @@ def _data_errors_named(batches: Iterator[Any]) -> Iterator[Any]:
 _RUN_SETTINGS = ("data", "dataset_type", "split", "batch_size", "lr", "backbone_lr_mult", "milestones", "lr_gamma",
                  "weight_decay", "max_num_next_clicks", "max_num_points", "click_prob_gamma", "first_click_inner_prob",
                  "crop_size", "scale_range",
-                 "synthetic_samples", "synthetic_size", "val_samples", "val_split", "train_items", "val_max_clicks", "val_max_size",
+                 "synthetic_samples", "synthetic_size", "val_samples", "val_split", "train_items", "merge_objects_prob", "val_max_clicks", "val_max_size",
                  "seed")
 
 
@@ -138,7 +138,7 @@ def _changed_settings(saved: dict, now: dict) -> list[str]:
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     # settings older runs did not save: the values they trained with
     fields = TrainConfig.__dataclass_fields__
-    saved = {"val_split": "sample", "train_items": "sample", **{k: fields[k].default for k in ("click_prob_gamma", "first_click_inner_prob")},
+    saved = {"val_split": "sample", "train_items": "sample", "merge_objects_prob": 0.0, **{k: fields[k].default for k in ("click_prob_gamma", "first_click_inner_prob")},
              **saved}
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in _RUN_SETTINGS
             if k in saved and norm(saved.get(k)) != norm(now.get(k))]
@@ -192,6 +192,10 @@ class TrainConfig:
             ``"sample"``: one item per object, as before session 13 (runs whose saved config
             has no ``train_items`` used this). ``None`` (default): ``"image"`` for a new
             run, the run's own on resume.
+        merge_objects_prob: probability that an image item's target is two of its objects
+            merged (RITM's and GPCIS's 0.15; :meth:`gpcis.data.MultiPointSampler.choose_objects`).
+            ``None`` (default): 0.15 for a new run, the run's own on resume (0 for runs saved
+            before session 13).
         val_every: validate every this many epochs (and after the last).
         val_max_clicks: click budget of the validation NoC.
         val_max_size: validation images are resized so their longer side is at most this.
@@ -236,6 +240,7 @@ class TrainConfig:
     val_samples: int = 20
     val_split: Optional[str] = None
     train_items: Optional[str] = None
+    merge_objects_prob: Optional[float] = None
     val_every: int = 1
     val_max_clicks: int = 20
     val_max_size: int | None = 320
@@ -257,6 +262,9 @@ class TrainConfig:
             raise ValueError(f"model: unknown name {self.model!r}; known: {', '.join(list_models())}")
         if self.val_split not in (None, "image", "sample"):
             raise ValueError(f"val_split must be 'image', 'sample' or None, got {self.val_split!r}")
+        if self.merge_objects_prob is not None and not (isinstance(self.merge_objects_prob, (int, float))
+                                                        and 0.0 <= self.merge_objects_prob <= 1.0):
+            raise ValueError(f"merge_objects_prob must be in [0, 1] or None, got {self.merge_objects_prob!r}")
         if self.train_items not in (None, "image", "sample"):
             raise ValueError(f"train_items must be 'image', 'sample' or None, got {self.train_items!r}")
         MultiPointSampler(max_num_points=self.max_num_points, prob_gamma=self.click_prob_gamma,
@@ -473,12 +481,14 @@ def _resume_checkpoint(config: TrainConfig) -> tuple[Optional[Path], Optional[di
         return path, None
 
 
-def _saved_val_split(data: Optional[dict], key: str = "val_split") -> Optional[str]:
-    """A resumed run's ``val_split`` (or ``train_items``) from its checkpoint contents
-    (``"sample"`` for runs that did not save one), or ``None`` without them."""
+def _saved_setting(data: Optional[dict], key: str, before: Any) -> Any:
+    """A resumed run's setting ``key`` from its checkpoint contents (``before``, the value
+    runs used before the setting existed, when it did not save one), or ``None`` without
+    checkpoint contents (a new run)."""
     if data is None:
         return None
-    return ((data.get("extra") or {}).get("train_config") or {}).get(key) or "sample"
+    saved = ((data.get("extra") or {}).get("train_config") or {})
+    return saved[key] if saved.get(key) is not None else before
 
 
 def _image_groups(dataset: Any) -> list[list[int]]:
@@ -514,23 +524,25 @@ class TrainingSamples(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         sample = self.base[index]
-        if len(sample.masks) > 1:  # several targets: train on a random one, the rest are negatives
-            t = int(rng.integers(0, len(sample.masks)))
+        if len(sample.masks) > 1:  # several objects: the target is one (or a few merged), the rest negatives
+            chosen = self.sampler.choose_objects(len(sample.masks), rng)
             sample = dataclasses.replace(
-                sample, masks=[sample.masks[t]],
-                others=[m for i, m in enumerate(sample.masks) if i != t] + list(sample.others))
+                sample, masks=[sample.masks[t] for t in chosen],
+                others=[m for i, m in enumerate(sample.masks) if i not in chosen] + list(sample.others))
         crop = None
         for _ in range(10):
             cand = augment(sample, rng, self.augment_config)
-            if (cand.mask & ~cand.ignore).any():
+            if (_union(cand.masks) & ~cand.ignore).any():
                 crop = cand
                 break
         if crop is None:  # tiny object: resize the whole sample to the crop instead
             h, w = self.augment_config.crop_size
             crop = resize_sample(sample, h, w)
-            if not (crop.mask & ~crop.ignore).any():
+            if not (_union(crop.masks) & ~crop.ignore).any():
                 raise ValueError(f"sample {sample.name!r}: the target has no visible pixel at {h}x{w}")
-        clicks = self.sampler.sample(crop.mask, rng, crop.others, crop.ignore)
+        target = _union(crop.masks)
+        parts = crop.masks if len(crop.masks) > 1 else None
+        clicks = self.sampler.sample(target, rng, crop.others, crop.ignore, parts=parts)
         p = 2 * self.sampler.max_num_points
         points = torch.zeros(p, 3)
         valid = torch.zeros(p, dtype=torch.bool)
@@ -539,11 +551,16 @@ class TrainingSamples(Dataset):
             valid[j] = True
         return {
             "image": torch.from_numpy(np.ascontiguousarray(crop.image)).permute(2, 0, 1).float() / 255.0,
-            "target": torch.from_numpy(crop.mask).float()[None],
+            "target": torch.from_numpy(target).float()[None],
             "ignore": torch.from_numpy(crop.ignore)[None],
             "points": points,
             "valid": valid,
         }
+
+
+def _union(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """The union of one or more ``(H, W)`` bool masks (a merged target)."""
+    return masks[0] if len(masks) == 1 else np.logical_or.reduce(masks)
 
 
 def collate(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -599,10 +616,13 @@ class Trainer:
         from gpcis.models import create_model, model_config
 
         resume_path, resume_data = _resume_checkpoint(config)
-        if config.val_split is None:  # a new run: whole images; a resumed one: its own split
-            config = dataclasses.replace(config, val_split=_saved_val_split(resume_data, "val_split") or "image")
-        if config.train_items is None:  # likewise
-            config = dataclasses.replace(config, train_items=_saved_val_split(resume_data, "train_items") or "image")
+        # settings whose default changed: a new run takes the new one, a resumed run its own
+        # (the value before the setting existed when its checkpoint has none)
+        for key, new_run, before in (("val_split", "image", "sample"), ("train_items", "image", "sample"),
+                                     ("merge_objects_prob", 0.15, 0.0)):
+            if getattr(config, key) is None:
+                saved = _saved_setting(resume_data, key, before)
+                config = dataclasses.replace(config, **{key: new_run if saved is None else saved})
         self.config = config
         self.device = self._resolve_device(config.device)  # a clear ValueError before torchrun's process group
         self.dist: DistInfo = init_distributed(config.device)
@@ -630,7 +650,8 @@ class Trainer:
             train_set,
             AugmentConfig(crop_size=config.effective_crop, scale_range=config.scale_range),
             MultiPointSampler(max_num_points=config.max_num_points, prob_gamma=config.click_prob_gamma,
-                              first_click_inner_prob=config.first_click_inner_prob),
+                              first_click_inner_prob=config.first_click_inner_prob,
+                              merge_objects_prob=config.merge_objects_prob),
             seed=config.seed,
         )
         self.sampler = ResumableDistributedSampler(self.samples, self.dist.world_size, self.dist.rank,

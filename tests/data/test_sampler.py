@@ -122,3 +122,43 @@ def test_other_objects_and_ignore_may_be_any_mask_type():
     sampler = MultiPointSampler(max_num_points=6)
     clicks = sampler.sample(target, np.random.default_rng(0), others=[other, other.astype(np.float32)], ignore=ignore)
     assert clicks[0].positive and all(target[c.row, c.col] == c.positive for c in clicks)
+
+
+def test_choose_objects_merges_two_with_ritms_probability():
+    """RITM's _sample_mask: with probability merge_objects_prob (and >= 2 objects) 2 ..
+    max_num_merged_objects distinct objects, else one, uniformly; within 4 standard errors."""
+    s = MultiPointSampler(merge_objects_prob=0.15)
+    rng = np.random.default_rng(0)
+    draws = [s.choose_objects(3, rng) for _ in range(4000)]
+    merged = [d for d in draws if len(d) > 1]
+    assert all(len(d) == 2 and d[0] < d[1] for d in merged)
+    assert abs(len(merged) / 4000 - 0.15) < 4 * np.sqrt(0.15 * 0.85 / 4000)
+    singles = np.bincount([d[0] for d in draws if len(d) == 1], minlength=3) / (4000 - len(merged))
+    assert np.abs(singles - 1 / 3).max() < 4 * np.sqrt(2 / 9 / (4000 - len(merged)))
+    assert s.choose_objects(1, rng) == [0]
+    never = MultiPointSampler(merge_objects_prob=0.0)
+    state = np.random.default_rng(5)
+    assert never.choose_objects(2, state) == [int(np.random.default_rng(5).integers(0, 2))]  # no coin drawn
+    with pytest.raises(ValueError, match="merge_objects_prob"):
+        MultiPointSampler(merge_objects_prob=1.5)
+
+
+def test_merged_target_has_a_first_click_in_each_object():
+    """RITM's _multi_mask_sample_points: one positive in each object first, the further
+    positives in either; every positive inside an object, negatives outside both."""
+    a = np.zeros((60, 60), bool)
+    a[5:25, 5:25] = True
+    b = np.zeros((60, 60), bool)
+    b[35:55, 30:55] = True
+    s = MultiPointSampler()
+    for seed in range(30):
+        clicks = s.sample(a | b, np.random.default_rng(seed), parts=[a, b])
+        pos = [c for c in clicks if c.positive]
+        assert a[pos[0].row, pos[0].col] and b[pos[1].row, pos[1].col]
+        assert all((a | b)[c.row, c.col] for c in pos) and len(pos) <= s.max_num_points
+        assert len({(c.row, c.col) for c in clicks}) == len(clicks)
+        assert not any((a | b)[c.row, c.col] for c in clicks if not c.positive)
+    # a part cropped away: the single-object rule on what is visible
+    hidden = np.zeros_like(b)
+    clicks = s.sample(a, np.random.default_rng(0), parts=[a, hidden])
+    assert clicks == s.sample(a, np.random.default_rng(0))

@@ -268,13 +268,14 @@ def test_training_samples_pick_a_target_among_several_masks(tmp_path):
     b[25:35, 25:35] = True
     img = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     data = [Sample(img, [a, b], np.zeros((40, 40), bool), "two")] * 8
-    trainer = Trainer(_config(tmp_path, crop_size=(40, 40), scale_range=(1.0, 1.0)), train_set=data)
+    trainer = Trainer(_config(tmp_path, crop_size=(40, 40), scale_range=(1.0, 1.0), merge_objects_prob=0.0),
+                      train_set=data)
     seen = set()
     for epoch in range(12):
         trainer.samples.epoch = epoch
         item = trainer.samples[0]
         target = item["target"][0].bool().numpy()
-        # the target is one of the two squares (maybe flipped), never both
+        # the target is one of the two squares (maybe flipped), never both (no merging here)
         seen.add(int(target[:20].any()) * 2 + int(target[20:].any()))
         pts, valid = item["points"][item["valid"]], item["valid"]
         assert valid.any() and all(target[int(r), int(c)] == (lab > 0) for r, c, lab in pts.tolist())
@@ -679,11 +680,20 @@ def test_training_items_are_images_with_a_random_object_as_the_target(tmp_path):
     assert targets == {2, 7}  # both objects are drawn as the target (P(one only) = 2 / 2^12)
     trainer.train()
     data_ckpt = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
-    del data_ckpt["extra"]["train_config"]["train_items"]  # a run saved before the setting
+    for key in ("train_items", "merge_objects_prob"):  # a run saved before these settings
+        del data_ckpt["extra"]["train_config"][key]
     torch.save(data_ckpt, tmp_path / "run" / "last.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # its own settings: no warning
         resumed = Trainer(dataclasses.replace(cfg, resume=True, max_steps=2, epochs=2))
     assert resumed.config.train_items == "sample" and len(resumed.samples) == 10
+    assert resumed.config.merge_objects_prob == 0.0 and trainer.config.merge_objects_prob == 0.15
+    # merged targets (RITM's merge_objects_prob): the union of both bars, a positive in each
+    merging = Trainer(dataclasses.replace(cfg, out=str(tmp_path / "merge"), merge_objects_prob=1.0))
+    item = merging.samples[0]
+    rows = np.flatnonzero(item["target"][0].numpy().any(1))
+    assert set(rows) == {2, 3, 4, 5, 7, 8, 9, 10}
+    pos = item["points"][item["valid"] & (item["points"][:, 2] > 0)]
+    assert {int(pos[0, 0]) < 6, int(pos[1, 0]) < 6} == {True, False}
     with pytest.raises(ValueError, match="train_items"):
         TrainConfig(train_items="object")
