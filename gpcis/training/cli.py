@@ -105,6 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | No
     g.add_argument("--merge-objects-prob", type=float, default=None,
                    help="probability that an image's target is two of its objects merged (RITM: 0.15) "
                    "(default: 0.15 for a new run, the run's own with --resume)")
+    g.add_argument("--min-object-area", type=int, default=None,
+                   help="a training crop should show at least this many target pixels (RITM's SBD configs: 80) "
+                   "(default: 80 for a new run, the run's own with --resume)")
     g.add_argument("--val-every", type=int, default=d["val_every"], help="epochs (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -121,7 +124,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         first_click_inner_prob=args.first_click_inner_prob,
         crop_size=tuple(args.crop_size) if args.crop_size else None, scale_range=tuple(args.scale_range), synthetic_samples=args.synthetic_samples,
         synthetic_size=args.synthetic_size, steps_per_epoch=args.steps_per_epoch, max_steps=args.max_steps,
-        time_budget_s=args.time_budget_s, time_milestones=tuple(args.time_milestones), val_samples=args.val_samples, val_split=args.val_split, train_items=args.train_items, merge_objects_prob=args.merge_objects_prob, val_every=args.val_every,
+        time_budget_s=args.time_budget_s, time_milestones=tuple(args.time_milestones), val_samples=args.val_samples, val_split=args.val_split, train_items=args.train_items, merge_objects_prob=args.merge_objects_prob, min_object_area=args.min_object_area, val_every=args.val_every,
         seed=args.seed, device=args.device, amp=not args.no_amp, out=args.out, num_workers=args.num_workers,
         pretrained=args.pretrained, gp_stride=args.gp_stride, resume=args.resume, skip_bad=args.skip_bad, progress=not args.no_progress,
     )

@@ -123,7 +123,7 @@ def _data_errors_named(batches: Iterator[Any]) -> Iterator[Any]:
 _RUN_SETTINGS = ("data", "dataset_type", "split", "batch_size", "lr", "backbone_lr_mult", "milestones", "lr_gamma",
                  "weight_decay", "max_num_next_clicks", "max_num_points", "click_prob_gamma", "first_click_inner_prob",
                  "crop_size", "scale_range",
-                 "synthetic_samples", "synthetic_size", "val_samples", "val_split", "train_items", "merge_objects_prob", "val_max_clicks", "val_max_size",
+                 "synthetic_samples", "synthetic_size", "val_samples", "val_split", "train_items", "merge_objects_prob", "min_object_area", "val_max_clicks", "val_max_size",
                  "seed")
 
 
@@ -138,7 +138,7 @@ def _changed_settings(saved: dict, now: dict) -> list[str]:
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     # settings older runs did not save: the values they trained with
     fields = TrainConfig.__dataclass_fields__
-    saved = {"val_split": "sample", "train_items": "sample", "merge_objects_prob": 0.0, **{k: fields[k].default for k in ("click_prob_gamma", "first_click_inner_prob")},
+    saved = {"val_split": "sample", "train_items": "sample", "merge_objects_prob": 0.0, "min_object_area": 1, **{k: fields[k].default for k in ("click_prob_gamma", "first_click_inner_prob")},
              **saved}
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in _RUN_SETTINGS
             if k in saved and norm(saved.get(k)) != norm(now.get(k))]
@@ -196,6 +196,9 @@ class TrainConfig:
             merged (RITM's and GPCIS's 0.15; :meth:`gpcis.data.MultiPointSampler.choose_objects`).
             ``None`` (default): 0.15 for a new run, the run's own on resume (0 for runs saved
             before session 13).
+        min_object_area: a training crop should show at least this many target pixels
+            (:class:`TrainingSamples`; RITM's SBD configs 80). ``None`` (default): 80 for a
+            new run, the run's own on resume (1 for runs saved before session 13).
         val_every: validate every this many epochs (and after the last).
         val_max_clicks: click budget of the validation NoC.
         val_max_size: validation images are resized so their longer side is at most this.
@@ -241,6 +244,7 @@ class TrainConfig:
     val_split: Optional[str] = None
     train_items: Optional[str] = None
     merge_objects_prob: Optional[float] = None
+    min_object_area: Optional[int] = None
     val_every: int = 1
     val_max_clicks: int = 20
     val_max_size: int | None = 320
@@ -265,6 +269,10 @@ class TrainConfig:
         if self.merge_objects_prob is not None and not (isinstance(self.merge_objects_prob, (int, float))
                                                         and 0.0 <= self.merge_objects_prob <= 1.0):
             raise ValueError(f"merge_objects_prob must be in [0, 1] or None, got {self.merge_objects_prob!r}")
+        if self.min_object_area is not None and (isinstance(self.min_object_area, bool)
+                                                 or not isinstance(self.min_object_area, int)
+                                                 or self.min_object_area < 1):
+            raise ValueError(f"min_object_area must be an int >= 1 or None, got {self.min_object_area!r}")
         if self.train_items not in (None, "image", "sample"):
             raise ValueError(f"train_items must be 'image', 'sample' or None, got {self.train_items!r}")
         MultiPointSampler(max_num_points=self.max_num_points, prob_gamma=self.click_prob_gamma,
@@ -506,16 +514,22 @@ def _image_groups(dataset: Any) -> list[list[int]]:
 class TrainingSamples(Dataset):
     """Augmented crops with sampled clicks; item ``i`` of epoch ``e`` depends on ``(seed, e, i)``.
 
+    The augmentation is drawn again (up to 10 times) while the target shows fewer than
+    ``min_object_area`` pixels in the crop (RITM drops such objects after augmentation; a
+    target that never shows that many keeps the crop that showed the most of it).
+
     Items are dicts: ``image`` ``(3, h, w)`` float in [0, 1], ``target`` ``(1, h, w)``
     float, ``ignore`` ``(1, h, w)`` bool, ``points`` ``(2 * max_num_points, 3)`` float
     (row, col, label), ``valid`` ``(2 * max_num_points,)`` bool.
     """
 
-    def __init__(self, base: Any, augment_config: AugmentConfig, sampler: MultiPointSampler, seed: int) -> None:
+    def __init__(self, base: Any, augment_config: AugmentConfig, sampler: MultiPointSampler, seed: int,
+                 min_object_area: int = 1) -> None:
         self.base = base
         self.augment_config = augment_config
         self.sampler = sampler
         self.seed = int(seed)
+        self.min_object_area = int(min_object_area)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -529,11 +543,13 @@ class TrainingSamples(Dataset):
             sample = dataclasses.replace(
                 sample, masks=[sample.masks[t] for t in chosen],
                 others=[m for i, m in enumerate(sample.masks) if i not in chosen] + list(sample.others))
-        crop = None
-        for _ in range(10):
+        crop, best = None, 0
+        for _ in range(10):  # a crop whose target shows min_object_area pixels, else the most of it
             cand = augment(sample, rng, self.augment_config)
-            if (_union(cand.masks) & ~cand.ignore).any():
-                crop = cand
+            area = int((_union(cand.masks) & ~cand.ignore).sum())
+            if area > best:
+                crop, best = cand, area
+            if area >= self.min_object_area:
                 break
         if crop is None:  # tiny object: resize the whole sample to the crop instead
             h, w = self.augment_config.crop_size
@@ -619,7 +635,7 @@ class Trainer:
         # settings whose default changed: a new run takes the new one, a resumed run its own
         # (the value before the setting existed when its checkpoint has none)
         for key, new_run, before in (("val_split", "image", "sample"), ("train_items", "image", "sample"),
-                                     ("merge_objects_prob", 0.15, 0.0)):
+                                     ("merge_objects_prob", 0.15, 0.0), ("min_object_area", 80, 1)):
             if getattr(config, key) is None:
                 saved = _saved_setting(resume_data, key, before)
                 config = dataclasses.replace(config, **{key: new_run if saved is None else saved})
@@ -653,6 +669,7 @@ class Trainer:
                               first_click_inner_prob=config.first_click_inner_prob,
                               merge_objects_prob=config.merge_objects_prob),
             seed=config.seed,
+            min_object_area=config.min_object_area,
         )
         self.sampler = ResumableDistributedSampler(self.samples, self.dist.world_size, self.dist.rank,
                                                    seed=config.seed, drop_last=True)

@@ -697,3 +697,31 @@ def test_training_items_are_images_with_a_random_object_as_the_target(tmp_path):
     assert {int(pos[0, 0]) < 6, int(pos[1, 0]) < 6} == {True, False}
     with pytest.raises(ValueError, match="train_items"):
         TrainConfig(train_items="object")
+
+
+def test_a_crop_shows_min_object_area_target_pixels_where_it_can(tmp_path):
+    """RITM drops objects smaller than min_object_area after augmentation: the augmentation
+    is drawn again until the crop shows that many target pixels (a 12 x 12 object in 40 x 40
+    crops placed over one of its pixels often shows a corner of it), else the crop that
+    showed the most; min_object_area 1 is the earlier rule (any pixel)."""
+    from gpcis.data.datasets import Sample
+
+    a = np.zeros((100, 100), bool)
+    a[50:62, 30:42] = True
+    img = np.random.default_rng(0).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    data = [Sample(img, [a], np.zeros((100, 100), bool), "small")] * 4
+    areas = {}
+    for least in (1, 100):
+        trainer = Trainer(_config(tmp_path / str(least), crop_size=(40, 40), scale_range=(1.0, 1.0),
+                                  min_object_area=least), train_set=data)
+        areas[least] = []
+        for epoch in range(40):
+            trainer.samples.epoch = epoch
+            areas[least].append(int(trainer.samples[0]["target"].sum()))
+    assert min(areas[1]) < 100  # some crops show a corner only
+    assert min(areas[100]) >= 100
+    unreachable = Trainer(_config(tmp_path / "big", crop_size=(40, 40), scale_range=(1.0, 1.0),
+                                  min_object_area=1000), train_set=data)  # more than the object has
+    assert unreachable.samples[0]["target"].sum() == 144  # the crop that showed the most: all of it
+    with pytest.raises(ValueError, match="min_object_area"):
+        TrainConfig(min_object_area=0)
