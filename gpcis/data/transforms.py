@@ -121,7 +121,9 @@ def hflip(sample: Sample) -> Sample:
 
 def random_crop(sample: Sample, rng: np.random.Generator, size: tuple[int, int], object_prob: float = 0.95
                 ) -> Sample:
-    """Crop to ``size = (h, w)``, zero-padding (bottom/right) first where the image is smaller.
+    """Crop to ``size = (h, w)``, zero-padding first where the image is smaller, centred as
+    albumentations' ``PadIfNeeded`` (RITM): ``floor(p / 2)`` rows above, the rest below
+    (columns likewise).
 
     Padded pixels are marked ignored. With probability ``object_prob`` (and a non-empty
     target) the crop window is chosen to contain a random target pixel.
@@ -130,9 +132,10 @@ def random_crop(sample: Sample, rng: np.random.Generator, size: tuple[int, int],
     h, w = sample.image.shape[:2]
     ph, pw = max(ch - h, 0), max(cw - w, 0)
     if ph or pw:
-        image = cv2.copyMakeBorder(sample.image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        sample = _map_masks(sample, image, lambda m: np.pad(m, ((0, ph), (0, pw))),
-                            lambda m: np.pad(m, ((0, ph), (0, pw)), constant_values=True))
+        pad = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+        image = cv2.copyMakeBorder(sample.image, *pad[0], *pad[1], cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        sample = _map_masks(sample, image, lambda m: np.pad(m, pad),
+                            lambda m: np.pad(m, pad, constant_values=True))
         h, w = h + ph, w + pw
     pts = np.argwhere(sample.masks[0]) if rng.random() < object_prob else np.zeros((0, 2))
     if len(pts):

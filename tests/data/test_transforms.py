@@ -135,12 +135,20 @@ def test_color_jitter_draws_as_ritm():
 
 
 def test_crop_pads_small_images_and_marks_padding_ignored():
+    # centred as albumentations' PadIfNeeded: 12 rows -> 6 above, 6 below; 18 columns -> 9 and 9;
+    # 13 rows -> 6 above, 7 below
     s = _sample(20, 30)
     out = random_crop(s, np.random.default_rng(0), (32, 48), object_prob=1.0)
     assert out.image.shape == (32, 48, 3)
-    assert out.ignore[20:].all() and out.ignore[:, 30:].all() and not out.ignore[:20, :30].any()
-    np.testing.assert_array_equal(out.image[:20, :30], s.image)
-    np.testing.assert_array_equal(out.others[0][:20, :30], s.others[0])  # others follow the crop
+    inner = (slice(6, 26), slice(9, 39))
+    ignored = np.ones((32, 48), bool)
+    ignored[inner] = False
+    np.testing.assert_array_equal(out.ignore, ignored)
+    np.testing.assert_array_equal(out.image[inner], s.image)
+    assert not out.image[ignored].any()  # zero padding
+    np.testing.assert_array_equal(out.others[0][inner], s.others[0])  # others follow the crop
+    odd = random_crop(s, np.random.default_rng(0), (33, 30), object_prob=1.0)
+    assert odd.ignore[:6].all() and odd.ignore[26:].all() and not odd.ignore[6:26].any()
 
 
 def test_hflip_is_exact():
