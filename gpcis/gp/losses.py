@@ -8,16 +8,18 @@ The first term is the expected log-likelihood of the click labels under a Bernou
 (sigmoid) likelihood, estimated at one reparameterised draw ``f_c ~ q(f_n)`` (or at the
 mean); the second is the part of ``KL(q(f_n) || p(f_n))`` that depends on ``m_xi`` (the
 covariance of ``q`` is fixed, so the trace and log-determinant terms do not depend on
-``m_xi``; they do depend on the kernel, which is why the GP head passes a detached
-Cholesky factor here unless ``GPHeadConfig.vi_kernel_grad``: the quadratic term alone would
-push the kernel's amplitude up, and the paper's released code detaches it too).
+``m_xi``; they do depend on the kernel: ``GPHeadConfig.vi_kernel_grad=False`` makes the GP
+head pass a detached Cholesky factor here, as the paper's released code detaches the
+inverse, since the quadratic term alone pushes the kernel's amplitude up; the default keeps
+the gradient, which the toy problem needs, docs/gp_layer.md).
 
 Reduction (documented choice): summed over the valid clicks of an item, averaged over
 the batch. The paper's released code differs in three ways, as recorded in this
 project's issue on the GP layer: it averages over the clicks instead of summing, it
 drops the 1/2 in front of the quadratic term, and it weights L_VI by 0.001 in the
-total objective. ``reduction="mean_clicks"``, ``quad_scale=1.0`` here and
-``vi_weight=0.001`` in the model configuration reproduce it.
+total objective. ``reduction="mean_clicks"``, ``quad_scale=1.0`` here,
+``GPHeadConfig.vi_kernel_grad=False`` and ``vi_weight=0.001`` in the model configuration
+reproduce it.
 """
 
 from __future__ import annotations
