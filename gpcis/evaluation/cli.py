@@ -183,7 +183,10 @@ def _run(args: argparse.Namespace) -> int:
     compare = [_load_compare(Path(d)) for d in args.compare]
     readers = []
     for name, folder in datasets:
-        ds = get_dataset(name, folder)
+        # the instance sets are evaluated on their validation split, as RITM's (SBD's reader
+        # defaults to its training split, the one the paper's recipe trains on)
+        kwargs = {"split": "val"} if name.lower() in ("sbd", "pascalvoc") else {}
+        ds = get_dataset(name, folder, **kwargs)
         if len(ds) == 0:
             raise ValueError(f"data set {name} at {folder} is empty")
         readers.append((name, ds))

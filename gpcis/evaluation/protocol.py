@@ -4,8 +4,11 @@ Every sample is one object: its target ``masks[0]`` (the readers emit one sample
 instance; further masks are other objects and are not evaluated). The method sees the
 image (``set_image``), then for click ``k = 1..max``: the simulated user clicks on the
 errors of the previous prediction (:func:`gpcis.evaluation.clicker.next_click`), the
-method predicts from *all* clicks so far plus its previous mask, and the IoU (ignore
-pixels excluded) is recorded. The loop stops once the IoU reaches ``target_iou`` unless
+method predicts from *all* clicks so far plus its previous mask -- the previous
+*probability* map, as RITM's predictor feeds ``prev_prediction`` back (before session 13
+this loop fed the thresholded mask, which the models never see in training: the model
+rows documented before then are that loop's) -- and the IoU (ignore pixels excluded) is
+recorded. The loop stops once the IoU reaches ``target_iou`` unless
 ``all_clicks`` is set. An object still below ``target_iou`` after ``max_clicks`` clicks
 continues up to ``long_max_clicks`` clicks (for NoC100@90), again stopping at the target.
 """
@@ -87,7 +90,10 @@ class ObjectRecord:
         name: the sample name.
         ious: IoU after each click made.
         clicks: the simulated user's clicks.
-        noic: clicks whose own pixel was misclassified right after them.
+        noic: clicks whose own pixel was misclassified right after them, counted over the
+            protocol's clicks: up to the one that reached ``target_iou``, at most
+            ``max_clicks`` (not the NoC100 continuation, not ``all_clicks``' extra clicks,
+            so that it does not depend on them).
         seconds: total time spent in ``method.predict``.
     """
 
@@ -150,9 +156,10 @@ def evaluate_object(
             raise ValueError(f"{label}: the method returned prob of shape {prob.shape} for a gt of shape {gt.shape} "
                              "(is the gt the image's size?)")
         pred = prob > config.thresh
-        prev_mask = pred
+        prev_mask = np.clip(prob, 0.0, 1.0).astype(np.float32, copy=False)  # RITM's prev_prediction
         rec.ious.append(iou(pred, gt, ignore))
-        rec.noic += int(bool(pred[click.row, click.col]) != click.positive)
+        if reached_at is None and k <= config.max_clicks:
+            rec.noic += int(bool(pred[click.row, click.col]) != click.positive)
         if reached_at is None and rec.ious[-1] >= config.target_iou:
             reached_at = k
         if reached_at is not None and not (config.all_clicks and k < config.max_clicks):
@@ -199,9 +206,11 @@ def evaluate_dataset(
 
 
 def summarize(records: Iterable[ObjectRecord], config: EvalConfig) -> dict:
-    """Data-set metrics (see :func:`gpcis.evaluation.metrics.aggregate`) of the records."""
+    """Data-set metrics (see :func:`gpcis.evaluation.metrics.aggregate`) of the records, and
+    ``miou_exact``: whether every object was clicked ``max_clicks`` times (``all_clicks``),
+    as RITM's IoU analysis does; otherwise the mIoU after a stop carries its last IoU forward."""
     records = list(records)
-    return aggregate(
+    out = aggregate(
         [r.ious for r in records],
         [r.noic for r in records],
         seconds=sum(r.seconds for r in records),
@@ -209,3 +218,5 @@ def summarize(records: Iterable[ObjectRecord], config: EvalConfig) -> dict:
         max_clicks=config.max_clicks,
         long_max_clicks=config.long_max_clicks if config.reports_long else None,
     )
+    out["miou_exact"] = bool(config.all_clicks)
+    return out

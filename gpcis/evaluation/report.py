@@ -124,6 +124,13 @@ def markdown_table(results: Mapping[str, Mapping[str, dict]]) -> str:
                 _fmt(m.get("noic")), _fmt(m.get("sec_per_click"), 3),
             ]
             lines.append(f"| {name} | " + " | ".join(vals) + " |")
+        carried = [method for method, per_ds in results.items()
+                   if ds in per_ds and per_ds[ds].get("miou_exact") is False]
+        if carried:
+            lines.append("")
+            lines.append(f"IoU&1 / IoU&5 of {', '.join(carried)}: objects that reached the target IoU stopped there "
+                         "and carry their last IoU forward; RITM's IoU analysis clicks on to the "
+                         "budget: `--all-clicks`.")
         lines.append("")
     return "\n".join(lines)
 

@@ -380,7 +380,8 @@ def run_segment(
         out: mask PNG path.
         overlay: overlay PNG path (image + mask + clicks), or ``None``.
         replay: feed the clicks one at a time, each prediction becoming the next
-            ``prev_mask`` (as in the demo); otherwise one ``predict`` with all clicks.
+            probability map as ``prev_mask`` (as in the demo and the evaluation); otherwise one
+            ``predict`` with all clicks.
 
     Returns:
         ``(result, timings)`` with timings ``{"set_image_s", "predict_s"}``.
@@ -408,7 +409,7 @@ def run_segment(
     if replay:
         result: Optional[PredictionResult] = None
         for k in range(1, len(clicks) + 1):
-            result = method.predict(list(clicks[:k]), prev_mask=None if result is None else result.mask)
+            result = method.predict(list(clicks[:k]), prev_mask=None if result is None else result.prob)
         assert result is not None
     else:
         result = method.predict(list(clicks))

@@ -57,6 +57,7 @@ def test_evaluate_grabcut_end_to_end(tmp_path, capsys):
     assert np.mean([float(r["noc90"]) for r in rows]) == pytest.approx(m["noc90"])
     table = (out / "table.md").read_text()
     assert "| grabcut |" in table and "NoC@90" in table
+    assert m["miou_exact"] is False and "IoU&1 / IoU&5 of grabcut: objects that reached" in table
     png = cv2.imread(str(out / "miou_GrabCut.png"))
     assert png is not None and png.shape[0] > 100
     assert json.loads((out / "run.json").read_text())["label"] == "grabcut"
@@ -71,6 +72,7 @@ def test_evaluate_grabcut_end_to_end(tmp_path, capsys):
     assert m2["num_images"] == 2
     rows = list(csv.DictReader((out2 / "per_image.csv").open()))
     assert all(int(r["num_clicks"]) == 5 for r in rows)  # --all-clicks runs every click
+    assert m2["miou_exact"] is True
     table = (out2 / "table.md").read_text()
     # 2 objects (--limit 2) against 3: each row says its count, the header that they differ
     assert "| gc-all (2 objects) |" in table and "| grabcut (3 objects) |" in table and "not comparable" in table
@@ -197,3 +199,27 @@ def test_default_data_root_is_the_shared_folder_beside_the_checkout(monkeypatch,
     assert ecli.default_data_root() is None
     (tmp_path / "shared" / "datasets").mkdir(parents=True)
     assert ecli.default_data_root() == tmp_path / "shared" / "datasets"
+
+
+def test_sbd_is_evaluated_on_its_validation_split(tmp_path):
+    """As RITM's SBDEvaluationDataset(split='val'): the reader's default split is training's."""
+    from scipy.io import savemat
+
+    root = tmp_path / "data" / "SBD"
+    (root / "img").mkdir(parents=True)
+    (root / "inst").mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("tr_a", "tr_b", "va_a"):
+        inst = np.zeros((32, 40), np.uint8)
+        inst[5:20, 5:20] = 1
+        inst[22:30, 25:38] = 2
+        cv2.imwrite(str(root / "img" / f"{name}.jpg"), rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))
+        savemat(root / "inst" / f"{name}.mat", {"GTinst": {"Segmentation": inst}})
+    (root / "train.txt").write_text("tr_a\ntr_b\n")
+    (root / "val.txt").write_text("va_a\n")
+    out = tmp_path / "out"
+    args = _parse(["--method", "random-walker", "--datasets", "SBD", "--data-root", str(tmp_path / "data"),
+                   "--out", str(out), "--max-clicks", "2", "--noc100-clicks", "0", "--quiet"])
+    assert args.func(args) == 0
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert sorted(r["name"] for r in rows) == ["va_a#1", "va_a#2"]

@@ -87,8 +87,12 @@ def test_never_improving_fails_everywhere():
     m = summarize(recs, cfg)
     assert m["nof90"] == 3 and m["noc90"] == 20 and m["nof100_90"] == 3 and m["noc100_90"] == 30
     assert all(len(r.ious) == 30 for r in recs)        # continued to the long budget
-    # every click is positive on a background prediction, so every click is invalid
-    assert m["noic"] == 3 * 30
+    # every click is positive on a background prediction, so every click is invalid; NoIC
+    # counts the protocol's 20 clicks, not the NoC100 continuation's (it counted 30 each)
+    assert m["noic"] == 3 * 20
+    short = summarize(evaluate_dataset(Never(), ds, EvalConfig(max_clicks=20, long_max_clicks=None,
+                                                                 progress=False)), cfg)
+    assert short["noic"] == m["noic"]  # the same with or without the continuation
     # first call without a previous mask, then with one; click counts grow by one
     assert method.seen[0] == (1, True) and method.seen[1] == (2, False)
     # the user never clicks the same pixel twice
@@ -157,3 +161,53 @@ def test_limit_and_errors():
             EvalConfig(target_iou=low)
         with pytest.raises(ValueError, match="NoC@90"):
             EvalConfig(target_iou=low, all_clicks=True)  # NoC100@90's continuation stops at the target too
+
+
+def test_the_previous_probability_map_is_fed_back_as_ritms_prev_prediction():
+    """RITM's predictor feeds its last sigmoid output back as the previous mask: the loop
+    passes the method's probabilities (not ``prob > thresh``, which the models never see in
+    training)."""
+    gt = np.zeros((10, 10), bool)
+    gt[2:8, 2:8] = True
+
+    class Soft:
+        def __init__(self):
+            self.prevs = []
+
+        def set_image(self, image):
+            pass
+
+        def predict(self, clicks, prev_mask=None):
+            self.prevs.append(None if prev_mask is None else np.array(prev_mask))
+            p = np.where(gt, 0.3 + 0.1 * len(clicks), 0.2).astype(np.float32)
+            return PredictionResult(p > 0.5, p)
+
+    method = Soft()
+    evaluate_object(method, gt, None, EvalConfig(progress=False, max_clicks=4, long_max_clicks=None))
+    assert method.prevs[0] is None and len(method.prevs) == 3  # IoU 1 at click 3 (0.6 > 0.5)
+    for k, prev in enumerate(method.prevs[1:], start=1):
+        assert prev.dtype == np.float32
+        np.testing.assert_array_equal(prev, np.where(gt, 0.3 + 0.1 * k, 0.2).astype(np.float32))
+
+
+def test_noic_counts_the_clicks_up_to_the_target_also_with_all_clicks():
+    """With all_clicks the loop goes on after reaching the target (for the exact mIoU curve):
+    NoIC counts only the protocol's clicks up to the target, so it does not change."""
+    gt = np.zeros((40, 10), bool)
+    gt[0:20] = True
+
+    class Late(Ramp):
+        def predict(self, clicks, prev_mask=None):
+            out = super().predict(clicks, prev_mask)
+            if len(clicks) > 3:  # after the target: the clicked pixel flips to the wrong side
+                c = clicks[-1]
+                m = out.mask.copy()
+                m[c.row, c.col] = not c.positive
+                return PredictionResult(m, m.astype(np.float32))
+            return out
+
+    steps = [0.5, 0.8, 0.95, 1.0]
+    stopped = evaluate_object(Late(gt, steps), gt, None, EvalConfig(progress=False, max_clicks=6))
+    every = evaluate_object(Late(gt, steps), gt, None, EvalConfig(progress=False, max_clicks=6, all_clicks=True))
+    assert len(stopped.ious) == 3 and len(every.ious) == 6
+    assert every.noic == stopped.noic
