@@ -140,12 +140,16 @@ def evaluate(method, dataset, max_clicks: int) -> dict[str, float]:
     }
 
 
+#: versions of the training recipe and of the evaluation loop: results of others are not
+#: reused (2: session 13 -- RITM's next-click rule, colour changes, merged targets, image
+#: items, min_object_area, centred padding; the loop feeds probabilities back)
+RECIPE, PROTOCOL = 2, 2
 TRAIN_SETTINGS = ("base", "pretrained", "steps", "steps_per_epoch", "batch_size", "crop", "scale_range", "lr",
-                  "gp_stride", "quick", "train_data")
+                  "gp_stride", "quick", "train_data", "recipe")
 #: settings that results cached before session 11 did not record: such a result counts as
-#: made with their defaults (the published runs were)
+#: made with their defaults (the published runs were); recipe and protocol: version 1
 _LEGACY_SETTINGS = ("train_data", "eval_data")
-EVAL_SETTINGS = ("limit", "max_clicks", "quick", "eval_data")
+EVAL_SETTINGS = ("limit", "max_clicks", "quick", "eval_data", "protocol")
 #: settings given as paths: compared as resolved absolute paths
 _PATH_SETTINGS = ("train_data", "eval_data", "pretrained")
 
@@ -333,7 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     # results cached before train_data / eval_data were recorded were made with the
     # defaults: such a missing key in a cached result stands for its default
-    args.legacy_settings = settings_of(p.parse_args([]), _LEGACY_SETTINGS)
+    args.legacy_settings = {**settings_of(p.parse_args([]), _LEGACY_SETTINGS), "recipe": 1, "protocol": 1}
+    args.recipe, args.protocol = RECIPE, PROTOCOL
     if args.quick:
         args.steps, args.seeds, args.max_clicks, args.batch_size, args.crop = 2, 1, 5, 2, 64
         args.steps_per_epoch, args.limit, args.base, args.pretrained = 2, 3, "gpcis_tiny", False

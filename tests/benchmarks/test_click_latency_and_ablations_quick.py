@@ -271,3 +271,20 @@ def test_ablations_never_reuse_a_result_or_checkpoint_of_other_settings(tmp_path
     mod.main(["--quick", "--only", "base", "--gp-stride", "1", "--out", str(out)])
     steps = (out / "runs" / "base" / "seed0" / "steps.csv").read_text().strip().splitlines()
     assert len(steps) == 1 + 2  # header + the 2 quick steps
+
+
+def test_ablation_results_of_an_earlier_recipe_or_evaluation_loop_are_not_reused(tmp_path, capsys):
+    """A result cached without recipe / protocol versions predates session 13's training
+    recipe and evaluation loop (version 1): it is refused, not collected beside new ones."""
+    mod = _load("ablations")
+    out = tmp_path / "abl"
+    mod.main(["--quick", "--only", "base", "--gp-stride", "1", "--out", str(out)])
+    done = out / "runs" / "base" / "seed0" / "result.json"
+    row = json.loads(done.read_text())
+    assert row["settings"]["recipe"] == mod.RECIPE and row["settings"]["protocol"] == mod.PROTOCOL
+    del row["settings"]["recipe"], row["settings"]["protocol"]  # as written before session 13
+    done.write_text(json.dumps(row))
+    with pytest.raises(SystemExit):
+        mod.main(["--quick", "--only", "base", "--gp-stride", "1", "--out", str(out), "--collect"])
+    err = capsys.readouterr().err
+    assert "protocol" in err and "recipe" in err
