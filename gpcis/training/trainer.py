@@ -123,8 +123,8 @@ def _data_errors_named(batches: Iterator[Any]) -> Iterator[Any]:
 _RUN_SETTINGS = ("data", "dataset_type", "split", "batch_size", "lr", "backbone_lr_mult", "milestones", "lr_gamma",
                  "weight_decay", "max_num_next_clicks", "max_num_points", "click_prob_gamma", "first_click_inner_prob",
                  "crop_size", "scale_range",
-                 "synthetic_samples", "synthetic_size", "val_samples", "val_split", "train_items", "merge_objects_prob", "min_object_area", "val_max_clicks", "val_max_size",
-                 "seed")
+                 "synthetic_samples", "synthetic_size", "val_samples", "val_split", "train_items",
+                 "merge_objects_prob", "min_object_area", "val_max_clicks", "val_max_size", "seed")
 
 
 #: the settings that live in the optimizer's and scheduler's saved state: a resume with other
@@ -138,8 +138,8 @@ def _changed_settings(saved: dict, now: dict) -> list[str]:
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     # settings older runs did not save: the values they trained with
     fields = TrainConfig.__dataclass_fields__
-    saved = {"val_split": "sample", "train_items": "sample", "merge_objects_prob": 0.0, "min_object_area": 1, **{k: fields[k].default for k in ("click_prob_gamma", "first_click_inner_prob")},
-             **saved}
+    saved = {"val_split": "sample", "train_items": "sample", "merge_objects_prob": 0.0, "min_object_area": 1,
+             **{k: fields[k].default for k in ("click_prob_gamma", "first_click_inner_prob")}, **saved}
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in _RUN_SETTINGS
             if k in saved and norm(saved.get(k)) != norm(now.get(k))]
 
