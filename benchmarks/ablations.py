@@ -92,6 +92,7 @@ def ablations(base_features: int) -> list[Ablation]:
     rows += [Ablation(f"l = {l}", gp={"num_features": l}, group="l") for l in (64, 128, 256) if l != base_features]
     rows += [Ablation(f"eval eps2 = {e:g}", eval_noise=e, group="eval_noise") for e in (1e-3, 1e-2)]
     rows += [Ablation(f"alpha = {a:g}", model={"vi_weight": a}, group="alpha") for a in (0.0, 0.001, 1.0)]
+    rows += [Ablation("L_VI without the kernel's gradient", gp={"vi_kernel_grad": False}, group="alpha")]
     rows += [Ablation("no image in kernel", model={"use_image_in_kernel": False}, group="kernel input")]
     return rows
 
