@@ -60,6 +60,8 @@ class Step:
         suggestion: the suggested next click, or ``None``.
         time_s: wall time of ``predict`` (seconds).
         mask: ``(H, W)`` bool, the prediction's mask (kept when ``result`` is dropped).
+        prob8: ``(H, W)`` uint8, the prediction's probability in 255ths (kept when
+            ``result`` is dropped; 1 byte a pixel): the next click's previous mask.
     """
 
     clicks: tuple[Click, ...]
@@ -67,10 +69,20 @@ class Step:
     suggestion: Optional[Suggestion]
     time_s: float
     mask: Optional[np.ndarray] = None
+    prob8: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         if self.mask is None and self.result is not None:
             self.mask = np.asarray(self.result.mask, dtype=bool)
+        if self.prob8 is None and self.result is not None:
+            prob = np.nan_to_num(np.asarray(self.result.prob, dtype=np.float32), nan=0.0)
+            self.prob8 = np.round(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+    @property
+    def prev_prob(self) -> Optional[np.ndarray]:
+        """The probability map the next click is predicted from, ``(H, W)`` float32 in [0, 1]
+        (:attr:`prob8` / 255: the same input on undo as on the click)."""
+        return None if self.prob8 is None else self.prob8.astype(np.float32) / 255.0
 
 
 @dataclass
@@ -171,7 +183,9 @@ class AnnotationSession:
     def add_click(self, click: Click) -> Step:
         """Add a click to the current object and predict.
 
-        The previous mask of the current object is passed as ``prev_mask``.
+        The previous prediction's probability map (in 255ths, :attr:`Step.prob8`) is passed
+        as ``prev_mask``, as RITM's predictor and the evaluation loop feed the previous
+        probabilities back.
 
         Raises:
             ValueError: the click lies outside the image, or the method returns arrays of
@@ -179,7 +193,7 @@ class AnnotationSession:
         """
         check_clicks_in_image([click], *self.size)
         clicks = self.clicks + (click,)
-        prev = self.current_mask
+        prev = None if self.current is None else self.current.prev_prob
         t0 = time.perf_counter()
         result = self.method.predict(list(clicks), prev_mask=prev)
         dt = time.perf_counter() - t0
@@ -199,8 +213,8 @@ class AnnotationSession:
     def undo(self) -> bool:
         """Remove the last click of the current object (restoring the prediction before it).
 
-        The restored step's full prediction is computed again from its clicks and the mask
-        before it -- the inputs it was made from, so a deterministic method gives it back
+        The restored step's full prediction is computed again from its clicks and the
+        probabilities before it -- the inputs it was made from, so a deterministic method gives it back
         (a model's std outside its zoom-in crop may differ: it came from the prediction
         before). If that fails, nothing is undone.
 
@@ -212,7 +226,7 @@ class AnnotationSession:
         last = self.history.pop()
         step = self.current
         if step is not None and step.result is None:
-            prev = self.history[-2].mask if len(self.history) > 1 else None
+            prev = self.history[-2].prev_prob if len(self.history) > 1 else None
             try:
                 step.result = self.method.predict(list(step.clicks), prev_mask=prev)
             except BaseException:
