@@ -60,9 +60,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_meta import run_metadata  # noqa: E402
 
 from gpcis.evaluation import EvalConfig, evaluate_dataset, summarize  # noqa: E402
+from gpcis.evaluation.protocol import EVAL_PROTOCOL  # noqa: E402
 from gpcis.inference import Predictor  # noqa: E402
 from gpcis.models import create_model, model_config  # noqa: E402
 from gpcis.training import TrainConfig, Trainer  # noqa: E402
+from gpcis.training.trainer import TRAINING_RECIPE  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -141,10 +143,10 @@ def evaluate(method, dataset, max_clicks: int) -> dict[str, float]:
     }
 
 
-#: versions of the training recipe and of the evaluation loop: results of others are not
-#: reused (2: session 13 -- RITM's next-click rule, colour changes, merged targets, image
-#: items, min_object_area, centred padding; the loop feeds probabilities back)
-RECIPE, PROTOCOL = 2, 2
+#: versions of the training recipe and of the evaluation loop
+#: (gpcis.training.trainer.TRAINING_RECIPE, gpcis.evaluation.protocol.EVAL_PROTOCOL):
+#: results of others are not reused
+RECIPE, PROTOCOL = TRAINING_RECIPE, EVAL_PROTOCOL
 TRAIN_SETTINGS = ("base", "pretrained", "steps", "steps_per_epoch", "batch_size", "crop", "scale_range", "lr",
                   "gp_stride", "quick", "train_data", "recipe")
 #: settings that results cached before session 11 did not record: such a result counts as

@@ -27,7 +27,11 @@ from gpcis.evaluation.clicker import next_click
 from gpcis.evaluation.metrics import aggregate, iou, noc
 from gpcis.inference.base import InteractiveSegmenter
 
-__all__ = ["EvalConfig", "ObjectRecord", "evaluate_object", "evaluate_dataset", "summarize"]
+__all__ = ["EVAL_PROTOCOL", "EvalConfig", "ObjectRecord", "evaluate_object", "evaluate_dataset", "summarize"]
+
+#: version of the evaluation loop: 2 since session 13 (the previous probability map is fed
+#: back; NoIC over the protocol's clicks). Results of other versions are not comparable.
+EVAL_PROTOCOL = 2
 
 
 @dataclass
@@ -206,9 +210,10 @@ def evaluate_dataset(
 
 
 def summarize(records: Iterable[ObjectRecord], config: EvalConfig) -> dict:
-    """Data-set metrics (see :func:`gpcis.evaluation.metrics.aggregate`) of the records, and
+    """Data-set metrics (see :func:`gpcis.evaluation.metrics.aggregate`) of the records,
     ``miou_exact``: whether every object was clicked ``max_clicks`` times (``all_clicks``),
-    as RITM's IoU analysis does; otherwise the mIoU after a stop carries its last IoU forward."""
+    as RITM's IoU analysis does (otherwise the mIoU after a stop carries its last IoU
+    forward), and ``protocol``: :data:`EVAL_PROTOCOL`."""
     records = list(records)
     out = aggregate(
         [r.ious for r in records],
@@ -219,4 +224,5 @@ def summarize(records: Iterable[ObjectRecord], config: EvalConfig) -> dict:
         long_max_clicks=config.long_max_clicks if config.reports_long else None,
     )
     out["miou_exact"] = bool(config.all_clicks)
+    out["protocol"] = EVAL_PROTOCOL
     return out

@@ -26,7 +26,7 @@ import numpy as np
 
 from gpcis.atomic import atomic_write_bytes, atomic_write_text
 from gpcis.evaluation.metrics import noc
-from gpcis.evaluation.protocol import ObjectRecord
+from gpcis.evaluation.protocol import EVAL_PROTOCOL, ObjectRecord
 
 __all__ = [
     "atomic_write_text",
@@ -125,12 +125,18 @@ def markdown_table(results: Mapping[str, Mapping[str, dict]]) -> str:
             ]
             lines.append(f"| {name} | " + " | ".join(vals) + " |")
         carried = [method for method, per_ds in results.items()
-                   if ds in per_ds and per_ds[ds].get("miou_exact") is False]
+                   if ds in per_ds and per_ds[ds].get("miou_exact") is not True]
+        older = [method for method, per_ds in results.items()
+                 if ds in per_ds and per_ds[ds].get("protocol") != EVAL_PROTOCOL]
         if carried:
             lines.append("")
             lines.append(f"IoU&1 / IoU&5 of {', '.join(carried)}: objects that reached the target IoU stopped there "
                          "and carry their last IoU forward; RITM's IoU analysis clicks on to the "
                          "budget: `--all-clicks`.")
+        if older:
+            lines.append("")
+            lines.append(f"{', '.join(older)}: measured with an earlier evaluation loop (before session 13 it fed "
+                         "the thresholded mask back, not the probabilities): not comparable with the other rows.")
         lines.append("")
     return "\n".join(lines)
 

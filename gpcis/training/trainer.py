@@ -127,6 +127,12 @@ _RUN_SETTINGS = ("data", "dataset_type", "split", "batch_size", "lr", "backbone_
                  "merge_objects_prob", "min_object_area", "val_max_clicks", "val_max_size", "seed")
 
 
+#: version of the training recipe (what a step does with the same settings): 2 since
+#: session 13 (RITM's next-click rule, colour changes, first-click interior and erosion
+#: fallback, centred padding, and the evaluation loop of the validation, which feeds
+#: probabilities back). A run saved by an earlier version resumes with a warning.
+TRAINING_RECIPE = 2
+
 #: the settings that live in the optimizer's and scheduler's saved state: a resume with other
 #: values puts the new ones there (:meth:`Trainer._apply_optimizer_settings`)
 _OPTIMIZER_SETTINGS = ("lr", "backbone_lr_mult", "milestones", "lr_gamma", "weight_decay")
@@ -716,6 +722,7 @@ class Trainer:
             "history": self.history,
             "elapsed_s": self.elapsed_s(),
             "time_drops": self.time_drops,
+            "recipe": TRAINING_RECIPE,
         }
 
     def elapsed_s(self) -> float:
@@ -776,6 +783,14 @@ class Trainer:
         self.step_in_epoch = int(extra["step_in_epoch"])
         self.global_step = int(extra["global_step"])
         self.best_noc90 = extra["best_noc90"] if extra.get("best_noc90") is not None else math.inf
+        recipe = int(extra.get("recipe") or 1)
+        if recipe != TRAINING_RECIPE:
+            # its validation scores came from the earlier evaluation loop: not comparable
+            warnings.warn(f"resume: {path} was trained with training recipe {recipe}, this code has "
+                          f"{TRAINING_RECIPE} (docs/training.md): the run continues with the current one, "
+                          "not exactly as it would have; its best validation score is forgotten, so the next "
+                          "validation writes best.pt", UserWarning, stacklevel=3)
+            self.best_noc90 = math.inf
         self.history = list(extra.get("history") or [])
         self._elapsed_before = float(extra.get("elapsed_s") or 0.0)
         _set_rng_state(extra["rng"])

@@ -58,6 +58,7 @@ def test_evaluate_grabcut_end_to_end(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "| grabcut |" in table and "NoC@90" in table
     assert m["miou_exact"] is False and "IoU&1 / IoU&5 of grabcut: objects that reached" in table
+    assert m["protocol"] == 2 and "earlier evaluation loop" not in table
     png = cv2.imread(str(out / "miou_GrabCut.png"))
     assert png is not None and png.shape[0] > 100
     assert json.loads((out / "run.json").read_text())["label"] == "grabcut"

@@ -48,3 +48,16 @@ def test_plots_matplotlib_and_opencv(tmp_path, monkeypatch):
     img = cv2.imread(str(p))
     assert img is not None and img.shape == (480, 720, 3)
     assert (np.abs(img.astype(int) - [180, 119, 31]).sum(-1) < 10).any()  # line "a" drawn in its colour (BGR)
+
+
+def test_table_names_rows_of_an_earlier_evaluation_loop_and_carried_miou():
+    """Runs saved before session 13 have neither ``protocol`` nor ``miou_exact``: they are
+    named as measured with the earlier loop, and as carrying the mIoU forward."""
+    from gpcis.evaluation.report import markdown_table
+
+    row = {"noc85": 2.0, "noc90": 3.0, "nof90": 0, "miou_at": [0.5] * 5, "noic": 0, "sec_per_click": 0.1,
+           "num_images": 3}
+    table = markdown_table({"new": {"GrabCut": {**row, "protocol": 2, "miou_exact": True}},
+                            "old": {"GrabCut": row}})
+    assert "IoU&1 / IoU&5 of old: objects" in table
+    assert "old: measured with an earlier evaluation loop" in table and "new: measured" not in table

@@ -725,3 +725,25 @@ def test_a_crop_shows_min_object_area_target_pixels_where_it_can(tmp_path):
     assert unreachable.samples[0]["target"].sum() == 144  # the crop that showed the most: all of it
     with pytest.raises(ValueError, match="min_object_area"):
         TrainConfig(min_object_area=0)
+
+
+def test_a_run_of_an_earlier_training_recipe_resumes_with_a_warning_and_forgets_its_best(tmp_path):
+    """A checkpoint without the recipe version (before session 13) was trained and validated
+    by other code: resuming it says so, and its best validation score (from the earlier
+    evaluation loop) is forgotten so that the next validation writes best.pt."""
+    kw = dict(epochs=1, steps_per_epoch=1, val_samples=2, val_max_clicks=3)
+    Trainer(_config(tmp_path, **kw)).train()
+    path = tmp_path / "run" / "last.pt"
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    assert data["extra"]["recipe"] == 2 and data["extra"]["best_noc90"] is not None
+    del data["extra"]["recipe"]
+    torch.save(data, path)
+    with pytest.warns(UserWarning, match="training recipe 1, this code has 2"):
+        resumed = Trainer(_config(tmp_path, resume=True, **dict(kw, epochs=2)))
+    assert resumed.best_noc90 == float("inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a run of this recipe: no warning, its best kept
+        again = Trainer(_config(tmp_path / "x", **kw))
+        again.train()
+        kept = Trainer(_config(tmp_path / "x", resume=True, **dict(kw, epochs=2)))
+    assert kept.best_noc90 == again.best_noc90 < float("inf")
