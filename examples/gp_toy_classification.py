@@ -113,6 +113,8 @@ class ToyConfig:
         hidden: hidden width of the feature MLP.
         num_features: random features l of the GP head.
         alpha: weight of L_VI in the gpcis loss.
+        vi_kernel_grad: ``GPHeadConfig.vi_kernel_grad`` (``False``: L_VI treats the kernel
+            as a constant, as the paper's released code).
         lr: Adam learning rate of gpcis.
         vgp_inducing: inducing points of the GPyTorch variational GP.
         vgp_lr: Adam learning rate of the GPyTorch variational GP.
@@ -131,6 +133,7 @@ class ToyConfig:
     hidden: int = 64
     num_features: int = 64
     alpha: float = 0.01
+    vi_kernel_grad: bool = True
     lr: float = 0.01
     vgp_inducing: int = 32
     vgp_lr: float = 0.05
@@ -201,7 +204,8 @@ class DeepKernelClassifier(nn.Module):
             nn.Tanh(),
             nn.Linear(cfg.hidden, cfg.feature_dim),
         )
-        self.head = GPHead(cfg.feature_dim, GPHeadConfig(num_features=cfg.num_features, seed=cfg.seed))
+        self.head = GPHead(cfg.feature_dim, GPHeadConfig(num_features=cfg.num_features, seed=cfg.seed,
+                                                         vi_kernel_grad=cfg.vi_kernel_grad))
 
     def forward(
         self, x_test: Tensor, x_click: Tensor, y_click: Tensor, return_variance: bool = False
@@ -381,13 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("gp_toy_out"), help="folder of the PNG")
     p.add_argument("--steps", type=int, default=ToyConfig.steps)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-vi-kernel-grad", dest="vi_kernel_grad", action="store_false",
+                   help="L_VI treats the kernel as a constant (the paper's released code; GPHeadConfig.vi_kernel_grad)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> ToyResult:
     """Command-line entry point: prints both methods side by side and returns the result."""
     args = build_parser().parse_args(argv)
-    cfg = ToyConfig(dataset=args.dataset, steps=args.steps, seed=args.seed)
+    cfg = ToyConfig(dataset=args.dataset, steps=args.steps, seed=args.seed, vi_kernel_grad=args.vi_kernel_grad)
     res = run(cfg, args.out)
     print(f"{'method':<34} {'test accuracy':>13} {'train time (s)':>15}")
     print(f"{'gpcis MLP + GPHead (DKL)':<34} {res.gpcis_accuracy:>13.3f} {res.gpcis_seconds:>15.2f}")

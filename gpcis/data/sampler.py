@@ -59,7 +59,7 @@ class MultiPointSampler:
             ``first_click_center=False``: the first click anywhere in that region), the GPCIS
             code base at 1; 0.5, between them, is this project's default (the released
             model's).
-        inner_k: interior = distance ``>= max distance / inner_k``.
+        inner_k: interior = distance ``> max distance / inner_k``.
         negative_bg_prob: weight of "anywhere in the background" negatives.
         negative_other_prob: weight of "on another object" negatives.
         negative_border_prob: weight of "band around the object" negatives.
@@ -197,6 +197,7 @@ class MultiPointSampler:
                 raise ValueError(f"parts mask shape {part.shape} != target shape {target.shape}")
             if (part & allowed).any():
                 visible.append(part & allowed)
+        visible = visible[: self.max_num_points]  # a first click each, within the cap (RITM)
         n_pos = 1 + int(rng.choice(self.max_num_points, p=self.pos_probs))
         n_neg = int(rng.choice(self.max_num_points + 1, p=self.neg_probs))
 

@@ -56,7 +56,8 @@ class AugmentConfig:
         scale_range: uniform random rescale factor range.
         flip_prob: probability of a horizontal flip.
         brightness: range of the additive brightness change, a fraction of 255 (RITM's
-            ``RandomBrightnessContrast(brightness_limit=(-0.25, 0.25))``).
+            ``RandomBrightnessContrast(brightness_limit=(-0.25, 0.25))``; one number ``v``
+            is ``(-v, v)``, as albumentations reads it).
         contrast: range of the contrast change, ``x * (1 + c)`` (RITM's
             ``contrast_limit=(-0.15, 0.4)``).
         rgb_shift: max absolute per-channel shift (0..255 scale; RITM's ``RGBShift(10)``).
@@ -81,7 +82,7 @@ class AugmentConfig:
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range must satisfy 0 < lo <= hi, got {self.scale_range}")
         for name in ("brightness", "contrast"):
-            lo, hi = (float(v) for v in getattr(self, name))
+            lo, hi = _as_range(getattr(self, name), name)
             if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi and (name == "brightness" or lo > -1)):
                 raise ValueError(f"{name} must be a range (lo, hi) with lo <= hi"
                                  f"{' and lo > -1' if name == 'contrast' else ''}, got {getattr(self, name)}")
@@ -91,6 +92,19 @@ class AugmentConfig:
         for name in ("flip_prob", "object_prob", "jitter_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+def _as_range(value, name: str) -> tuple[float, float]:
+    """``(lo, hi)`` from a pair, or ``(-v, v)`` from one number ``v >= 0``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not value >= 0:
+            raise ValueError(f"{name} as one number must be >= 0 (the range (-v, v)), got {value}")
+        return -float(value), float(value)
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a range (lo, hi) or one number v for (-v, v), got {value!r}") from None
+    return lo, hi
 
 
 def _map_masks(sample: Sample, image: np.ndarray, fn, ignore_fn=None) -> Sample:
@@ -167,12 +181,14 @@ def shift_rgb(image: np.ndarray, shift: Sequence[float]) -> np.ndarray:
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator,
-                 brightness: tuple[float, float] = (-0.25, 0.25), contrast: tuple[float, float] = (-0.15, 0.4),
+                 brightness: tuple[float, float] | float = (-0.25, 0.25),
+                 contrast: tuple[float, float] | float = (-0.15, 0.4),
                  rgb_shift: float = 10.0, prob: float = 0.75) -> np.ndarray:
     """RITM's colour augmentation of an ``(H, W, 3)`` uint8 image: with probability ``prob``
     :func:`brightness_contrast` with ``alpha = 1 + U(contrast)``, ``beta = U(brightness)``,
     then with probability ``prob`` :func:`shift_rgb` by ``U(-rgb_shift, rgb_shift)`` per
-    channel."""
+    channel. A range given as one number ``v`` is ``(-v, v)``."""
+    brightness, contrast = _as_range(brightness, "brightness"), _as_range(contrast, "contrast")
     out = image
     if rng.random() < prob:
         alpha = 1.0 + float(rng.uniform(*contrast))

@@ -158,6 +158,13 @@ def test_merged_target_has_a_first_click_in_each_object():
         assert all((a | b)[c.row, c.col] for c in pos) and len(pos) <= s.max_num_points
         assert len({(c.row, c.col) for c in clicks}) == len(clicks)
         assert not any((a | b)[c.row, c.col] for c in clicks if not c.positive)
+    # more objects than max_num_points: at most max_num_points positives (a first click in
+    # each object exceeded it) and the negatives kept
+    one = MultiPointSampler(max_num_points=1)
+    for seed in range(10):
+        clicks = one.sample(a | b, np.random.default_rng(seed), parts=[a, b])
+        assert sum(c.positive for c in clicks) == 1 and (a | b)[clicks[0].row, clicks[0].col]
+        assert sum(not c.positive for c in clicks) <= 1
     # a part cropped away: the single-object rule on what is visible
     hidden = np.zeros_like(b)
     clicks = s.sample(a, np.random.default_rng(0), parts=[a, hidden])

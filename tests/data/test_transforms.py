@@ -132,6 +132,13 @@ def test_color_jitter_draws_as_ritm():
     assert abs(changed / 2000 - p) < 4 * np.sqrt(p * (1 - p) / 2000)
     with pytest.raises(ValueError, match="contrast"):
         AugmentConfig(contrast=(-1.5, 0.4))
+    # one number v is the range (-v, v), as albumentations reads it (the earlier signature's floats)
+    assert AugmentConfig(brightness=0.2, contrast=0.1).brightness == (-0.2, 0.2)
+    rng = _Draws([0.1, 0.9], [0.05, 0.1])
+    color_jitter(img, rng, 0.25, 0.1)
+    assert rng.asked == [(-0.1, 0.1, None), (-0.25, 0.25, None)]
+    with pytest.raises(ValueError, match="brightness must be a range"):
+        AugmentConfig(brightness="bright")
 
 
 def test_crop_pads_small_images_and_marks_padding_ignored():

@@ -90,3 +90,11 @@ def test_moons_default_settings_above_90_percent(tmp_path, capsys):
     assert res.gpytorch_accuracy > 0.9
     out = capsys.readouterr().out
     assert "gpcis MLP + GPHead" in out and "GPyTorch variational GP" in out
+
+
+def test_the_vi_kernel_gradient_switch_reaches_the_head():
+    """--no-vi-kernel-grad (the released code's L_VI) builds the head with vi_kernel_grad=False."""
+    model = toy.DeepKernelClassifier(toy.ToyConfig(vi_kernel_grad=False))
+    assert model.head.config.vi_kernel_grad is False
+    assert toy.DeepKernelClassifier(toy.ToyConfig()).head.config.vi_kernel_grad is True
+    assert toy.build_parser().parse_args(["--no-vi-kernel-grad"]).vi_kernel_grad is False

@@ -49,11 +49,11 @@ def test_gradients_reach_every_parameter(prior):
 
 @pytest.mark.parametrize("kernel_grad", [False, True])
 def test_vi_quadratic_term_reaches_the_kernel_only_on_request(kernel_grad):
-    """By default L_VI's m^T (K + eps^2 I)^-1 m treats the kernel as a constant (the paper's
-    released code detaches the inverse; with it, the term would only inflate eta0): its
-    gradient w.r.t. the kernel's parameters is zero and w.r.t. m the closed form 2 A^-1 m
-    times quad_scale, in float64; vi_kernel_grad=True adds the kernel's (-A^-1 m m^T A^-1
-    dA / 2 for eta0) and leaves the value the same."""
+    """With vi_kernel_grad=False (the paper's released code, which detaches the inverse) L_VI's
+    m^T (K + eps^2 I)^-1 m treats the kernel as a constant: its gradient w.r.t. the kernel's
+    parameters is zero and w.r.t. m the closed form 2 A^-1 m times quad_scale, in float64;
+    with True (the default) the kernel's gradient (-alpha^T (dA / d eta0) alpha for eta0) is
+    there too, the same closed form in m."""
     cfg = GPHeadConfig(num_features=16, vi_kernel_grad=kernel_grad)
     head = GPHead(5, cfg).double()
     x_test, x_click, labels, valid = (t.double() if t.is_floating_point() else t for t in _inputs())
