@@ -519,14 +519,20 @@ class SBDDataset(_InstanceDataset):
         split: ``"train"`` or ``"val"`` (reads ``<root>/<split>.txt``).
         skip_bad: see :class:`SegmentationDataset`.
         progress: show a progress bar while indexing.
+        min_fill: instances covering less than this share of their bounding box become
+            background (RITM's SBD training reader, ``buggy_mask_thresh = 0.08``: such
+            masks are mostly annotation errors); 0 keeps every instance (evaluation).
     """
 
     name = "SBD"
 
     def __init__(self, root: str | Path, split: str = "train", skip_bad: bool = False,
-                 progress: bool = True) -> None:
+                 progress: bool = True, min_fill: float = 0.0) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if not 0.0 <= float(min_fill) < 1.0:
+            raise ValueError(f"min_fill must be in [0, 1), got {min_fill!r}")
+        self.min_fill = float(min_fill)
         self.root = _require_dir(Path(root))
         img_dir = _require_dir(self.root / "img")
         inst_dir = _require_dir(self.root / "inst")
@@ -551,6 +557,14 @@ class SBDDataset(_InstanceDataset):
             raise ValueError(f"cannot read SBD instance file {entry.mask}: {err}") from err
         if inst.ndim != 2:
             raise ValueError(f"SBD instance file {entry.mask}: Segmentation is not 2-D ({inst.shape})")
+        if self.min_fill > 0:
+            for k in np.unique(inst):
+                if k == 0:
+                    continue
+                rows, cols = np.nonzero(inst == k)
+                box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+                if rows.size / box < self.min_fill:
+                    inst[inst == k] = 0  # as RITM's remove_buggy_masks: background
         return inst, np.zeros(inst.shape, dtype=bool)
 
 

@@ -129,8 +129,8 @@ _RUN_SETTINGS = ("data", "dataset_type", "split", "batch_size", "lr", "backbone_
 
 #: version of the training recipe (what a step does with the same settings): 2 since
 #: session 13 (RITM's next-click rule, colour changes, first-click interior and erosion
-#: fallback, centred padding, and the evaluation loop of the validation, which feeds
-#: probabilities back). A run saved by an earlier version resumes with a warning.
+#: fallback, centred padding, SBD's buggy-mask filter, and the evaluation loop of the
+#: validation, which feeds probabilities back). A run saved by an earlier version resumes with a warning.
 TRAINING_RECIPE = 2
 
 #: the settings that live in the optimizer's and scheduler's saved state: a resume with other
@@ -457,6 +457,8 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     kwargs: dict[str, Any] = {"skip_bad": config.skip_bad}
     if kind.lower() in ("sbd", "pascalvoc"):
         kwargs["split"] = config.split
+    if kind.lower() == "sbd":
+        kwargs["min_fill"] = 0.08  # RITM's SBD training reader drops "buggy" masks (recipe 2)
     full = get_dataset(kind, config.data, **kwargs)
     n = len(full)
     n_val = min(config.val_samples, max(0, n - config.batch_size))

@@ -144,6 +144,19 @@ def test_sbd_one_sample_per_instance(tmp_path):
     with pytest.raises(ValueError, match="not of one image"):
         ds.image_sample([0, 3])
     assert len(SBDDataset(tmp_path, split="val", progress=False)) == 1
+    # RITM's buggy-mask filter (training): instance 3, one row of 4 pixels, fills its box;
+    # a diagonal instance filling 4 of its 16 box pixels (0.25) is dropped at min_fill 0.3
+    diag = inst.copy()
+    for r, c in zip(range(8, 12), range(0, 4)):
+        diag[r, c] = 4
+    savemat(tmp_path / "inst" / "2008_000001.mat", {"GTinst": {"Segmentation": diag}})
+    assert len(SBDDataset(tmp_path, split="train", progress=False)) == 5
+    filtered = SBDDataset(tmp_path, split="train", progress=False, min_fill=0.3)
+    assert len(filtered) == 4 and not any(s.mask[8, 0] for s in filtered)
+    assert all(not o[8, 0] for s in filtered for o in s.others)  # background now, not an "other"
+    savemat(tmp_path / "inst" / "2008_000001.mat", {"GTinst": {"Segmentation": inst}})
+    with pytest.raises(ValueError, match="min_fill"):
+        SBDDataset(tmp_path, split="train", progress=False, min_fill=1.0)
     (tmp_path / "val.txt").write_text("2008_000002\nmissing_id\n")
     with pytest.raises(ValueError, match="missing_id"):
         SBDDataset(tmp_path, split="val", progress=False)

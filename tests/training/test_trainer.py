@@ -747,3 +747,25 @@ def test_a_run_of_an_earlier_training_recipe_resumes_with_a_warning_and_forgets_
         again.train()
         kept = Trainer(_config(tmp_path / "x", resume=True, **dict(kw, epochs=2)))
     assert kept.best_noc90 == again.best_noc90 < float("inf")
+
+
+def test_sbd_training_drops_ritms_buggy_masks(tmp_path):
+    """Training on SBD reads it as RITM's training reader does: instances filling under 8%
+    of their bounding box (annotation errors, mostly) are background."""
+    from scipy.io import savemat
+
+    root = tmp_path / "SBD"
+    (root / "img").mkdir(parents=True)
+    (root / "inst").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        inst = np.zeros((40, 40), np.uint8)
+        inst[5:20, 5:20] = 1
+        for k in range(30):  # a thin diagonal: 30 of 900 box pixels (3%)
+            inst[8 + k, 8 + k] = 2 if 8 + k < 40 else 0
+        write_png(root / "img" / f"im{i}.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+        savemat(root / "inst" / f"im{i}.mat", {"GTinst": {"Segmentation": inst}})
+    (root / "train.txt").write_text("\n".join(f"im{i}" for i in range(4)) + "\n")
+    cfg = _config(tmp_path, data=str(root), dataset_type="SBD", val_samples=0, train_items="sample")
+    train, _ = build_datasets(cfg)
+    assert train.base.min_fill == 0.08 and len(train) == 4  # the diagonals are gone
