@@ -419,9 +419,11 @@ def _read_split(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def _instances_sample(image: np.ndarray, inst: np.ndarray, ignore: np.ndarray, k: int, name: str) -> Sample:
-    ids = [i for i in np.unique(inst) if i not in (0, 255, k)]
-    return Sample(image, [inst == k], ignore, f"{name}#{k}", others=[inst == i for i in ids])
+def _instances_sample(image: np.ndarray, inst: np.ndarray, ignore: np.ndarray, ks: Sequence[int],
+                      name: str) -> Sample:
+    """The instances ``ks`` as the targets (``masks``), the image's other instances ``others``."""
+    ids = [i for i in np.unique(inst) if i not in (0, 255) and i not in ks]
+    return Sample(image, [inst == k for k in ks], ignore, name, others=[inst == i for i in ids])
 
 
 class _InstanceDataset(SegmentationDataset):
@@ -452,11 +454,15 @@ class _InstanceDataset(SegmentationDataset):
                 entries.append(_Entry(e.name, e.image, e.mask, {"instance": int(k)}))
         return entries
 
-    def _load(self, entry: _Entry) -> Sample:
+    def _read(self, entry: _Entry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         image = read_image(entry.image, orientation=self.exif_orientation)  # the masks' frame
         inst, ignore = self._read_instances(entry)
         self._check_size(image, inst, entry)
-        return _instances_sample(image, inst, ignore, entry.extra["instance"], entry.name)
+        return image, inst, ignore
+
+    def _load(self, entry: _Entry) -> Sample:
+        k = entry.extra["instance"]
+        return _instances_sample(*self._read(entry), [k], f"{entry.name}#{k}")
 
     def image_sample(self, indices: Sequence[int]) -> Sample:
         """One :class:`Sample` of the objects ``indices`` (samples of one image), read once:
@@ -464,13 +470,8 @@ class _InstanceDataset(SegmentationDataset):
         entries = [self.entries[i] for i in indices]
         if len({(e.image, e.mask) for e in entries}) != 1:
             raise ValueError(f"image_sample: samples {list(indices)} are not of one image")
-        entry = entries[0]
-        image = read_image(entry.image, orientation=self.exif_orientation)
-        inst, ignore = self._read_instances(entry)
-        self._check_size(image, inst, entry)
-        ks = [e.extra["instance"] for e in entries]
-        rest = [i for i in np.unique(inst) if i not in (0, 255) and i not in ks]
-        sample = Sample(image, [inst == k for k in ks], ignore, entry.name, others=[inst == i for i in rest])
+        sample = _instances_sample(*self._read(entries[0]), [e.extra["instance"] for e in entries],
+                                   entries[0].name)
         sample.validate()
         return sample
 

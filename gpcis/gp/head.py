@@ -136,7 +136,6 @@ class GPHeadConfig:
                              f"{self.vi_reduction!r}")
         if not isinstance(self.vi_kernel_grad, bool):
             raise ValueError(f"GPHeadConfig.vi_kernel_grad must be True or False, got {self.vi_kernel_grad!r}")
-        self.vi_kernel_grad = bool(self.vi_kernel_grad)
         if self.learn_weight_prior not in (None, True, False):
             raise ValueError(f"GPHeadConfig.learn_weight_prior must be None, True or False, got "
                              f"{self.learn_weight_prior!r}")

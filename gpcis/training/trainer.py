@@ -138,13 +138,23 @@ TRAINING_RECIPE = 2
 _OPTIMIZER_SETTINGS = ("lr", "backbone_lr_mult", "milestones", "lr_gamma", "weight_decay")
 
 
+#: settings whose default changed, ``None`` in :class:`TrainConfig`: ``(a new run's value,
+#: the value runs used before the setting existed)``; a resumed run keeps its own
+_RESOLVED_DEFAULTS: dict[str, tuple[Any, Any]] = {
+    "val_split": ("image", "sample"),
+    "train_items": ("image", "sample"),
+    "merge_objects_prob": (0.15, 0.0),
+    "min_object_area": (80, 1),
+}
+
+
 def _changed_settings(saved: dict, now: dict) -> list[str]:
     """``"name: saved -> now"`` for each of :data:`_RUN_SETTINGS` that differs (lists and
     tuples compare equal, as a checkpoint stores tuples as lists)."""
     norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
     # settings older runs did not save: the values they trained with
     fields = TrainConfig.__dataclass_fields__
-    saved = {"val_split": "sample", "train_items": "sample", "merge_objects_prob": 0.0, "min_object_area": 1,
+    saved = {**{k: before for k, (_, before) in _RESOLVED_DEFAULTS.items()},
              **{k: fields[k].default for k in ("click_prob_gamma", "first_click_inner_prob")}, **saved}
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in _RUN_SETTINGS
             if k in saved and norm(saved.get(k)) != norm(now.get(k))]
@@ -642,8 +652,7 @@ class Trainer:
         resume_path, resume_data = _resume_checkpoint(config)
         # settings whose default changed: a new run takes the new one, a resumed run its own
         # (the value before the setting existed when its checkpoint has none)
-        for key, new_run, before in (("val_split", "image", "sample"), ("train_items", "image", "sample"),
-                                     ("merge_objects_prob", 0.15, 0.0), ("min_object_area", 80, 1)):
+        for key, (new_run, before) in _RESOLVED_DEFAULTS.items():
             if getattr(config, key) is None:
                 saved = _saved_setting(resume_data, key, before)
                 config = dataclasses.replace(config, **{key: new_run if saved is None else saved})
